@@ -1,0 +1,1 @@
+//! Cross-layer integration tests of daos-rs; the tests live in `tests/tests/`.
