@@ -1,0 +1,1 @@
+//! # hg — the RPC core over `na` (Mercury HG), being built (issue 4)
