@@ -155,7 +155,7 @@ impl Class {
             return Err(Error::InvalidArg);
         }
         let segs = bufs.into_iter().map(Vec::into_boxed_slice).collect();
-        MemHandle::new(segs, access, |s, a| self.plugin.mem_register(s, a))
+        MemHandle::new(segs, access, |r, a| self.plugin.mem_register_region(r, a))
     }
 
     /// `NA_Mem_handle_serialize`.

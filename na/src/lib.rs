@@ -30,7 +30,7 @@ pub use addr::Addr;
 pub use class::{Class, Context, Waker};
 pub use cq::CompletionQueue;
 pub use error::{Error, Result};
-pub use mem::{Access, MemHandle, PluginMem, RemoteMem, RemoteSegment, Segment};
+pub use mem::{Access, MemHandle, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
 pub use msg::{MsgBuf, Tag};
 pub use op::{Completion, Op, OpId, OpKind, Request};
 pub use plugin::{InfoString, InitOptions, Plugin, PluginContext};

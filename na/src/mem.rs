@@ -47,10 +47,89 @@ pub struct Segment {
     pub len: usize,
 }
 
-struct MemInner {
+/// The bytes of a registered region, shared between the user's [`MemHandle`] and plugins that move
+/// bytes themselves (inproc): a plugin that keeps a clone can copy into or out of the region without
+/// unsafe code, and the memory stays alive as long as any clone does.
+pub struct MemRegion {
     storage: Mutex<Vec<Box<[u8]>>>,
     segments: SmallVec<[Segment; 1]>,
     total: usize,
+}
+
+impl MemRegion {
+    /// The segments' stable addresses and lengths.
+    pub fn segments(&self) -> &[Segment] {
+        &self.segments
+    }
+
+    /// Total length over all segments.
+    pub fn len(&self) -> usize {
+        self.total
+    }
+
+    /// True when the region has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// Copies `src` into the region at `offset` (across segment boundaries).
+    pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<()> {
+        self.with_range(offset, src.len(), |seg, at, done, n| {
+            seg[at..at + n].copy_from_slice(&src[done..done + n])
+        })
+    }
+
+    /// Copies from the region at `offset` into `dst`.
+    pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
+        let len = dst.len();
+        self.with_range(offset, len, |seg, at, done, n| {
+            dst[done..done + n].copy_from_slice(&seg[at..at + n])
+        })
+    }
+
+    /// Runs `f(segment, offset_in_segment, bytes_done, n)` over each piece of
+    /// `[offset, offset + len)`, under the region's lock; out of range is `Overflow`.
+    pub fn with_range(
+        &self,
+        offset: usize,
+        len: usize,
+        mut f: impl FnMut(&mut [u8], usize, usize, usize),
+    ) -> Result<()> {
+        let end = offset.checked_add(len).ok_or(Error::Overflow)?;
+        if end > self.total {
+            return Err(Error::Overflow);
+        }
+        let mut storage = lock(&self.storage);
+        let mut base = 0usize;
+        let mut done = 0usize;
+        for seg in storage.iter_mut() {
+            let seg_end = base + seg.len();
+            if done < len && offset + done < seg_end {
+                let at = offset + done - base;
+                let n = (seg.len() - at).min(len - done);
+                f(seg, at, done, n);
+                done += n;
+            }
+            base = seg_end;
+            if done == len {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for MemRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MemRegion")
+            .field("len", &self.total)
+            .field("segments", &self.segments.len())
+            .finish()
+    }
+}
+
+struct MemInner {
+    region: Arc<MemRegion>,
     access: Access,
     // Declared last: dropped (deregistered) after nothing else refers to the memory.
     plugin: Option<Box<dyn PluginMem>>,
@@ -83,7 +162,7 @@ impl MemHandle {
     pub(crate) fn new(
         segments: Vec<Box<[u8]>>,
         access: Access,
-        register: impl FnOnce(&[Segment], Access) -> Result<Box<dyn PluginMem>>,
+        register: impl FnOnce(&Arc<MemRegion>, Access) -> Result<Box<dyn PluginMem>>,
     ) -> Result<MemHandle> {
         let segs: SmallVec<[Segment; 1]> = segments
             .iter()
@@ -93,12 +172,15 @@ impl MemHandle {
             })
             .collect();
         let total = segs.iter().map(|s| s.len).sum();
-        let plugin = register(&segs, access)?;
+        let region = Arc::new(MemRegion {
+            storage: Mutex::new(segments),
+            segments: segs,
+            total,
+        });
+        let plugin = register(&region, access)?;
         Ok(MemHandle {
             inner: Arc::new(MemInner {
-                storage: Mutex::new(segments),
-                segments: segs,
-                total,
+                region,
                 access,
                 plugin: Some(plugin),
             }),
@@ -107,12 +189,12 @@ impl MemHandle {
 
     /// Total length over all segments.
     pub fn len(&self) -> usize {
-        self.inner.total
+        self.inner.region.total
     }
 
     /// True when the region has no bytes.
     pub fn is_empty(&self) -> bool {
-        self.inner.total == 0
+        self.inner.region.total == 0
     }
 
     /// What peers may do to the region.
@@ -122,7 +204,12 @@ impl MemHandle {
 
     /// The segments' stable addresses and lengths.
     pub fn segments(&self) -> &[Segment] {
-        &self.inner.segments
+        &self.inner.region.segments
+    }
+
+    /// The region's bytes (what a plugin that copies itself keeps while an operation is in flight).
+    pub fn region(&self) -> &Arc<MemRegion> {
+        &self.inner.region
     }
 
     /// The plugin's half of the registration.
@@ -135,17 +222,12 @@ impl MemHandle {
 
     /// Copies `src` into the region at `offset` (across segment boundaries).
     pub fn write_at(&self, offset: usize, src: &[u8]) -> Result<()> {
-        self.with_range(offset, src.len(), |seg, at, done, n| {
-            seg[at..at + n].copy_from_slice(&src[done..done + n])
-        })
+        self.inner.region.write_at(offset, src)
     }
 
     /// Copies from the region at `offset` into `dst`.
     pub fn read_at(&self, offset: usize, dst: &mut [u8]) -> Result<()> {
-        let len = dst.len();
-        self.with_range(offset, len, |seg, at, done, n| {
-            dst[done..done + n].copy_from_slice(&seg[at..at + n])
-        })
+        self.inner.region.read_at(offset, dst)
     }
 
     /// The whole region as one vector.
@@ -166,29 +248,9 @@ impl MemHandle {
         &self,
         offset: usize,
         len: usize,
-        mut f: impl FnMut(&mut [u8], usize, usize, usize),
+        f: impl FnMut(&mut [u8], usize, usize, usize),
     ) -> Result<()> {
-        let end = offset.checked_add(len).ok_or(Error::Overflow)?;
-        if end > self.inner.total {
-            return Err(Error::Overflow);
-        }
-        let mut storage = lock(&self.inner.storage);
-        let mut base = 0usize;
-        let mut done = 0usize;
-        for seg in storage.iter_mut() {
-            let seg_end = base + seg.len();
-            if done < len && offset + done < seg_end {
-                let at = offset + done - base;
-                let n = (seg.len() - at).min(len - done);
-                f(seg, at, done, n);
-                done += n;
-            }
-            base = seg_end;
-            if done == len {
-                break;
-            }
-        }
-        Ok(())
+        self.inner.region.with_range(offset, len, f)
     }
 }
 
@@ -196,7 +258,7 @@ impl fmt::Debug for MemHandle {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("MemHandle")
             .field("len", &self.len())
-            .field("segments", &self.inner.segments.len())
+            .field("segments", &self.inner.region.segments.len())
             .field("access", &self.inner.access)
             .finish()
     }

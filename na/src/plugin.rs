@@ -4,7 +4,7 @@
 use crate::addr::Addr;
 use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
-use crate::mem::{Access, PluginMem, RemoteMem, Segment};
+use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, Segment};
 use crate::msg::Tag;
 use crate::op::{Op, OpId};
 use crate::sync::Arc;
@@ -42,6 +42,15 @@ pub trait Plugin: Send + Sync + 'static {
     fn max_tag(&self) -> Tag;
     /// `mem_register`: registers segments for RMA; the returned value deregisters on drop.
     fn mem_register(&self, segments: &[Segment], access: Access) -> Result<Box<dyn PluginMem>>;
+    /// `mem_register` for plugins that move bytes themselves (inproc): they get the region, not
+    /// only its addresses, and may keep a clone. The default registers the segments.
+    fn mem_register_region(
+        &self,
+        region: &Arc<MemRegion>,
+        access: Access,
+    ) -> Result<Box<dyn PluginMem>> {
+        self.mem_register(region.segments(), access)
+    }
     /// `mem_handle_deserialize`: validates a peer's serialized handle.
     fn mem_deserialize(&self, bytes: &[u8]) -> Result<RemoteMem>;
 }

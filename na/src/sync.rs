@@ -4,20 +4,43 @@
 #[allow(unused_imports)]
 pub(crate) use loom::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard,
+    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
 #[cfg(not(loom))]
 #[allow(unused_imports)]
 pub(crate) use std::sync::{
     atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, AtomicUsize, Ordering},
-    Arc, Condvar, Mutex, MutexGuard,
+    Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
+
+/// Process-global lazily built values (the default inproc fabric). std's under loom too: loom has
+/// no `OnceLock`, and loom models never touch process globals.
+#[allow(unused_imports)]
+pub(crate) use std::sync::OnceLock;
 
 /// Locks a mutex, recovering the data if a panicking thread poisoned it: a poisoned queue is still
 /// structurally valid (every critical section here leaves it consistent), and the layer must keep serving.
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Read-locks an `RwLock`, recovering from poisoning as [`lock`] does.
+#[allow(dead_code)]
+pub(crate) fn read<T>(m: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    match m.read() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// Write-locks an `RwLock`, recovering from poisoning as [`lock`] does.
+#[allow(dead_code)]
+pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    match m.write() {
         Ok(g) => g,
         Err(p) => p.into_inner(),
     }
