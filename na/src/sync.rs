@@ -14,6 +14,15 @@ pub(crate) use std::sync::{
     Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard,
 };
 
+/// Yields the thread (a loom scheduling point under loom).
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::thread::yield_now;
+/// Yields the thread (a loom scheduling point under loom).
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use std::thread::yield_now;
+
 /// Process-global lazily built values (the default inproc fabric). std's under loom too: loom has
 /// no `OnceLock`, and loom models never touch process globals.
 #[allow(unused_imports)]

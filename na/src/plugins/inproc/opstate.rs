@@ -1,0 +1,264 @@
+//! The op state machine that decides, without a lock, who completes an operation: the side that
+//! delivers it or the side that cancels (or tears down) it.
+//!
+//! ```text
+//!            claim()                 finish(outcome)
+//! PENDING ───────────▶ CLAIMED ─────────────────────────▶ DONE
+//!    ▲                   │  │ cancel(): CLAIMED|CANCEL_REQ
+//!    └──── unclaim() ────┘  └─ unclaim() with CANCEL_REQ ─▶ DONE (outcome Canceled)
+//! PENDING ── cancel() ──▶ DONE (outcome Canceled)
+//! ```
+//!
+//! The payload (the [`crate::Op`] with its buffer, and where its completion goes) lives in the cell
+//! and is taken by whoever wins: a claimer that had an effect completes it with the real result; a
+//! claimer that had none (no receive posted yet) puts it back with `unclaim`, and completes it as
+//! Canceled itself if a cancel arrived meanwhile; a canceller that finds it PENDING completes it as
+//! Canceled. Exactly one of them pushes the completion. The outcome code is published by the DONE
+//! store (Release) so a thread that sees DONE (Acquire) reads the right outcome; `--cfg loom_weak`
+//! weakens that store to Relaxed and `loom_op_outcome_is_published` catches it.
+
+use crate::sync::{lock, AtomicU32, AtomicU8, Mutex, Ordering};
+
+const PENDING: u8 = 0;
+const CLAIMED: u8 = 1;
+const CANCEL_REQ: u8 = 2;
+const DONE: u8 = 4;
+
+/// Outcome code stored before DONE: 0 is success, else `Error::code()`.
+const NO_OUTCOME: u32 = u32::MAX;
+
+/// Ordering of the store that publishes DONE and the outcome with it.
+#[cfg(not(loom_weak))]
+const PUBLISH: Ordering = Ordering::Release;
+/// Deliberately too weak (only under `--cfg loom_weak`): loom must find the stale outcome.
+#[cfg(loom_weak)]
+const PUBLISH: Ordering = Ordering::Relaxed;
+
+/// What `cancel` achieved.
+#[derive(Debug)]
+pub(crate) enum Cancel<T> {
+    /// The operation had no effect; the caller owns the payload and completes it as Canceled.
+    Won(T),
+    /// A deliverer holds it; if it turns out to have had no effect it completes as Canceled.
+    Deferred,
+    /// Already completed or cancel already requested: nothing to do.
+    NoOp,
+}
+
+/// One operation's state and payload.
+#[derive(Debug)]
+pub(crate) struct OpCell<T> {
+    state: AtomicU8,
+    outcome: AtomicU32,
+    payload: Mutex<Option<T>>,
+}
+
+impl<T> OpCell<T> {
+    /// A pending operation holding `payload`.
+    pub(crate) fn new(payload: T) -> OpCell<T> {
+        OpCell {
+            state: AtomicU8::new(PENDING),
+            outcome: AtomicU32::new(NO_OUTCOME),
+            payload: Mutex::new(Some(payload)),
+        }
+    }
+
+    /// Takes the operation for delivery if it is still pending.
+    pub(crate) fn claim(&self) -> Option<T> {
+        self.state
+            .compare_exchange(PENDING, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        lock(&self.payload).take()
+    }
+
+    /// Gives a claimed operation back untouched. Returns the payload when a cancel arrived while it
+    /// was claimed: the operation is then DONE and the caller completes it as Canceled.
+    pub(crate) fn unclaim(&self, payload: T) -> Option<T> {
+        *lock(&self.payload) = Some(payload);
+        match self
+            .state
+            .compare_exchange(CLAIMED, PENDING, Ordering::Release, Ordering::Relaxed)
+        {
+            Ok(_) => None,
+            Err(_) => {
+                // CLAIMED|CANCEL_REQ: only we may move it on.
+                let p = lock(&self.payload).take();
+                self.finish(crate::Error::Canceled.code() as u32);
+                p
+            }
+        }
+    }
+
+    /// Marks a claimed operation done with `outcome` (0 = success, else an error code).
+    pub(crate) fn finish(&self, outcome: u32) {
+        self.outcome.store(outcome, Ordering::Relaxed);
+        self.state.store(DONE, PUBLISH);
+    }
+
+    /// Requests cancellation.
+    pub(crate) fn cancel(&self) -> Cancel<T> {
+        let mut s = self.state.load(Ordering::Acquire);
+        loop {
+            let next = match s {
+                PENDING => CLAIMED,
+                CLAIMED => CLAIMED | CANCEL_REQ,
+                _ => return Cancel::NoOp,
+            };
+            match self
+                .state
+                .compare_exchange(s, next, Ordering::AcqRel, Ordering::Acquire)
+            {
+                Ok(PENDING) => {
+                    let p = lock(&self.payload).take();
+                    self.finish(crate::Error::Canceled.code() as u32);
+                    return match p {
+                        Some(p) => Cancel::Won(p),
+                        None => Cancel::NoOp,
+                    };
+                }
+                Ok(_) => return Cancel::Deferred,
+                Err(now) => s = now,
+            }
+        }
+    }
+
+    /// Whether the operation is still pending (neither claimed nor done).
+    pub(crate) fn is_pending(&self) -> bool {
+        self.state.load(Ordering::Acquire) == PENDING
+    }
+
+    /// The outcome once DONE (0 = success, else an error code), None before.
+    pub(crate) fn outcome(&self) -> Option<u32> {
+        if self.state.load(Ordering::Acquire) == DONE {
+            Some(self.outcome.load(Ordering::Relaxed))
+        } else {
+            None
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cancel_of_pending_wins_and_is_final() {
+        let c = OpCell::new(7u32);
+        assert!(matches!(c.cancel(), Cancel::Won(7)));
+        assert_eq!(c.outcome(), Some(crate::Error::Canceled.code() as u32));
+        assert!(c.claim().is_none());
+        assert!(matches!(c.cancel(), Cancel::NoOp));
+    }
+
+    #[test]
+    fn cancel_while_claimed_defers_to_the_claimer() {
+        let c = OpCell::new(1u32);
+        let p = c.claim().unwrap();
+        assert!(matches!(c.cancel(), Cancel::Deferred));
+        assert!(matches!(c.cancel(), Cancel::NoOp));
+        // No effect: the claimer gets the payload back to complete as Canceled.
+        assert_eq!(c.unclaim(p), Some(1));
+        assert!(c.outcome().is_some());
+        assert!(c.claim().is_none());
+    }
+
+    #[test]
+    fn unclaim_without_cancel_makes_it_pending_again() {
+        let c = OpCell::new(1u32);
+        let p = c.claim().unwrap();
+        assert_eq!(c.unclaim(p), None);
+        assert!(c.is_pending());
+        let p = c.claim().unwrap();
+        assert!(matches!(c.cancel(), Cancel::Deferred));
+        c.finish(0); // it had an effect: the real result wins
+        let _ = p;
+        assert_eq!(c.outcome(), Some(0));
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Arc;
+    use loom::thread;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(f);
+    }
+
+    /// Deliverer (claim, then finish or unclaim) against a canceller: exactly one completes.
+    #[test]
+    fn loom_op_cancel_vs_delivery() {
+        for effect in [true, false] {
+            model(move || {
+                let c = Arc::new(OpCell::new(5u32));
+                let c2 = c.clone();
+                let deliverer = thread::spawn(move || match c2.claim() {
+                    Some(p) if effect => {
+                        c2.finish(0);
+                        drop(p);
+                        1
+                    }
+                    Some(p) => usize::from(c2.unclaim(p).is_some()),
+                    None => 0,
+                });
+                let cancelled = usize::from(matches!(c.cancel(), Cancel::Won(_)));
+                let delivered = deliverer.join().unwrap();
+                if effect {
+                    assert_eq!(cancelled + delivered, 1);
+                } else {
+                    // No effect: either the canceller won, or the deliverer completed it as
+                    // Canceled on unclaim, or it is pending again and nobody cancelled it.
+                    assert!(cancelled + delivered <= 1);
+                    if cancelled + delivered == 0 {
+                        assert!(c.is_pending());
+                    }
+                }
+            });
+        }
+    }
+
+    /// Two cancellers and a deliverer: still one completion.
+    #[test]
+    fn loom_op_two_cancellers() {
+        model(|| {
+            let c = Arc::new(OpCell::new(5u32));
+            let (a, b) = (c.clone(), c.clone());
+            let t1 = thread::spawn(move || usize::from(matches!(a.cancel(), Cancel::Won(_))));
+            let t2 = thread::spawn(move || usize::from(matches!(b.cancel(), Cancel::Won(_))));
+            let mine = match c.claim() {
+                Some(_) => {
+                    c.finish(0);
+                    1
+                }
+                None => 0,
+            };
+            assert_eq!(t1.join().unwrap() + t2.join().unwrap() + mine, 1);
+        });
+    }
+
+    /// Whoever sees DONE reads the outcome the finisher stored. Fails under `--cfg loom_weak`.
+    #[test]
+    #[cfg_attr(loom_weak, should_panic)]
+    fn loom_op_outcome_is_published() {
+        model(|| {
+            let c = Arc::new(OpCell::new(5u32));
+            let c2 = c.clone();
+            let t = thread::spawn(move || {
+                let p = c2.claim().unwrap();
+                c2.finish(42);
+                drop(p);
+            });
+            loop {
+                if let Some(o) = c.outcome() {
+                    assert_eq!(o, 42, "stale outcome seen after DONE");
+                    break;
+                }
+                thread::yield_now();
+            }
+            t.join().unwrap();
+        });
+    }
+}
