@@ -24,7 +24,9 @@ mod msg;
 mod op;
 mod plugin;
 pub mod plugins;
+mod rdma;
 pub(crate) mod sync;
+mod sys;
 
 pub use addr::Addr;
 pub use class::{Class, Context, Waker};
@@ -34,3 +36,4 @@ pub use mem::{Access, MemHandle, MemRegion, PluginMem, RemoteMem, RemoteSegment,
 pub use msg::{MsgBuf, Tag};
 pub use op::{Completion, Op, OpId, OpKind, Request};
 pub use plugin::{InfoString, InitOptions, Plugin, PluginContext};
+pub use rdma::{rdma_devices, RdmaDevice};

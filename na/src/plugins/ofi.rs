@@ -1,19 +1,1048 @@
-//! Plugin `ofi` (placeholder while it is being written).
+//! Plugin `ofi` (`na_ofi_class_ops`): libfabric's `tcp;ofi_rxm` RDM endpoints, on the wire as
+//! Mercury's ofi plugin (see `docs/na.md` and WIRE.md).
+//!
+//! | Mercury (`na_ofi.c`) | here |
+//! |---|---|
+//! | `na_ofi_initialize` | [`initialize`] |
+//! | `na_ofi_check_protocol` | [`check_protocol`] |
+//! | `na_ofi_context_create` | `OfiPlugin::context_create` (one endpoint each) |
+//! | `na_ofi_msg_send_unexpected` | `fi_senddata`, tag as CQ data, `sockaddr_in` prefix |
+//! | `na_ofi_msg_send_expected` / `recv_expected` | `fi_tsend` / `fi_trecv` (directed) |
+//! | `na_ofi_put` / `na_ofi_get` | `fi_write` / `fi_read` per contiguous piece |
+//! | `na_ofi_poll` / `na_ofi_poll_wait` | `OfiContext::progress` (CQ read in batches of 16) |
 
+use crate::addr::Addr;
+use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
+use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, Segment};
+use crate::msg::Tag;
 use crate::plugin::{InfoString, InitOptions, Plugin};
 use crate::sync::Arc;
+use std::net::Ipv4Addr;
 
-/// Whether a bare protocol name selects this plugin.
-pub(crate) fn check_protocol(_proto: &str) -> bool {
-    false
+/// Name of the plugin in info strings and addresses.
+pub const NAME: &str = "ofi";
+/// Bytes of the source-address prefix of an unexpected message (a `struct sockaddr_in`).
+pub const UNEXPECTED_HEADER_SIZE: usize = 16;
+
+/// Whether a bare protocol name selects this plugin (`"tcp"`, `"verbs;ofi_rxm"`).
+#[doc(alias = "na_ofi_check_protocol")]
+pub(crate) fn check_protocol(proto: &str) -> bool {
+    provider_for(proto).is_some()
 }
 
-/// Opens the plugin.
+/// The libfabric provider name for an NA protocol name.
+fn provider_for(proto: &str) -> Option<&'static str> {
+    match proto {
+        "tcp" | "tcp;ofi_rxm" => Some("tcp;ofi_rxm"),
+        "verbs" | "verbs;ofi_rxm" => Some("verbs;ofi_rxm"),
+        _ => None,
+    }
+}
+
+/// Encodes an IPv4 endpoint as the 16-byte `struct sockaddr_in` Mercury sends (x86-64 layout:
+/// family `02 00` in host order, port and address big-endian, 8 zero bytes).
+pub fn sockaddr_bytes(ip: Ipv4Addr, port: u16) -> [u8; 16] {
+    let mut b = [0u8; 16];
+    b[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+    b[2..4].copy_from_slice(&port.to_be_bytes());
+    b[4..8].copy_from_slice(&ip.octets());
+    b
+}
+
+/// Why a 16-byte source-address prefix was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadSockaddr {
+    /// Fewer than 16 bytes.
+    Truncated,
+    /// Family is not `AF_INET`.
+    Family,
+    /// Port 0.
+    Port,
+    /// Address 0.0.0.0.
+    Address,
+    /// Non-zero padding.
+    Padding,
+}
+
+/// Checks and decodes a `sockaddr_in` prefix: what must hold before it reaches `fi_av_insert`.
+pub fn parse_sockaddr(b: &[u8]) -> std::result::Result<(Ipv4Addr, u16), BadSockaddr> {
+    if b.len() < UNEXPECTED_HEADER_SIZE {
+        return Err(BadSockaddr::Truncated);
+    }
+    if u16::from_ne_bytes([b[0], b[1]]) != libc::AF_INET as u16 {
+        return Err(BadSockaddr::Family);
+    }
+    let port = u16::from_be_bytes([b[2], b[3]]);
+    if port == 0 {
+        return Err(BadSockaddr::Port);
+    }
+    let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+    if ip.is_unspecified() {
+        return Err(BadSockaddr::Address);
+    }
+    if b[8..16].iter().any(|&x| x != 0) {
+        return Err(BadSockaddr::Padding);
+    }
+    Ok((ip, port))
+}
+
+/// Parses `"[ofi+<proto>://]<ipv4>:<port>"` (what `addr_to_string` prints) into raw bytes.
+fn parse_addr_string(name: &str) -> Result<[u8; 16]> {
+    let bad = |why: &str| {
+        tracing::warn!(name, why, "na.ofi: malformed address string");
+        Error::InvalidArg
+    };
+    let hostport = match name.split_once("://") {
+        Some((class, rest)) => {
+            let proto = class.strip_prefix("ofi+").unwrap_or(class);
+            if provider_for(proto).is_none() {
+                return Err(bad("unknown protocol"));
+            }
+            rest
+        }
+        None => name,
+    };
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| bad("missing port"))?;
+    let port: u16 = port.parse().map_err(|_| bad("bad port"))?;
+    if port == 0 {
+        return Err(bad("port 0"));
+    }
+    let ip: Ipv4Addr = if host == "localhost" {
+        Ipv4Addr::LOCALHOST
+    } else {
+        host.parse()
+            .map_err(|_| bad("host is not an IPv4 address"))?
+    };
+    if ip.is_unspecified() {
+        return Err(bad("unspecified address"));
+    }
+    Ok(sockaddr_bytes(ip, port))
+}
+
+/// Resolves the host part of an info string: an IPv4 literal, an interface name, or a host name.
+fn resolve_host(host: &str) -> Result<Ipv4Addr> {
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        return Ok(ip);
+    }
+    if let Some((_, ip)) = crate::sys::ifaddr::ipv4_interfaces()
+        .into_iter()
+        .find(|(n, _)| n == host)
+    {
+        return Ok(ip);
+    }
+    use std::net::ToSocketAddrs;
+    if let Ok(addrs) = (host, 0u16).to_socket_addrs() {
+        for a in addrs {
+            if let std::net::SocketAddr::V4(v4) = a {
+                return Ok(*v4.ip());
+            }
+        }
+    }
+    tracing::warn!(
+        host,
+        "na.ofi: host is neither an IPv4 address, an interface nor a name"
+    );
+    Err(Error::AddrNotAvail)
+}
+
+/// Maps a libfabric error number (positive `FI_E*`) to `na::Error`.
+#[doc(alias = "na_ofi_errno_to_na")]
+pub fn map_fi_errno(err: i32) -> Error {
+    match err {
+        libc::ECANCELED => Error::Canceled,
+        libc::ECONNREFUSED
+        | libc::ECONNRESET
+        | libc::ECONNABORTED
+        | libc::EHOSTUNREACH
+        | libc::ENETUNREACH
+        | libc::ENOTCONN
+        | libc::EPIPE
+        | libc::ESHUTDOWN => Error::HostUnreach,
+        libc::EACCES | 266 /* FI_ENOKEY */ | 267 => Error::Access,
+        265 /* FI_ETRUNC */ | 257 /* FI_ETOOSMALL */ => Error::Overflow,
+        libc::EMSGSIZE => Error::MsgSize,
+        libc::ETIMEDOUT => Error::Timeout,
+        libc::EAGAIN => Error::Again,
+        libc::ENOMEM => Error::NoMem,
+        libc::EINVAL => Error::InvalidArg,
+        libc::EPERM => Error::Permission,
+        libc::ENOENT => Error::NoEntry,
+        libc::ENODATA | libc::ENODEV => Error::NoDev,
+        libc::EADDRINUSE => Error::AddrInUse,
+        libc::EADDRNOTAVAIL => Error::AddrNotAvail,
+        libc::EOPNOTSUPP | libc::ENOSYS => Error::OpNotSupported,
+        libc::EBUSY => Error::Busy,
+        libc::EFAULT => Error::Fault,
+        _ => Error::IoError,
+    }
+}
+
+/// Serialized memory handle: version, access, segment count, then (base, len, key) per segment.
+const MEM_VERSION: u8 = 1;
+/// Most segments a handle may carry (beyond it a handle is refused as garbage).
+const MAX_SEGMENTS: usize = 4096;
+
+/// Decodes a serialized ofi memory handle; anything malformed is `Fault`.
+pub fn decode_mem(bytes: &[u8]) -> Result<RemoteMem> {
+    let bad = |why: &str| {
+        tracing::warn!(len = bytes.len(), why, "na.ofi: garbage memory handle");
+        Error::Fault
+    };
+    if bytes.len() < 4 {
+        return Err(bad("shorter than its header"));
+    }
+    if bytes[0] != MEM_VERSION {
+        return Err(bad("unknown version"));
+    }
+    let access = Access::from_bits(bytes[1])
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| bad("bad access bits"))?;
+    let n = u16::from_le_bytes([bytes[2], bytes[3]]) as usize;
+    if n == 0 || n > MAX_SEGMENTS {
+        return Err(bad("bad segment count"));
+    }
+    if bytes.len() != 4 + n * 24 {
+        return Err(bad("length does not match the segment count"));
+    }
+    let mut segments = smallvec::SmallVec::new();
+    for c in bytes[4..].chunks_exact(24) {
+        let rd = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().expect("8 bytes"));
+        let (base, len, key) = (rd(0), rd(8), rd(16));
+        if base.checked_add(len).is_none() {
+            return Err(bad("segment wraps around"));
+        }
+        segments.push(crate::mem::RemoteSegment { base, len, key });
+    }
+    Ok(RemoteMem {
+        plugin: NAME,
+        access,
+        segments,
+    })
+}
+
+fn encode_mem(access: Access, segs: &[(u64, u64, u64)], out: &mut Vec<u8>) {
+    out.reserve(4 + segs.len() * 24);
+    out.push(MEM_VERSION);
+    out.push(access.bits());
+    out.extend_from_slice(&(segs.len() as u16).to_le_bytes());
+    for (b, l, k) in segs {
+        out.extend_from_slice(&b.to_le_bytes());
+        out.extend_from_slice(&l.to_le_bytes());
+        out.extend_from_slice(&k.to_le_bytes());
+    }
+}
+
+/// Opens the plugin (`na_ofi_initialize`): picks the provider, resolves the host, opens fabric
+/// and domain. Endpoints open per context.
+#[doc(alias = "na_ofi_initialize")]
 pub(crate) fn initialize(
-    _info: &InfoString,
-    _listen: bool,
-    _opts: &InitOptions,
+    info: &InfoString,
+    listen: bool,
+    opts: &InitOptions,
 ) -> Result<Arc<dyn Plugin>> {
-    Err(Error::OpNotSupported)
+    let proto = info.protocol.as_deref().unwrap_or("tcp");
+    let Some(prov) = provider_for(proto) else {
+        tracing::warn!(proto, "na.ofi: unsupported protocol");
+        return Err(Error::ProtoNoSupport);
+    };
+    imp::initialize(prov, info, listen, opts)
+}
+
+#[cfg(any(loom, na_no_libfabric))]
+mod imp {
+    use super::*;
+    pub(super) fn initialize(
+        prov: &str,
+        _info: &InfoString,
+        _listen: bool,
+        _opts: &InitOptions,
+    ) -> Result<Arc<dyn Plugin>> {
+        tracing::error!(
+            prov,
+            "na.ofi: built without libfabric (run scripts/setup.sh) or under loom"
+        );
+        Err(Error::ProtoNoSupport)
+    }
+}
+
+#[cfg(not(any(loom, na_no_libfabric)))]
+mod imp {
+    use super::*;
+    use crate::op::{Completion, Op, OpId, OpKind, Request};
+    use crate::plugin::PluginContext;
+    use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
+    use crate::sys::ofi::{self as sys, flags, Done, Post, RmaPiece};
+    use std::any::Any;
+    use std::collections::HashMap;
+    use std::os::fd::RawFd;
+    use std::sync::Weak;
+    use std::time::{Duration, Instant};
+
+    /// What all contexts of one class share.
+    struct Shared {
+        fabric: std::sync::Arc<sys::Fabric>,
+        protocol: String,
+        listen: bool,
+        port: u16,
+        max_unexpected: usize,
+        max_expected: usize,
+        max_contexts: u8,
+        virt_addr: bool,
+        prov_key: bool,
+        next_key: AtomicU64,
+        contexts: Mutex<Vec<Weak<OfiContext>>>,
+    }
+
+    pub(super) fn initialize(
+        prov: &str,
+        info: &InfoString,
+        listen: bool,
+        opts: &InitOptions,
+    ) -> Result<Arc<dyn Plugin>> {
+        let node = match info.host.as_deref() {
+            Some(h) => Some(resolve_host(h)?.to_string()),
+            // A port alone means the loopback-or-first interface as libfabric orders them.
+            None => None,
+        };
+        let port = info.port.unwrap_or(0);
+        let service = (node.is_some() && port != 0).then(|| port.to_string());
+        // Mercury asks VIRT_ADDR | ALLOCATED | PROV_KEY | LOCAL | ENDPOINT; we leave out LOCAL
+        // and ENDPOINT (message buffers are not registered): tcp answers 0 either way.
+        let mr_hints = flags::MR_VIRT_ADDR | flags::MR_ALLOCATED | flags::MR_PROV_KEY;
+        let fabric = sys::Fabric::open(prov, node.as_deref(), service.as_deref(), mr_hints)
+            .map_err(|e| {
+                let err = if e == sys::errno::ENODATA {
+                    Error::NoDev
+                } else {
+                    map_fi_errno(e)
+                };
+                if prov.starts_with("verbs") {
+                    tracing::error!(
+                        prov,
+                        fi_error = %sys::strerror(e),
+                        "na.ofi: no RDMA device for verbs (fi_getinfo found no verbs domain)"
+                    );
+                } else {
+                    tracing::error!(prov, node, fi_error = %sys::strerror(e), "na.ofi: fi_getinfo/fi_domain failed");
+                }
+                err
+            })?;
+        let protocol = fabric.prov_name();
+        if fabric.cq_data_size() < 4 {
+            tracing::error!(
+                protocol,
+                "na.ofi: provider carries under 4 bytes of CQ data"
+            );
+            return Err(Error::ProtoNoSupport);
+        }
+        let mr_mode = fabric.mr_mode();
+        if mr_mode & (flags::MR_LOCAL | flags::MR_ENDPOINT) != 0 {
+            tracing::error!(mr_mode, "na.ofi: provider needs FI_MR_LOCAL/FI_MR_ENDPOINT");
+            return Err(Error::ProtoNoSupport);
+        }
+        let max_msg = fabric.max_msg_size().max(UNEXPECTED_HEADER_SIZE);
+        let (api, lib) = sys::versions();
+        tracing::debug!(
+            protocol,
+            domain = fabric.domain_name(),
+            mr_mode,
+            api = format_args!("{}.{}", api >> 16, api & 0xffff),
+            lib = format_args!("{}.{}", lib >> 16, lib & 0xffff),
+            "na.ofi: fabric opened"
+        );
+        Ok(Arc::new(OfiPlugin {
+            shared: std::sync::Arc::new(Shared {
+                fabric: std::sync::Arc::new(fabric),
+                protocol,
+                listen,
+                port,
+                max_unexpected: opts
+                    .max_unexpected_size
+                    .clamp(UNEXPECTED_HEADER_SIZE, max_msg),
+                max_expected: opts.max_expected_size.min(max_msg),
+                max_contexts: opts.max_contexts,
+                virt_addr: mr_mode & flags::MR_VIRT_ADDR != 0,
+                prov_key: mr_mode & flags::MR_PROV_KEY != 0,
+                next_key: AtomicU64::new(1),
+                contexts: Mutex::new(Vec::new()),
+            }),
+        }))
+    }
+
+    /// The class half (`na_ofi_class`).
+    struct OfiPlugin {
+        shared: std::sync::Arc<Shared>,
+    }
+
+    fn check_addr(addr: &Addr) -> Result<[u8; 16]> {
+        if addr.plugin() != NAME {
+            tracing::warn!(?addr, "na.ofi: address of another plugin");
+            return Err(Error::InvalidArg);
+        }
+        let raw: [u8; 16] = addr.as_bytes().try_into().map_err(|_| Error::InvalidArg)?;
+        parse_sockaddr(&raw).map_err(|why| {
+            tracing::warn!(?why, "na.ofi: bad address bytes");
+            Error::InvalidArg
+        })?;
+        Ok(raw)
+    }
+
+    impl Plugin for OfiPlugin {
+        fn name(&self) -> &'static str {
+            NAME
+        }
+
+        fn protocol(&self) -> &str {
+            &self.shared.protocol
+        }
+
+        fn is_listening(&self) -> bool {
+            self.shared.listen
+        }
+
+        fn context_create(
+            &self,
+            id: u8,
+            cq: Arc<CompletionQueue>,
+        ) -> Result<Arc<dyn PluginContext>> {
+            let sh = &self.shared;
+            {
+                let mut ctxs = lock(&sh.contexts);
+                ctxs.retain(|w| w.strong_count() > 0);
+                if ctxs.len() >= usize::from(sh.max_contexts) {
+                    tracing::warn!(id, "na.ofi: too many contexts");
+                    return Err(Error::Busy);
+                }
+            }
+            let port = if id == 0 { sh.port } else { 0 };
+            let ep = sys::Endpoint::open(sh.fabric.clone(), port, true).map_err(|e| {
+                tracing::error!(id, port, fi_error = %sys::strerror(e), "na.ofi: endpoint open failed");
+                map_fi_errno(e)
+            })?;
+            let name = ep.name().map_err(map_fi_errno)?;
+            let ctx = Arc::new(OfiContext {
+                shared: sh.clone(),
+                self_raw: name,
+                ep,
+                cq,
+                av: Mutex::new(HashMap::with_hasher(ahash::RandomState::new())),
+                scratch: Mutex::new(Vec::with_capacity(64)),
+                woken: AtomicBool::new(false),
+            });
+            lock(&sh.contexts).push(Arc::downgrade(&ctx));
+            tracing::debug!(id, addr = %fmt_addr(&sh.protocol, &name), "na.ofi: context created");
+            Ok(ctx)
+        }
+
+        fn addr_lookup(&self, name: &str) -> Result<Addr> {
+            Ok(Addr::from_raw(NAME, &parse_addr_string(name)?))
+        }
+
+        fn addr_to_string(&self, addr: &Addr) -> Result<String> {
+            let raw = check_addr(addr)?;
+            Ok(fmt_addr(&self.shared.protocol, &raw))
+        }
+
+        fn addr_deserialize(&self, bytes: &[u8]) -> Result<Addr> {
+            if bytes.len() != UNEXPECTED_HEADER_SIZE {
+                tracing::warn!(
+                    len = bytes.len(),
+                    "na.ofi: serialized address of wrong size"
+                );
+                return Err(Error::Fault);
+            }
+            parse_sockaddr(bytes).map_err(|why| {
+                tracing::warn!(?why, "na.ofi: garbage serialized address");
+                Error::Fault
+            })?;
+            Ok(Addr::from_raw(NAME, bytes))
+        }
+
+        fn addr_set_remove(&self, addr: &Addr) -> Result<()> {
+            let raw = check_addr(addr)?;
+            let ctxs: Vec<_> = lock(&self.shared.contexts)
+                .iter()
+                .filter_map(Weak::upgrade)
+                .collect();
+            for c in ctxs {
+                let removed = lock(&c.av).remove(&raw);
+                if let Some(fi) = removed {
+                    if let Err(e) = c.ep.av_remove(fi) {
+                        tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: fi_av_remove failed");
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        fn max_unexpected_size(&self) -> usize {
+            self.shared.max_unexpected
+        }
+
+        fn max_expected_size(&self) -> usize {
+            self.shared.max_expected
+        }
+
+        fn unexpected_header_size(&self) -> usize {
+            UNEXPECTED_HEADER_SIZE
+        }
+
+        fn max_tag(&self) -> Tag {
+            u32::MAX
+        }
+
+        fn mem_register(&self, segments: &[Segment], access: Access) -> Result<Box<dyn PluginMem>> {
+            self.register(segments, access, None)
+        }
+
+        fn mem_register_region(
+            &self,
+            region: &Arc<MemRegion>,
+            access: Access,
+        ) -> Result<Box<dyn PluginMem>> {
+            // Keeping the region makes the MRs close before its memory can be freed.
+            self.register(region.segments(), access, Some(region.clone()))
+        }
+
+        fn mem_deserialize(&self, bytes: &[u8]) -> Result<RemoteMem> {
+            decode_mem(bytes)
+        }
+    }
+
+    impl OfiPlugin {
+        fn register(
+            &self,
+            segments: &[Segment],
+            access: Access,
+            region: Option<Arc<MemRegion>>,
+        ) -> Result<Box<dyn PluginMem>> {
+            let sh = &self.shared;
+            let mut fi_access = flags::READ | flags::WRITE;
+            if access.contains(Access::READ) {
+                fi_access |= flags::REMOTE_READ;
+            }
+            if access.contains(Access::WRITE) {
+                fi_access |= flags::REMOTE_WRITE;
+            }
+            let mut mrs = Vec::with_capacity(segments.len());
+            let mut segs = Vec::with_capacity(segments.len());
+            for s in segments {
+                if s.len == 0 {
+                    mrs.push(None);
+                    segs.push((0, 0, 0));
+                    continue;
+                }
+                let want = sh.next_key.fetch_add(1, Ordering::Relaxed);
+                let mr = sh
+                    .fabric
+                    .mr_reg(s.addr, s.len, fi_access, want)
+                    .map_err(|e| {
+                        tracing::warn!(len = s.len, fi_error = %sys::strerror(e), "na.ofi: fi_mr_reg failed");
+                        map_fi_errno(e)
+                    })?;
+                let key = if sh.prov_key { mr.key } else { want };
+                let base = if sh.virt_addr { s.addr as u64 } else { 0 };
+                segs.push((base, s.len as u64, key));
+                mrs.push(Some(mr));
+            }
+            Ok(Box::new(OfiMem {
+                access,
+                segs,
+                local: segments.to_vec(),
+                mrs,
+                _region: region,
+            }))
+        }
+    }
+
+    fn fmt_addr(protocol: &str, raw: &[u8; 16]) -> String {
+        let port = u16::from_be_bytes([raw[2], raw[3]]);
+        let ip = Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
+        format!("ofi+{protocol}://{ip}:{port}")
+    }
+
+    /// A registration: one MR per non-empty segment (`na_ofi_mem_handle`).
+    struct OfiMem {
+        access: Access,
+        segs: Vec<(u64, u64, u64)>,
+        local: Vec<Segment>,
+        mrs: Vec<Option<sys::Mr>>,
+        // Declared after `mrs`: the memory outlives its registrations.
+        _region: Option<Arc<MemRegion>>,
+    }
+
+    impl PluginMem for OfiMem {
+        fn serialize(&self, out: &mut Vec<u8>) {
+            encode_mem(self.access, &self.segs, out);
+        }
+        fn as_any(&self) -> &dyn Any {
+            self
+        }
+    }
+
+    /// One context: one endpoint with its CQ and AV (`na_ofi_context`).
+    struct OfiContext {
+        shared: std::sync::Arc<Shared>,
+        self_raw: [u8; 16],
+        ep: sys::Endpoint,
+        cq: Arc<CompletionQueue>,
+        av: Mutex<HashMap<[u8; 16], u64, ahash::RandomState>>,
+        scratch: Mutex<Vec<Done>>,
+        woken: AtomicBool,
+    }
+
+    impl OfiContext {
+        fn resolve(&self, addr: &Addr) -> Result<u64> {
+            let raw = check_addr(addr)?;
+            let mut av = lock(&self.av);
+            if let Some(&fi) = av.get(&raw) {
+                return Ok(fi);
+            }
+            let fi = self.ep.av_insert(&raw).map_err(|e| {
+                tracing::warn!(?addr, fi_error = %sys::strerror(e), "na.ofi: fi_av_insert failed");
+                map_fi_errno(e)
+            })?;
+            av.insert(raw, fi);
+            Ok(fi)
+        }
+
+        fn fail(&self, op: Op, err: Error) {
+            tracing::debug!(op = op.id.0, kind = ?op.req.kind(), error = %err, "na.ofi: operation failed at post");
+            self.cq.push(op.complete(Err(err)));
+        }
+
+        fn prepare(&self, op: &Op) -> Result<Post> {
+            let sh = &self.shared;
+            Ok(match &op.req {
+                Request::SendUnexpected {
+                    buf,
+                    len,
+                    dest,
+                    tag,
+                    ..
+                } => {
+                    if *len > sh.max_unexpected {
+                        tracing::warn!(
+                            len,
+                            max = sh.max_unexpected,
+                            "na.ofi: unexpected message over the max size"
+                        );
+                        return Err(Error::MsgSize);
+                    }
+                    if *len > buf.capacity() {
+                        return Err(Error::InvalidArg);
+                    }
+                    Post::SendData {
+                        len: *len,
+                        dest: self.resolve(dest)?,
+                        data: u64::from(*tag),
+                    }
+                }
+                Request::RecvUnexpected { .. } => Post::Recv,
+                Request::SendExpected {
+                    buf,
+                    len,
+                    dest,
+                    tag,
+                    ..
+                } => {
+                    if *len > sh.max_expected {
+                        tracing::warn!(
+                            len,
+                            max = sh.max_expected,
+                            "na.ofi: expected message over the max size"
+                        );
+                        return Err(Error::MsgSize);
+                    }
+                    if *len > buf.capacity() {
+                        return Err(Error::InvalidArg);
+                    }
+                    Post::TSend {
+                        len: *len,
+                        dest: self.resolve(dest)?,
+                        tag: u64::from(*tag),
+                    }
+                }
+                Request::RecvExpected { source, tag, .. } => Post::TRecv {
+                    src: self.resolve(source)?,
+                    tag: u64::from(*tag),
+                },
+                Request::Put {
+                    local,
+                    local_offset,
+                    remote,
+                    remote_offset,
+                    len,
+                    dest,
+                }
+                | Request::Get {
+                    local,
+                    local_offset,
+                    remote,
+                    remote_offset,
+                    len,
+                    dest,
+                } => {
+                    let write = matches!(op.req, Request::Put { .. });
+                    if remote.plugin != NAME {
+                        return Err(Error::InvalidArg);
+                    }
+                    let need = if write { Access::WRITE } else { Access::READ };
+                    if !remote.access.contains(need) {
+                        tracing::warn!(write, "na.ofi: remote region does not allow this RMA");
+                        return Err(Error::Permission);
+                    }
+                    let end_l = local_offset.checked_add(*len).ok_or(Error::Overflow)?;
+                    let end_r = remote_offset.checked_add(*len).ok_or(Error::Overflow)?;
+                    if end_l > local.len() as u64 || end_r > remote.len() {
+                        tracing::warn!(len, "na.ofi: RMA range outside a region");
+                        return Err(Error::Overflow);
+                    }
+                    let Some(mem) = local.plugin_mem().as_any().downcast_ref::<OfiMem>() else {
+                        return Err(Error::InvalidArg);
+                    };
+                    Post::Rma {
+                        write,
+                        dest: self.resolve(dest)?,
+                        pieces: pieces(mem, *local_offset, remote, *remote_offset, *len),
+                    }
+                }
+            })
+        }
+
+        /// Turns a libfabric completion into the operation's one `Completion`.
+        fn deliver(&self, d: Done) {
+            let Done {
+                op,
+                err,
+                prov_errno,
+                len,
+                data,
+                tag,
+                olen,
+            } = d;
+            let kind = op.req.kind();
+            let (source, req_tag, sent) = match &op.req {
+                Request::SendUnexpected { len, tag, .. }
+                | Request::SendExpected { len, tag, .. } => (None, *tag, *len),
+                Request::RecvExpected { source, tag, .. } => (Some(source.clone()), *tag, 0),
+                _ => (None, 0, 0),
+            };
+            let mut result = if err == 0 {
+                Ok(())
+            } else {
+                let e = map_fi_errno(err);
+                if e == Error::Canceled {
+                    tracing::debug!(op = op.id.0, ?kind, "na.ofi: operation canceled");
+                } else {
+                    tracing::warn!(
+                        op = op.id.0, ?kind, error = %e, fi_error = %sys::strerror(err),
+                        prov_errno, olen, "na.ofi: error completion"
+                    );
+                }
+                Err(e)
+            };
+            let mut c: Completion = {
+                let id = op.id;
+                let user = op.user;
+                let buf = op.req.into_buf();
+                Completion {
+                    op: id,
+                    kind,
+                    user,
+                    result: Ok(()),
+                    buf,
+                    len: 0,
+                    source: None,
+                    tag: 0,
+                }
+            };
+            match kind {
+                OpKind::RecvUnexpected => {
+                    c.len = len;
+                    c.tag = data as u32;
+                    if result.is_ok() {
+                        let bytes = c
+                            .buf
+                            .as_ref()
+                            .map_or(&[][..], |b| &b.as_slice()[..len.min(b.capacity())]);
+                        match self.accept_source(bytes) {
+                            Ok(a) => c.source = Some(a),
+                            Err(e) => result = Err(e),
+                        }
+                    }
+                }
+                OpKind::RecvExpected => {
+                    c.len = len;
+                    c.tag = req_tag;
+                    c.source = source;
+                }
+                OpKind::SendUnexpected | OpKind::SendExpected => {
+                    c.len = if result.is_ok() { sent } else { 0 };
+                }
+                OpKind::Put | OpKind::Get => {}
+            }
+            let _ = tag;
+            c.result = result;
+            self.cq.push(c);
+        }
+
+        /// Validates an unexpected message's source prefix and enters it in the AV.
+        fn accept_source(&self, bytes: &[u8]) -> Result<Addr> {
+            let raw: [u8; 16] = match parse_sockaddr(bytes) {
+                Ok(_) => bytes[..16].try_into().expect("16 bytes"),
+                Err(why) => {
+                    tracing::warn!(
+                        ?why,
+                        len = bytes.len(),
+                        "na.ofi: unexpected message with a bad source-address prefix dropped"
+                    );
+                    return Err(Error::ProtocolError);
+                }
+            };
+            let addr = Addr::from_raw(NAME, &raw);
+            self.resolve(&addr)?;
+            Ok(addr)
+        }
+
+        fn drain(&self, scratch: &mut Vec<Done>) {
+            for d in scratch.drain(..) {
+                self.deliver(d);
+            }
+        }
+    }
+
+    /// Splits `[local_offset, +len)` × `[remote_offset, +len)` into pieces contiguous on both sides.
+    fn pieces(
+        mem: &OfiMem,
+        local_offset: u64,
+        remote: &RemoteMem,
+        remote_offset: u64,
+        len: u64,
+    ) -> Vec<RmaPiece> {
+        let mut out = Vec::new();
+        let (mut li, mut loff) = seek(mem.local.iter().map(|s| s.len as u64), local_offset);
+        let (mut ri, mut roff) = seek(remote.segments.iter().map(|s| s.len), remote_offset);
+        let mut left = len;
+        while left > 0 {
+            let l = mem.local[li];
+            let r = remote.segments[ri];
+            let n = (l.len as u64 - loff).min(r.len - roff).min(left);
+            if n > 0 {
+                out.push(RmaPiece {
+                    local: l.addr + loff as usize,
+                    len: n as usize,
+                    desc: mem.mrs[li].as_ref().map_or(0, |m| m.desc),
+                    remote: r.base + roff,
+                    key: r.key,
+                });
+            }
+            left -= n;
+            loff += n;
+            roff += n;
+            if loff == l.len as u64 {
+                li += 1;
+                loff = 0;
+            }
+            if roff == r.len {
+                ri += 1;
+                roff = 0;
+            }
+        }
+        out
+    }
+
+    /// (segment index, offset inside it) of a byte offset; skips empty segments.
+    fn seek(lens: impl Iterator<Item = u64>, mut off: u64) -> (usize, u64) {
+        for (i, l) in lens.enumerate() {
+            if off < l {
+                return (i, off);
+            }
+            off -= l;
+        }
+        (usize::MAX, 0)
+    }
+
+    impl PluginContext for OfiContext {
+        fn self_addr(&self) -> Addr {
+            Addr::from_raw(NAME, &self.self_raw)
+        }
+
+        fn msg_init_unexpected(&self, buf: &mut [u8]) {
+            let n = buf.len().min(UNEXPECTED_HEADER_SIZE);
+            buf[..n].copy_from_slice(&self.self_raw[..n]);
+        }
+
+        fn post(&self, op: Op) {
+            let post = match self.prepare(&op) {
+                Ok(p) => p,
+                Err(e) => return self.fail(op, e),
+            };
+            if let Post::Rma { pieces, .. } = &post {
+                if pieces.is_empty() {
+                    self.cq.push(op.complete(Ok(())));
+                    return;
+                }
+            }
+            match self.ep.post(op, post) {
+                Ok(()) => {
+                    if self.ep.is_waiting() {
+                        // A progress blocked on another thread must see this operation's progress.
+                        self.ep.wake();
+                    }
+                }
+                Err((op, e)) => {
+                    let err = map_fi_errno(e);
+                    tracing::warn!(fi_error = %sys::strerror(e), error = %err, "na.ofi: post failed");
+                    self.cq.push(op.complete(Err(err)));
+                }
+            }
+        }
+
+        fn progress(&self, timeout: Duration) -> Result<()> {
+            let mut scratch = lock(&self.scratch);
+            let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+            loop {
+                let n = self.ep.progress(&mut scratch);
+                if n > 0 {
+                    self.drain(&mut scratch);
+                    return Ok(());
+                }
+                let Some(deadline) = deadline else {
+                    return Ok(());
+                };
+                if self.woken.swap(false, Ordering::AcqRel) {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                if now >= deadline {
+                    return Ok(());
+                }
+                self.ep.wait(deadline - now);
+            }
+        }
+
+        fn cancel(&self, op: OpId) -> Result<()> {
+            let mut out = Vec::new();
+            self.ep.cancel(op, &mut out);
+            for d in out {
+                self.deliver(d);
+            }
+            Ok(())
+        }
+
+        fn wake(&self) {
+            self.woken.store(true, Ordering::Release);
+            self.ep.wake();
+        }
+
+        fn wait_fd(&self) -> Option<RawFd> {
+            self.ep.wait_fd()
+        }
+
+        fn close(&self) {
+            let mut out = Vec::new();
+            self.ep.close(Duration::from_secs(2), &mut out);
+            for d in out {
+                self.deliver(d);
+            }
+        }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sockaddr_prefix_checks() {
+        let good = sockaddr_bytes(Ipv4Addr::LOCALHOST, 35833);
+        assert_eq!(
+            good,
+            [2, 0, 0x8b, 0xf9, 127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]
+        );
+        assert_eq!(parse_sockaddr(&good), Ok((Ipv4Addr::LOCALHOST, 35833)));
+        assert_eq!(parse_sockaddr(&good[..15]), Err(BadSockaddr::Truncated));
+        let mut b = good;
+        b[0] = 10;
+        assert_eq!(parse_sockaddr(&b), Err(BadSockaddr::Family));
+        let mut b = good;
+        b[2..4].fill(0);
+        assert_eq!(parse_sockaddr(&b), Err(BadSockaddr::Port));
+        let mut b = good;
+        b[4..8].fill(0);
+        assert_eq!(parse_sockaddr(&b), Err(BadSockaddr::Address));
+        let mut b = good;
+        b[12] = 1;
+        assert_eq!(parse_sockaddr(&b), Err(BadSockaddr::Padding));
+        assert_eq!(parse_sockaddr(&[0u8; 16]), Err(BadSockaddr::Family));
+    }
+
+    #[test]
+    fn address_strings() {
+        let a = parse_addr_string("ofi+tcp;ofi_rxm://127.0.0.1:35833").unwrap();
+        assert_eq!(a, sockaddr_bytes(Ipv4Addr::LOCALHOST, 35833));
+        assert_eq!(parse_addr_string("ofi+tcp://127.0.0.1:35833").unwrap(), a);
+        assert_eq!(parse_addr_string("127.0.0.1:35833").unwrap(), a);
+        for bad in [
+            "ofi+tcp://127.0.0.1",
+            "ofi+tcp://127.0.0.1:0",
+            "ofi+tcp://127.0.0.1:70000",
+            "ofi+tcp://300.0.0.1:1",
+            "ofi+tcp://0.0.0.0:1",
+            "ofi+bogus://127.0.0.1:1",
+            "",
+            "garbage",
+        ] {
+            assert_eq!(parse_addr_string(bad), Err(Error::InvalidArg), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn mem_handles_round_trip_and_garbage_is_fault() {
+        let mut out = Vec::new();
+        encode_mem(
+            Access::READWRITE,
+            &[(0x1000, 64, 7), (0x9000, 32, 8)],
+            &mut out,
+        );
+        let r = decode_mem(&out).unwrap();
+        assert_eq!(r.len(), 96);
+        assert_eq!(r.segments[1].key, 8);
+        assert_eq!(r.access, Access::READWRITE);
+        assert_eq!(decode_mem(&out[..out.len() - 1]), Err(Error::Fault));
+        assert_eq!(decode_mem(&[]), Err(Error::Fault));
+        assert_eq!(decode_mem(&[9, 3, 1, 0]), Err(Error::Fault));
+        let mut b = out.clone();
+        b[1] = 0;
+        assert_eq!(decode_mem(&b), Err(Error::Fault));
+        let mut b = out.clone();
+        b[2] = 0;
+        b[3] = 0;
+        assert_eq!(decode_mem(&b), Err(Error::Fault));
+        let mut wrap = Vec::new();
+        encode_mem(Access::READ, &[(u64::MAX, 2, 1)], &mut wrap);
+        assert_eq!(decode_mem(&wrap), Err(Error::Fault));
+    }
+
+    #[test]
+    fn errno_mapping() {
+        assert_eq!(map_fi_errno(libc::ECONNREFUSED), Error::HostUnreach);
+        assert_eq!(map_fi_errno(libc::ECANCELED), Error::Canceled);
+        assert_eq!(map_fi_errno(265), Error::Overflow);
+        assert_eq!(map_fi_errno(266), Error::Access);
+        assert_eq!(map_fi_errno(9999), Error::IoError);
+    }
+
+    #[test]
+    fn protocols() {
+        assert!(check_protocol("tcp"));
+        assert!(check_protocol("tcp;ofi_rxm"));
+        assert!(check_protocol("verbs;ofi_rxm"));
+        assert!(!check_protocol("inproc"));
+        assert!(!check_protocol("sm"));
+    }
 }

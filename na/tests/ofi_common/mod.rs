@@ -1,0 +1,81 @@
+//! Helpers shared by the ofi integration tests: class setup with skip-or-fail, completion waits.
+
+#![allow(dead_code)]
+
+use na::{Class, Completion, Context, Error, OpId};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Hang guard only: generous, so a loaded 2-core machine never trips it.
+pub const GUARD: Duration = Duration::from_secs(60);
+
+/// Opens `info` (listening), or returns None (skip) when libfabric's tcp provider is missing,
+/// unless CI=true, where that is a failure.
+pub fn class(info: &str) -> Option<Class> {
+    match Class::initialize(info, true) {
+        Ok(c) => {
+            assert_eq!(
+                c.protocol(),
+                "tcp;ofi_rxm",
+                "ofi+tcp must land on tcp;ofi_rxm"
+            );
+            Some(c)
+        }
+        Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("libfabric tcp provider unavailable under CI=true: {e}");
+            }
+            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
+            None
+        }
+        Err(e) => panic!("initialize {info}: {e}"),
+    }
+}
+
+/// Completions drained while waiting for another op, keyed by context address.
+static STASH: Mutex<Vec<(usize, Completion)>> = Mutex::new(Vec::new());
+
+/// Progresses `ctx` (and `others`) until `op` completes; returns its completion. Completions of
+/// other operations stay available to later calls.
+pub fn wait_op(ctx: &Context, others: &[&Context], op: OpId) -> Completion {
+    let key = ctx as *const Context as usize;
+    let deadline = Instant::now() + GUARD;
+    loop {
+        {
+            let mut st = STASH.lock().unwrap();
+            if let Some(i) = st.iter().position(|(k, c)| *k == key && c.op == op) {
+                return st.swap_remove(i).1;
+            }
+        }
+        for o in others {
+            o.progress(Duration::ZERO).unwrap();
+        }
+        ctx.progress(Duration::from_millis(1)).unwrap();
+        while let Some(c) = ctx.pop() {
+            if c.op == op {
+                return c;
+            }
+            STASH.lock().unwrap().push((key, c));
+        }
+        assert!(Instant::now() < deadline, "op {op:?} did not complete");
+    }
+}
+
+/// Progresses all contexts until `n` completions were drained from `ctx`.
+pub fn wait_n(ctx: &Context, others: &[&Context], n: usize) -> Vec<Completion> {
+    let deadline = Instant::now() + GUARD;
+    let mut out = Vec::new();
+    while out.len() < n {
+        for o in others {
+            o.progress(Duration::ZERO).unwrap();
+        }
+        ctx.progress(Duration::from_millis(1)).unwrap();
+        ctx.drain_into(&mut out);
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} completions",
+            out.len()
+        );
+    }
+    out
+}

@@ -1,0 +1,178 @@
+//! ofi over tcp;ofi_rxm on 127.0.0.1, two classes in one process: messages, RMA, addresses.
+
+mod ofi_common;
+
+use na::{Access, Error, MsgBuf, OpKind};
+use ofi_common::{class, wait_op};
+use std::time::Duration;
+
+#[test]
+fn unexpected_then_expected_round_trip() {
+    let Some(server) = class("ofi+tcp://127.0.0.1:0") else {
+        return;
+    };
+    let Some(client) = class("ofi+tcp://127.0.0.1") else {
+        return;
+    };
+    let sctx = server.context_create(0).unwrap();
+    let cctx = client.context_create(0).unwrap();
+    let saddr = sctx.self_addr();
+    let s = server.addr_to_string(&saddr).unwrap();
+    assert!(s.starts_with("ofi+tcp;ofi_rxm://127.0.0.1:"), "{s}");
+    let looked = client.addr_lookup(&s).unwrap();
+    assert_eq!(looked, saddr);
+
+    let rop = sctx.recv_unexpected(MsgBuf::new(4096), 1);
+    let reply_rop = cctx.recv_expected(MsgBuf::new(4096), &looked, 77, 2);
+    let mut m = MsgBuf::new(4096);
+    cctx.msg_init_unexpected(&mut m);
+    m.as_mut_slice()[16..24].copy_from_slice(b"ping1234");
+    let sop = cctx.send_unexpected(m, 24, &looked, 77, 3);
+
+    let got = wait_op(&sctx, &[&cctx], rop);
+    assert_eq!(got.result, Ok(()));
+    assert_eq!(got.kind, OpKind::RecvUnexpected);
+    assert_eq!(got.len, 24);
+    assert_eq!(got.tag, 77);
+    let buf = got.buf.unwrap();
+    assert_eq!(&buf.as_slice()[16..24], b"ping1234");
+    let src = got.source.unwrap();
+    assert_eq!(src, cctx.self_addr());
+
+    let mut r = MsgBuf::new(64);
+    r.as_mut_slice()[..4].copy_from_slice(b"pong");
+    let rs = sctx.send_expected(r, 4, &src, 77, 4);
+    let rep = wait_op(&cctx, &[&sctx], reply_rop);
+    assert_eq!(rep.result, Ok(()));
+    assert_eq!(rep.len, 4);
+    assert_eq!(&rep.buf.unwrap().as_slice()[..4], b"pong");
+    assert_eq!(rep.source.as_ref(), Some(&looked));
+    assert_eq!(wait_op(&cctx, &[&sctx], sop).result, Ok(()));
+    assert_eq!(wait_op(&sctx, &[&cctx], rs).result, Ok(()));
+}
+
+#[test]
+fn rma_put_get_across_segments_at_offsets() {
+    let Some(server) = class("ofi+tcp://127.0.0.1") else {
+        return;
+    };
+    let Some(client) = class("ofi+tcp://127.0.0.1") else {
+        return;
+    };
+    let sctx = server.context_create(0).unwrap();
+    let cctx = client.context_create(0).unwrap();
+    let target: Vec<Vec<u8>> = vec![vec![0u8; 100], vec![0u8; 50], vec![0u8; 200]];
+    let remote_mh = server
+        .mem_register_segments(target, Access::READWRITE)
+        .unwrap();
+    let wire = server.mem_handle_serialize(&remote_mh);
+    let remote = client.mem_handle_deserialize(&wire).unwrap();
+    assert_eq!(remote.len(), 350);
+
+    let src: Vec<Vec<u8>> = vec![(0..30).collect(), (30..130).collect()];
+    let local = client
+        .mem_register_segments(src, Access::READWRITE)
+        .unwrap();
+    let dest = client
+        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
+        .unwrap();
+    // 120 bytes from local offset 5 into remote offset 80: crosses both sides' boundaries.
+    let op = cctx.put(&local, 5, &remote, 80, 120, &dest, 9);
+    let c = wait_op(&cctx, &[&sctx], op);
+    assert_eq!(c.result, Ok(()));
+    let all = remote_mh.to_vec();
+    assert_eq!(&all[80..200], &(5u8..125).collect::<Vec<_>>()[..]);
+    assert!(all[..80].iter().all(|&b| b == 0));
+    assert!(all[200..].iter().all(|&b| b == 0));
+
+    remote_mh.write_at(300, &[0xAA; 40]).unwrap();
+    let back = client
+        .mem_register(vec![0u8; 64], Access::READWRITE)
+        .unwrap();
+    let op = cctx.get(&back, 10, &remote, 290, 50, &dest, 10);
+    let c = wait_op(&cctx, &[&sctx], op);
+    assert_eq!(c.result, Ok(()));
+    let v = back.to_vec();
+    assert!(v[10..20].iter().all(|&b| b == 0));
+    assert!(v[20..60].iter().all(|&b| b == 0xAA));
+
+    // Out of range and without permission: typed errors, at once.
+    let op = cctx.get(&back, 0, &remote, 340, 20, &dest, 11);
+    assert_eq!(wait_op(&cctx, &[], op).result, Err(Error::Overflow));
+    let ro = server
+        .mem_register(vec![1u8; 8], Access::READ_ONLY)
+        .unwrap();
+    let ro_remote = client
+        .mem_handle_deserialize(&server.mem_handle_serialize(&ro))
+        .unwrap();
+    let op = cctx.put(&local, 0, &ro_remote, 0, 8, &dest, 12);
+    assert_eq!(wait_op(&cctx, &[], op).result, Err(Error::Permission));
+}
+
+#[test]
+fn progress_wakes_and_wait_fd() {
+    let Some(c) = class("ofi+tcp://127.0.0.1") else {
+        return;
+    };
+    let ctx = c.context_create(0).unwrap();
+    assert!(ctx.wait_fd().is_some());
+    let w = ctx.waker();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        w.wake();
+    });
+    let start = std::time::Instant::now();
+    ctx.progress(Duration::from_secs(30)).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(25),
+        "wake did not interrupt progress"
+    );
+    t.join().unwrap();
+}
+
+#[test]
+fn cancel_posted_receives_and_close_completes_all() {
+    let Some(c) = class("ofi+tcp://127.0.0.1") else {
+        return;
+    };
+    let ctx = c.context_create(0).unwrap();
+    let a = ctx.recv_unexpected(MsgBuf::new(128), 1);
+    let peer = c.addr_lookup("ofi+tcp://127.0.0.1:9").unwrap();
+    let b = ctx.recv_expected(MsgBuf::new(128), &peer, 5, 2);
+    ctx.cancel(a).unwrap();
+    let got = wait_op(&ctx, &[], a);
+    assert_eq!(got.result, Err(Error::Canceled));
+    assert!(got.buf.is_some());
+    let _c3 = ctx.recv_unexpected(MsgBuf::new(128), 3);
+    let left = ctx.close();
+    let mut ids: Vec<_> = left.iter().map(|c| c.user).collect();
+    ids.sort();
+    assert_eq!(ids, vec![2, 3]);
+    assert!(left.iter().all(|c| c.result == Err(Error::Canceled)));
+    let _ = b;
+}
+
+#[test]
+fn two_contexts_have_their_own_ports() {
+    let Some(c) = class("ofi+tcp://127.0.0.1") else {
+        return;
+    };
+    let a = c.context_create(0).unwrap();
+    let b = c.context_create(1).unwrap();
+    assert_ne!(a.self_addr(), b.self_addr());
+}
+
+#[test]
+fn interface_name_and_bare_tcp() {
+    let Some(c) = class("ofi+tcp://lo:0") else {
+        return;
+    };
+    let ctx = c.context_create(0).unwrap();
+    let s = c.addr_to_string(&ctx.self_addr()).unwrap();
+    assert!(s.starts_with("ofi+tcp;ofi_rxm://127.0.0.1:"), "{s}");
+    if let Some(t) = class("tcp://127.0.0.1") {
+        assert_eq!(t.plugin_name(), "ofi");
+    }
+    let r = class("ofi+tcp;ofi_rxm://127.0.0.1").unwrap();
+    assert_eq!(r.protocol(), "tcp;ofi_rxm");
+}
