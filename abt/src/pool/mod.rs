@@ -1,0 +1,200 @@
+//! Pools (`ABT_pool`): where work units wait to run. The `Pool` trait, its kinds and access modes,
+//! and `create_basic`, which picks the implementation that suits an access mode.
+//!
+//! `create_basic` uses [`RingPool`], specialised per access mode; [`LockPool`] (a `VecDeque` under
+//! a lock, any mode) is the second implementation, the reference the conformance suite also runs.
+//!
+//! | access | who pushes / pops | algorithm in `RingPool` |
+//! |---|---|---|
+//! | `Priv` | the owner stream only | array ring with per-slot sequence numbers; both indices advanced by plain stores |
+//! | `Spsc` | one stream / one stream | the same ring, plain stores on both ends |
+//! | `Mpsc` | any stream / the owner | producers claim slots by CAS on the tail, the consumer by plain store (DAOS's case) |
+//! | `Spmc` | one stream / several | the producer stores, consumers claim by CAS on the head |
+//! | `Mpmc` | any / several | CAS on both ends (Vyukov's bounded MPMC scheme) |
+//!
+//! Every ring is 1024 slots; when full, pushes go to a locked FIFO overflow list until the
+//! consumers have drained it, so per-producer FIFO order holds and the pool is unbounded.
+//!
+//! Multi-consumer pools only ever hold units that have not started: a started ULT that yields or is
+//! resumed goes back to its home stream's inbox instead (see `Unit::requeue`), because its
+//! coroutine is `!Send` and must stay on the stream that started it.
+
+mod locked;
+mod parker;
+mod ring;
+
+pub use locked::LockPool;
+pub(crate) use parker::Parker;
+pub use ring::RingPool;
+pub(crate) use ring::RingQueue;
+
+use crate::sync::{lock, Mutex, OnceLock, StdArc};
+use crate::unit::Unit;
+use std::time::Duration;
+
+/// Pool kind (`ABT_pool_kind`).
+#[doc(alias = "ABT_pool_kind")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolKind {
+    /// First in, first out; an idle stream over such pools spins, as in Argobots (`ABT_POOL_FIFO`).
+    #[doc(alias = "ABT_POOL_FIFO")]
+    Fifo,
+    /// FIFO whose consumer parks its OS thread when empty instead of spinning (`ABT_POOL_FIFO_WAIT`).
+    #[doc(alias = "ABT_POOL_FIFO_WAIT")]
+    FifoWait,
+}
+
+/// Who may push and pop (`ABT_pool_access`).
+#[doc(alias = "ABT_pool_access")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// One stream pushes and pops (`ABT_POOL_ACCESS_PRIV`).
+    #[doc(alias = "ABT_POOL_ACCESS_PRIV")]
+    Priv,
+    /// One producer stream, one consumer stream (`ABT_POOL_ACCESS_SPSC`).
+    #[doc(alias = "ABT_POOL_ACCESS_SPSC")]
+    Spsc,
+    /// Many producers, one consumer; DAOS's every pool (`ABT_POOL_ACCESS_MPSC`).
+    #[doc(alias = "ABT_POOL_ACCESS_MPSC")]
+    Mpsc,
+    /// One producer, many consumers (`ABT_POOL_ACCESS_SPMC`).
+    #[doc(alias = "ABT_POOL_ACCESS_SPMC")]
+    Spmc,
+    /// Many producers, many consumers (`ABT_POOL_ACCESS_MPMC`).
+    #[doc(alias = "ABT_POOL_ACCESS_MPMC")]
+    Mpmc,
+}
+
+impl Access {
+    /// Whether several streams may pop.
+    pub fn multi_consumer(self) -> bool {
+        matches!(self, Access::Spmc | Access::Mpmc)
+    }
+    /// Whether several streams may push.
+    pub fn multi_producer(self) -> bool {
+        matches!(self, Access::Mpsc | Access::Mpmc)
+    }
+}
+
+/// A callback a pool calls after each push, registered by whoever consumes the pool, so a stream
+/// blocked elsewhere (in a network progress call, or parked) wakes when work arrives.
+pub type Notify = StdArc<dyn Fn() + Send + Sync>;
+
+/// A pool of work units (`ABT_pool`, `ABT_pool_def`). Implement it to plug in a new queue; run
+/// `testing::pool_conformance` (feature `conformance`) against it.
+#[doc(alias = "ABT_pool_def")]
+pub trait Pool: Send + Sync + 'static {
+    /// Adds a unit (`ABT_pool_push`) and calls the registered notifiers.
+    #[doc(alias = "ABT_pool_push")]
+    fn push(&self, unit: Unit);
+    /// Takes the oldest unit, if any (`ABT_pool_pop`).
+    #[doc(alias = "ABT_pool_pop")]
+    fn pop(&self) -> Option<Unit>;
+    /// Like `pop`, but a `FifoWait` pool parks the calling OS thread up to `timeout` while empty
+    /// (`ABT_pool_pop_wait`). A `Fifo` pool returns at once.
+    #[doc(alias = "ABT_pool_pop_wait")]
+    fn pop_wait(&self, timeout: Duration) -> Option<Unit>;
+    /// Number of queued units (`ABT_pool_get_size`); a snapshot under concurrency.
+    #[doc(alias = "ABT_pool_get_size")]
+    fn len(&self) -> usize;
+    /// Whether `len() == 0`.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The pool's kind (`ABT_pool_get_kind` in spirit).
+    fn kind(&self) -> PoolKind;
+    /// The pool's access mode (`ABT_pool_get_access`).
+    #[doc(alias = "ABT_pool_get_access")]
+    fn access(&self) -> Access;
+    /// Registers a callback run after every push.
+    fn add_notify(&self, notify: Notify);
+    /// How many times `pop_wait` parked the calling thread.
+    fn park_count(&self) -> u64;
+}
+
+/// Parts every pool here shares: kind, access, notifiers, the parker of `pop_wait`.
+pub(crate) struct Common {
+    kind: PoolKind,
+    access: Access,
+    /// The first notifier (the owner stream's) is read without a lock on every push.
+    first: OnceLock<Notify>,
+    more: Mutex<Vec<Notify>>,
+    more_n: crate::sync::AtomicUsize,
+    parker: Parker,
+}
+
+impl Common {
+    pub(crate) fn new(kind: PoolKind, access: Access) -> Self {
+        Common {
+            kind,
+            access,
+            first: OnceLock::new(),
+            more: Mutex::new(Vec::new()),
+            more_n: crate::sync::AtomicUsize::new(0),
+            parker: Parker::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pushed(&self) {
+        if self.kind == PoolKind::FifoWait {
+            self.parker.unpark();
+        }
+        if let Some(n) = self.first.get() {
+            n();
+            if self.more_n.load(crate::sync::Ordering::Acquire) > 0 {
+                for n in lock(&self.more).iter() {
+                    n();
+                }
+            }
+        }
+    }
+
+    pub(crate) fn add_notify(&self, n: Notify) {
+        if let Err(n) = self.first.set(n) {
+            lock(&self.more).push(n);
+            self.more_n.fetch_add(1, crate::sync::Ordering::Release);
+        }
+    }
+
+    pub(crate) fn pop_wait(
+        &self,
+        timeout: Duration,
+        pop: impl Fn() -> Option<Unit>,
+    ) -> Option<Unit> {
+        if let Some(u) = pop() {
+            return Some(u);
+        }
+        if self.kind == PoolKind::Fifo {
+            return None;
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return pop();
+            }
+            self.parker.park(Some(deadline - now));
+            if let Some(u) = pop() {
+                return Some(u);
+            }
+        }
+    }
+
+    pub(crate) fn kind(&self) -> PoolKind {
+        self.kind
+    }
+    pub(crate) fn access(&self) -> Access {
+        self.access
+    }
+    pub(crate) fn park_count(&self) -> u64 {
+        self.parker.park_count()
+    }
+}
+
+/// Creates a pool of `kind` and `access` with the implementation that suits the access mode
+/// (`ABT_pool_create_basic`; table in the module docs).
+#[doc(alias = "ABT_pool_create_basic")]
+pub fn create_basic(kind: PoolKind, access: Access) -> StdArc<dyn Pool> {
+    StdArc::new(RingPool::new(kind, access))
+}

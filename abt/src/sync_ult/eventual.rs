@@ -1,0 +1,106 @@
+//! `Eventual` (`ABT_eventual`): a value set once that waiters block on.
+
+use crate::error::{Error, Result};
+use crate::sync::{lock, Mutex};
+use crate::unit::Waiter;
+
+struct Inner<T> {
+    value: Option<T>,
+    waiters: Vec<Waiter>,
+}
+
+/// A one-shot value with waiters (`ABT_eventual`); `reset` makes it reusable.
+#[doc(alias = "ABT_eventual")]
+pub struct Eventual<T> {
+    inner: Mutex<Inner<T>>,
+}
+
+impl<T: Clone> Default for Eventual<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T: Clone> Eventual<T> {
+    /// An unset eventual (`ABT_eventual_create`; the value type replaces the byte count).
+    #[doc(alias = "ABT_eventual_create")]
+    pub fn new() -> Self {
+        Eventual {
+            inner: Mutex::new(Inner {
+                value: None,
+                waiters: Vec::new(),
+            }),
+        }
+    }
+    /// Waits until set and returns the value (`ABT_eventual_wait`).
+    #[doc(alias = "ABT_eventual_wait")]
+    pub fn wait(&self) -> T {
+        loop {
+            {
+                let g = lock(&self.inner);
+                if let Some(v) = &g.value {
+                    return v.clone();
+                }
+            }
+            let w = Waiter::prepare();
+            {
+                let mut g = lock(&self.inner);
+                if let Some(v) = &g.value {
+                    let v = v.clone();
+                    drop(g);
+                    w.cancel();
+                    return v;
+                }
+                g.waiters.push(w.clone());
+            }
+            w.wait();
+        }
+    }
+    /// The value if set, without waiting (`ABT_eventual_test`).
+    #[doc(alias = "ABT_eventual_test")]
+    pub fn test(&self) -> Option<T> {
+        lock(&self.inner).value.clone()
+    }
+    /// Sets the value and wakes every waiter (`ABT_eventual_set`).
+    #[doc(alias = "ABT_eventual_set")]
+    pub fn set(&self, v: T) -> Result<()> {
+        let ws = {
+            let mut g = lock(&self.inner);
+            if g.value.is_some() {
+                return Err(Error::EventualAlreadySet);
+            }
+            g.value = Some(v);
+            std::mem::take(&mut g.waiters)
+        };
+        for w in ws {
+            w.wake();
+        }
+        Ok(())
+    }
+    /// Clears the value (`ABT_eventual_reset`).
+    #[doc(alias = "ABT_eventual_reset")]
+    pub fn reset(&self) {
+        lock(&self.inner).value = None;
+    }
+}
+
+#[cfg(loom)]
+mod tests {
+    use super::*;
+    use crate::sync::Arc;
+
+    /// A setter and a waiter race; the waiter always returns the value (no lost wake-up).
+    #[test]
+    fn loom_eventual_set_wait() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let e = Arc::new(Eventual::<u32>::new());
+            let e2 = e.clone();
+            let w = loom::thread::spawn(move || e2.wait());
+            e.set(7).unwrap();
+            assert_eq!(w.join().unwrap(), 7);
+            assert!(e.set(8).is_err());
+        });
+    }
+}

@@ -1,0 +1,241 @@
+//! Work units (ULTs and tasklets) as pools hold them, and the waiter record that blocking calls use.
+
+use crate::error::{Error, Result};
+use crate::pool::Pool;
+use crate::state::{Resume, UltState};
+use crate::sync::{lock, AtomicU64, AtomicUsize, Condvar, Mutex, OnceLock, StdArc};
+use crate::xstream::StreamShared;
+use std::any::Any;
+use std::fmt;
+
+static NEXT_ID: AtomicU64Static = AtomicU64Static::new(1);
+
+/// Unit ids are process-wide and never modelled.
+type AtomicU64Static = std::sync::atomic::AtomicU64;
+
+/// A work unit as a pool stores it (`ABT_unit`): a ULT or a tasklet that has not finished.
+/// Cheap to move (one pointer); the pool owns it while it waits to run.
+#[doc(alias = "ABT_unit")]
+pub struct Unit(pub(crate) StdArc<UnitInner>);
+
+impl fmt::Debug for Unit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Unit")
+            .field("id", &self.0.id)
+            .field("tasklet", &self.0.is_task)
+            .field("name", &self.0.name)
+            .finish()
+    }
+}
+
+impl Unit {
+    /// The unit's process-wide id (`ABT_thread_get_id`).
+    #[doc(alias = "ABT_thread_get_id")]
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    /// Whether this is a tasklet (no stack) rather than a ULT.
+    pub fn is_tasklet(&self) -> bool {
+        self.0.is_task
+    }
+    /// Whether the unit has ever run. Multi-consumer pools only ever hold units that have not.
+    pub fn is_started(&self) -> bool {
+        self.0.home.get().is_some()
+    }
+}
+
+/// What a unit's body is.
+pub(crate) type Body = Box<dyn FnOnce() + Send>;
+
+/// Per-ULT key values: (key id, value, destructor).
+pub(crate) type KeyValues = Vec<(u64, Box<dyn Any + Send>, Option<crate::key::Destructor>)>;
+
+pub(crate) struct JoinState {
+    pub(crate) result: Option<Result<()>>,
+    pub(crate) waiters: Vec<Waiter>,
+}
+
+pub(crate) struct UnitInner {
+    pub(crate) id: u64,
+    pub(crate) name: Option<StdArc<str>>,
+    pub(crate) is_task: bool,
+    pub(crate) state: UltState,
+    pub(crate) stack_size: usize,
+    pub(crate) guard: bool,
+    /// The pool it was created into; yields and resumes go back there while that pool is
+    /// single-consumer (otherwise to its home stream's inbox).
+    pub(crate) pool: StdArc<dyn Pool>,
+    /// The stream that first ran it; set once, never changes.
+    pub(crate) home: OnceLock<StdArc<StreamShared>>,
+    /// Index of its coroutine in the home stream's slab.
+    pub(crate) slot: AtomicUsize,
+    pub(crate) dispatches: AtomicU64,
+    pub(crate) body: Mutex<Option<Body>>,
+    pub(crate) join: Mutex<JoinState>,
+    pub(crate) keys: Mutex<KeyValues>,
+}
+
+impl UnitInner {
+    pub(crate) fn new(
+        name: Option<StdArc<str>>,
+        is_task: bool,
+        stack_size: usize,
+        guard: bool,
+        pool: StdArc<dyn Pool>,
+        body: Body,
+    ) -> UnitInner {
+        UnitInner {
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            name,
+            is_task,
+            state: UltState::new(),
+            stack_size,
+            guard,
+            pool,
+            home: OnceLock::new(),
+            slot: AtomicUsize::new(usize::MAX),
+            dispatches: AtomicU64::new(0),
+            body: Mutex::new(Some(body)),
+            join: Mutex::new(JoinState {
+                result: None,
+                waiters: Vec::new(),
+            }),
+            keys: Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl Unit {
+    /// Puts a runnable unit back where it belongs: its pool while that pool is single-consumer,
+    /// else (a started unit from a multi-consumer pool) its home stream's inbox, so it can never be
+    /// popped by another stream.
+    pub(crate) fn requeue(self) {
+        if let Some(home) = self.0.home.get() {
+            if self.0.pool.access().multi_consumer() {
+                let home = home.clone();
+                home.push_inbox(self);
+                return;
+            }
+        }
+        let pool = self.0.pool.clone();
+        pool.push(self);
+    }
+
+    /// Records the unit's outcome and wakes its joiners.
+    pub(crate) fn finish(&self, r: Result<()>) {
+        let waiters = {
+            let mut j = lock(&self.0.join);
+            j.result = Some(r);
+            std::mem::take(&mut j.waiters)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    /// Runs the key destructors (ULT exit), outside the key lock.
+    pub(crate) fn run_key_destructors(&self) {
+        let vals = std::mem::take(&mut *lock(&self.0.keys));
+        for (_, v, d) in vals {
+            if let Some(d) = d {
+                d(v);
+            }
+        }
+    }
+}
+
+/// Turns a caught panic payload into our error.
+pub(crate) fn panic_error(p: Box<dyn Any + Send>) -> Error {
+    if let Some(s) = p.downcast_ref::<&'static str>() {
+        Error::Panicked((*s).to_string())
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        Error::Panicked(s.clone())
+    } else {
+        Error::Panicked("non-string panic payload".to_string())
+    }
+}
+
+/// Parks an OS thread (an external thread, a tasklet, a scheduler) that blocks on a ULT primitive.
+pub(crate) struct ThreadParker {
+    woken: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl ThreadParker {
+    pub(crate) fn new() -> Self {
+        ThreadParker {
+            woken: Mutex::new(false),
+            cv: Condvar::new(),
+        }
+    }
+    pub(crate) fn wake(&self) {
+        *lock(&self.woken) = true;
+        self.cv.notify_one();
+    }
+    pub(crate) fn wait(&self) {
+        let mut g = lock(&self.woken);
+        while !*g {
+            g = crate::sync::wait(&self.cv, g);
+        }
+        *g = false;
+    }
+}
+
+/// Someone blocked on a ULT primitive: a ULT (suspended, so its stream runs others) or an OS thread.
+#[derive(Clone)]
+pub(crate) enum Waiter {
+    /// A suspended ULT; waking resumes it.
+    Ult(StdArc<UnitInner>),
+    /// A blocked OS thread.
+    Thread(crate::sync::Arc<ThreadParker>),
+}
+
+impl Waiter {
+    /// Prepares the caller to wait. In a ULT this marks it SUSPENDING, so a wake that comes before
+    /// the switch out is not lost. Register the result under the primitive's lock, then `wait`.
+    pub(crate) fn prepare() -> Waiter {
+        if crate::ult::in_tasklet() {
+            return Waiter::Thread(crate::sync::Arc::new(ThreadParker::new()));
+        }
+        match crate::context::current_unit() {
+            Some(u) => {
+                u.0.state.begin_suspend();
+                Waiter::Ult(u.0)
+            }
+            None => Waiter::Thread(crate::sync::Arc::new(ThreadParker::new())),
+        }
+    }
+
+    /// The caller did not register after all (the condition already held).
+    pub(crate) fn cancel(self) {
+        if let Waiter::Ult(u) = &self {
+            if !u.state.cancel_suspend() {
+                // A stray resume raced in; switching out lets the stream requeue us.
+                let _ = crate::context::switch_out(crate::context::Switch::Suspend);
+            }
+        }
+    }
+
+    /// Blocks until woken.
+    pub(crate) fn wait(self) {
+        match self {
+            Waiter::Ult(_) => {
+                let r = crate::context::switch_out(crate::context::Switch::Suspend);
+                debug_assert!(r.is_ok());
+            }
+            Waiter::Thread(p) => p.wait(),
+        }
+    }
+
+    /// Wakes the waiter.
+    pub(crate) fn wake(self) {
+        match self {
+            Waiter::Ult(u) => {
+                if u.state.resume() == Resume::Push {
+                    Unit(u).requeue();
+                }
+            }
+            Waiter::Thread(p) => p.wake(),
+        }
+    }
+}

@@ -1,0 +1,699 @@
+//! Execution streams (`ABT_xstream`): one OS thread each, with a rank, running one scheduler.
+//!
+//! **Primary stream.** Argobots turns the thread that calls `ABT_init` into a ULT of the primary
+//! stream (rank 0), so `main` itself can yield. We do not: the calling thread stays an ordinary
+//! thread, and [`Primary::join`] / [`Primary::run`] run the primary scheduler *on* it until the
+//! work is done or a stop is requested. Outside those calls the caller is an external thread: ULT
+//! primitives block it like any OS thread, and yield / suspend / self return `Error::NotInUlt`.
+
+use crate::context::{self, Coro, StackCache};
+use crate::error::{Error, Result};
+use crate::pool::{Parker, Pool, PoolKind, RingQueue};
+use crate::sched::{all_wait, Sched, SchedContext};
+use crate::sync::{AtomicU64, AtomicU8, Ordering, StdArc, StdMutex};
+use crate::unit::{panic_error, Unit};
+use std::any::{Any, TypeId};
+use std::cell::{Cell, RefCell};
+use std::cmp::Ordering as CmpOrdering;
+use std::collections::BinaryHeap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+const RUN: u8 = 0;
+const JOIN: u8 = 1;
+const STOP: u8 = 2;
+
+/// Longest idle park; only a hang guard, since every wake source unparks the stream.
+const MAX_PARK: Duration = Duration::from_secs(1);
+
+/// Stream state any thread may touch.
+pub(crate) struct StreamShared {
+    pub(crate) rank: usize,
+    control: AtomicU8,
+    pub(crate) parker: Parker,
+    inbox: RingQueue<Unit, true, false>,
+    tid: AtomicU64,
+    dispatches: AtomicU64,
+}
+
+impl StreamShared {
+    fn new(rank: usize) -> Self {
+        StreamShared {
+            rank,
+            control: AtomicU8::new(RUN),
+            parker: Parker::new(),
+            inbox: RingQueue::with_capacity(256),
+            tid: AtomicU64::new(0),
+            dispatches: AtomicU64::new(0),
+        }
+    }
+    /// Hands a started unit back to the stream that owns its coroutine.
+    pub(crate) fn push_inbox(&self, u: Unit) {
+        self.inbox.push(u);
+        self.parker.unpark();
+    }
+    fn request(&self, what: u8) {
+        self.control.fetch_max(what, Ordering::AcqRel);
+        self.parker.unpark();
+    }
+}
+
+struct Timer {
+    at: Instant,
+    seq: u64,
+    unit: Unit,
+}
+impl PartialEq for Timer {
+    fn eq(&self, o: &Self) -> bool {
+        self.at == o.at && self.seq == o.seq
+    }
+}
+impl Eq for Timer {}
+impl PartialOrd for Timer {
+    fn partial_cmp(&self, o: &Self) -> Option<CmpOrdering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Timer {
+    fn cmp(&self, o: &Self) -> CmpOrdering {
+        // BinaryHeap is a max-heap: the earliest deadline must compare greatest.
+        (o.at, o.seq).cmp(&(self.at, self.seq))
+    }
+}
+
+/// Stream state only its own OS thread touches (`!Send`: it owns the coroutines).
+pub(crate) struct StreamLocal {
+    pub(crate) shared: StdArc<StreamShared>,
+    slab: RefCell<Vec<Option<Coro>>>,
+    free_slots: RefCell<Vec<usize>>,
+    live: Cell<usize>,
+    stacks: RefCell<StackCache>,
+    timers: RefCell<BinaryHeap<Timer>>,
+    timer_seq: Cell<u64>,
+    locals: RefCell<Vec<(TypeId, Box<dyn Any>)>>,
+}
+
+thread_local! {
+    static CURRENT: RefCell<Option<Rc<StreamLocal>>> = const { RefCell::new(None) };
+    static IN_TASK: Cell<bool> = const { Cell::new(false) };
+}
+
+pub(crate) fn in_tasklet() -> bool {
+    IN_TASK.with(|c| c.get())
+}
+
+pub(crate) fn with_current<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {
+    let s = CURRENT.with(|c| c.borrow().clone())?;
+    Some(f(&s))
+}
+
+impl StreamLocal {
+    fn new(shared: StdArc<StreamShared>) -> Self {
+        StreamLocal {
+            shared,
+            slab: RefCell::new(Vec::new()),
+            free_slots: RefCell::new(Vec::new()),
+            live: Cell::new(0),
+            stacks: RefCell::new(StackCache::default()),
+            timers: RefCell::new(BinaryHeap::new()),
+            timer_seq: Cell::new(0),
+            locals: RefCell::new(Vec::new()),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn run_unit(&self, unit: Unit) {
+        if unit.0.state.begin_run() {
+            self.run_claimed(unit);
+        }
+    }
+
+    /// Runs a unit whose state this stream already moved to RUNNING.
+    pub(crate) fn run_claimed(&self, unit: Unit) {
+        let u = &*unit.0;
+        // Single writer (the claiming stream), so a load and a store, not a locked add.
+        u.dispatches
+            .store(u.dispatches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        let d = &self.shared.dispatches;
+        d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        if u.is_task {
+            self.run_task(unit);
+            return;
+        }
+        let home = u.home.get_or_init(|| self.shared.clone());
+        if !StdArc::ptr_eq(home, &self.shared) {
+            // Started on another stream (a pool shared against the access rules): send it home.
+            u.state.yielded();
+            let home = home.clone();
+            home.push_inbox(unit);
+            return;
+        }
+        let slot = u.slot.load(Ordering::Relaxed);
+        let mut coro = if slot == usize::MAX {
+            match self.start(&unit) {
+                Some(c) => c,
+                None => return,
+            }
+        } else {
+            match self.slab.borrow_mut()[slot].take() {
+                Some(c) => c,
+                None => return,
+            }
+        };
+        let span = tracing::debug_span!(
+            "abt.ult",
+            id = u.id,
+            name = u.name.as_deref().unwrap_or(""),
+            rank = self.shared.rank
+        );
+        let step = {
+            let _e = span.enter();
+            coro.resume()
+        };
+        let slot = u.slot.load(Ordering::Relaxed);
+        match step {
+            context::Step::Switched(sw) => {
+                self.slab.borrow_mut()[slot] = Some(coro);
+                match sw {
+                    context::Switch::Yield => {
+                        u.state.yielded();
+                        unit.requeue();
+                    }
+                    context::Switch::Suspend => {
+                        if !u.state.finish_suspend() {
+                            unit.requeue();
+                        }
+                    }
+                    context::Switch::YieldTo(next) => {
+                        u.state.yielded();
+                        unit.requeue();
+                        self.run_claimed(next);
+                    }
+                }
+            }
+            context::Step::Finished => {
+                u.state.terminate();
+                self.stacks.borrow_mut().put(coro.into_stack());
+                self.free_slots.borrow_mut().push(slot);
+                self.live.set(self.live.get() - 1);
+            }
+        }
+    }
+
+    /// First run of a ULT: stack, coroutine, slab slot.
+    fn start(&self, unit: &Unit) -> Option<Coro> {
+        let u = &*unit.0;
+        let body = crate::sync::lock(&u.body).take()?;
+        let stack = match self.stacks.borrow_mut().get(u.stack_size, u.guard) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(
+                    id = u.id,
+                    stack = u.stack_size,
+                    "abt: cannot map a ULT stack"
+                );
+                u.state.terminate();
+                unit.finish(Err(e));
+                return None;
+            }
+        };
+        let me = Unit(unit.0.clone());
+        let wrapper: crate::unit::Body = Box::new(move || {
+            let r = catch_unwind(AssertUnwindSafe(body));
+            me.run_key_destructors();
+            if let Err(p) = &r {
+                tracing::warn!(id = me.0.id, "abt: ULT panicked");
+                let _ = p;
+            }
+            me.finish(r.map_err(panic_error));
+        });
+        let coro = Coro::new(stack, Unit(unit.0.clone()), wrapper);
+        let slot = match self.free_slots.borrow_mut().pop() {
+            Some(s) => s,
+            None => {
+                let mut slab = self.slab.borrow_mut();
+                slab.push(None);
+                slab.len() - 1
+            }
+        };
+        u.slot.store(slot, Ordering::Relaxed);
+        self.live.set(self.live.get() + 1);
+        Some(coro)
+    }
+
+    fn run_task(&self, unit: Unit) {
+        let body = crate::sync::lock(&unit.0.body).take();
+        let r = match body {
+            Some(b) => {
+                IN_TASK.with(|c| c.set(true));
+                let r = catch_unwind(AssertUnwindSafe(b));
+                IN_TASK.with(|c| c.set(false));
+                r.map_err(panic_error)
+            }
+            None => Ok(()),
+        };
+        unit.0.state.terminate();
+        unit.finish(r);
+    }
+
+    pub(crate) fn add_timer(&self, at: Instant, unit: Unit) {
+        let seq = self.timer_seq.get();
+        self.timer_seq.set(seq + 1);
+        self.timers.borrow_mut().push(Timer { at, seq, unit });
+    }
+
+    fn wake_timers(&self) -> Option<Instant> {
+        let mut due = Vec::new();
+        let next = {
+            let mut t = self.timers.borrow_mut();
+            if t.is_empty() {
+                return None;
+            }
+            let now = Instant::now();
+            while t.peek().is_some_and(|x| x.at <= now) {
+                if let Some(x) = t.pop() {
+                    due.push(x.unit);
+                }
+            }
+            t.peek().map(|x| x.at)
+        };
+        for u in due {
+            if u.0.state.resume() == crate::state::Resume::Push {
+                u.requeue();
+            }
+        }
+        next
+    }
+
+    pub(crate) fn check_events(&self) {
+        self.wake_timers();
+        let n = self.shared.inbox.len();
+        for _ in 0..n {
+            match self.shared.inbox.pop() {
+                Some(u) => self.run_unit(u),
+                None => break,
+            }
+        }
+    }
+
+    pub(crate) fn has_to_stop(&self, pools: &[StdArc<dyn Pool>]) -> bool {
+        match self.shared.control.load(Ordering::Acquire) {
+            RUN => false,
+            STOP => true,
+            _ => {
+                self.live.get() == 0
+                    && self.timers.borrow().is_empty()
+                    && self.shared.inbox.len() == 0
+                    && pools.iter().all(|p| p.is_empty())
+            }
+        }
+    }
+
+    pub(crate) fn idle(&self, pools: &[StdArc<dyn Pool>], all_wait: bool) {
+        let next = self.wake_timers();
+        if self.shared.inbox.len() > 0
+            || pools.iter().any(|p| !p.is_empty())
+            || self.shared.control.load(Ordering::Acquire) != RUN
+        {
+            return;
+        }
+        if all_wait {
+            let timeout = match next {
+                Some(at) => at.saturating_duration_since(Instant::now()).min(MAX_PARK),
+                None => MAX_PARK,
+            };
+            self.shared.parker.park(Some(timeout));
+        } else {
+            std::thread::yield_now();
+        }
+    }
+}
+
+impl Drop for StreamLocal {
+    fn drop(&mut self) {
+        // Suspended ULTs left behind by a stop are unwound here (corosensei forces an unwind),
+        // so their joiners see an error rather than hanging.
+        let slab = std::mem::take(&mut *self.slab.borrow_mut());
+        drop(slab);
+    }
+}
+
+/// Taken ranks (rank 0 is the primary's).
+static RANKS: StdMutex<Vec<usize>> = StdMutex::new(Vec::new());
+
+fn take_rank(rank: Option<usize>) -> Result<usize> {
+    let mut r = RANKS.lock().unwrap_or_else(|p| p.into_inner());
+    let rank = match rank {
+        Some(x) if r.contains(&x) => return Err(Error::RankTaken(x)),
+        Some(x) => x,
+        None => (1..).find(|x| !r.contains(x)).unwrap_or(usize::MAX),
+    };
+    r.push(rank);
+    Ok(rank)
+}
+
+fn release_rank(rank: usize) {
+    let mut r = RANKS.lock().unwrap_or_else(|p| p.into_inner());
+    r.retain(|x| *x != rank);
+}
+
+fn gettid() -> u64 {
+    // SAFETY: gettid has no preconditions.
+    (unsafe { libc::syscall(libc::SYS_gettid) }) as u64
+}
+
+/// Binds OS thread `tid` (0 = the caller) to `cpus` with `sched_setaffinity`.
+pub(crate) fn set_affinity(tid: u64, cpus: &[usize]) -> Result<()> {
+    // SAFETY: a zeroed cpu_set_t is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for &c in cpus {
+        if c >= libc::CPU_SETSIZE as usize {
+            return Err(Error::Sys(format!("cpu {c} out of range")));
+        }
+        // SAFETY: `c` is below CPU_SETSIZE, checked above.
+        unsafe { libc::CPU_SET(c, &mut set) };
+    }
+    // SAFETY: `set` is a valid cpu_set_t of the size passed.
+    let rc = unsafe {
+        libc::sched_setaffinity(
+            tid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &set,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Sys(format!(
+            "sched_setaffinity: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
+
+/// The CPUs OS thread `tid` may run on.
+pub(crate) fn get_affinity(tid: u64) -> Result<Vec<usize>> {
+    // SAFETY: a zeroed cpu_set_t is a valid out-parameter.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is writable and of the size passed.
+    let rc = unsafe {
+        libc::sched_getaffinity(
+            tid as libc::pid_t,
+            std::mem::size_of::<libc::cpu_set_t>(),
+            &mut set,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::Sys(format!(
+            "sched_getaffinity: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    // SAFETY: CPU_ISSET only reads the set; the index is below CPU_SETSIZE.
+    Ok((0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .collect())
+}
+
+/// Runs `sched` on the calling OS thread as stream `shared`.
+fn run_stream(shared: StdArc<StreamShared>, sched: &mut Sched) {
+    context::install_overflow_handler();
+    context::ensure_altstack();
+    shared.tid.store(gettid(), Ordering::Release);
+    let local = Rc::new(StreamLocal::new(shared.clone()));
+    CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
+    for p in &sched.pools {
+        if p.kind() == PoolKind::FifoWait {
+            let s = shared.clone();
+            p.add_notify(StdArc::new(move || s.parker.unpark()));
+        }
+    }
+    let ctx = SchedContext {
+        local: &local,
+        pools: &sched.pools,
+        event_freq: sched.event_freq,
+        all_wait: all_wait(&sched.pools),
+    };
+    tracing::debug!(rank = shared.rank, "abt.xstream start");
+    sched.def.run(&ctx);
+    CURRENT.with(|c| *c.borrow_mut() = None);
+    drop(local);
+    tracing::debug!(rank = shared.rank, "abt.xstream end");
+}
+
+/// A handle any thread may keep to a stream: request a stop or a join, read its counters.
+#[derive(Clone)]
+pub struct XstreamHandle {
+    shared: StdArc<StreamShared>,
+}
+
+impl XstreamHandle {
+    /// The stream's rank (`ABT_xstream_get_rank`).
+    #[doc(alias = "ABT_xstream_get_rank")]
+    pub fn rank(&self) -> usize {
+        self.shared.rank
+    }
+    /// Asks the scheduler to return at its next event check, leaving queued work
+    /// (`ABT_xstream_cancel`).
+    #[doc(alias = "ABT_xstream_cancel")]
+    pub fn request_stop(&self) {
+        self.shared.request(STOP)
+    }
+    /// Asks the scheduler to return once all its work is done (the request `ABT_xstream_join`
+    /// makes).
+    pub fn request_join(&self) {
+        self.shared.request(JOIN)
+    }
+    /// How many times the stream parked its OS thread while idle.
+    pub fn park_count(&self) -> u64 {
+        self.shared.parker.park_count()
+    }
+    /// How many units the stream has dispatched.
+    pub fn dispatch_count(&self) -> u64 {
+        self.shared.dispatches.load(Ordering::Relaxed)
+    }
+    /// The stream's OS thread id (0 before it started).
+    pub fn tid(&self) -> u64 {
+        self.shared.tid.load(Ordering::Acquire)
+    }
+    /// Binds the stream's OS thread to `cpus` (`ABT_xstream_set_cpubind`; hwloc's
+    /// `hwloc_set_cpubind` in DAOS), with `sched_setaffinity`.
+    #[doc(alias = "ABT_xstream_set_cpubind")]
+    #[doc(alias = "hwloc_set_cpubind")]
+    pub fn set_cpubind(&self, cpus: &[usize]) -> Result<()> {
+        let tid = self.tid();
+        if tid == 0 {
+            return Err(Error::XstreamState);
+        }
+        set_affinity(tid, cpus)
+    }
+    /// The CPUs the stream may run on (`ABT_xstream_get_cpubind`).
+    #[doc(alias = "ABT_xstream_get_cpubind")]
+    pub fn get_cpubind(&self) -> Result<Vec<usize>> {
+        let tid = self.tid();
+        if tid == 0 {
+            return Err(Error::XstreamState);
+        }
+        get_affinity(tid)
+    }
+}
+
+/// A secondary execution stream: its own OS thread (`ABT_xstream`).
+#[doc(alias = "ABT_xstream")]
+pub struct Xstream {
+    handle: XstreamHandle,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// Options for a new stream (rank, CPU binding).
+#[derive(Default)]
+pub struct XstreamBuilder {
+    rank: Option<usize>,
+    cpus: Option<Vec<usize>>,
+}
+
+impl XstreamBuilder {
+    /// Requests a rank (`ABT_xstream_create_with_rank`); taken ranks are an error.
+    pub fn rank(mut self, rank: usize) -> Self {
+        self.rank = Some(rank);
+        self
+    }
+    /// Binds the new stream's OS thread to these CPUs before it runs anything.
+    pub fn cpubind(mut self, cpus: Vec<usize>) -> Self {
+        self.cpus = Some(cpus);
+        self
+    }
+    /// Creates and starts the stream running `sched`.
+    pub fn spawn(self, sched: Sched) -> Result<Xstream> {
+        let rank = take_rank(self.rank)?;
+        let shared = StdArc::new(StreamShared::new(rank));
+        let s2 = shared.clone();
+        let cpus = self.cpus;
+        let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
+        let spawned = std::thread::Builder::new()
+            .name(format!("abt-xs-{rank}"))
+            .spawn(move || {
+                let mut sched = sched;
+                if let Some(c) = cpus {
+                    if let Err(e) = set_affinity(0, &c) {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+                let _ = tx.send(Ok(()));
+                run_stream(s2, &mut sched);
+                sched.def.free();
+            });
+        let thread = match spawned {
+            Ok(t) => t,
+            Err(e) => {
+                release_rank(rank);
+                return Err(Error::Sys(format!("spawn: {e}")));
+            }
+        };
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = thread.join();
+                release_rank(rank);
+                return Err(e);
+            }
+            Err(_) => {
+                release_rank(rank);
+                return Err(Error::XstreamState);
+            }
+        }
+        Ok(Xstream {
+            handle: XstreamHandle { shared },
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Xstream {
+    /// Options for a new stream.
+    pub fn builder() -> XstreamBuilder {
+        XstreamBuilder::default()
+    }
+    /// Creates and starts a stream with the lowest free rank ≥ 1 (`ABT_xstream_create`).
+    #[doc(alias = "ABT_xstream_create")]
+    pub fn create(sched: Sched) -> Result<Xstream> {
+        Self::builder().spawn(sched)
+    }
+    /// Creates and starts a stream with `rank` (`ABT_xstream_create_with_rank`); DAOS uses
+    /// `xs_id + 1`, rank 0 being the primary.
+    #[doc(alias = "ABT_xstream_create_with_rank")]
+    pub fn create_with_rank(sched: Sched, rank: usize) -> Result<Xstream> {
+        Self::builder().rank(rank).spawn(sched)
+    }
+    /// The stream's rank.
+    pub fn rank(&self) -> usize {
+        self.handle.rank()
+    }
+    /// A handle other threads can keep.
+    pub fn handle(&self) -> XstreamHandle {
+        self.handle.clone()
+    }
+    /// Waits until the stream has run all its work, then ends its thread (`ABT_xstream_join`).
+    #[doc(alias = "ABT_xstream_join")]
+    pub fn join(&mut self) -> Result<()> {
+        self.handle.request_join();
+        self.wait()
+    }
+    /// Stops the stream at its next event check, leaving queued work, and waits for its thread
+    /// (`ABT_xstream_cancel` + join).
+    pub fn stop(&mut self) -> Result<()> {
+        self.handle.request_stop();
+        self.wait()
+    }
+    fn wait(&mut self) -> Result<()> {
+        match self.thread.take() {
+            Some(t) => t.join().map_err(|_| Error::XstreamState),
+            None => Ok(()),
+        }
+    }
+    /// Joins the stream and releases its rank (`ABT_xstream_free`).
+    #[doc(alias = "ABT_xstream_free")]
+    pub fn free(mut self) -> Result<()> {
+        self.join()
+    }
+}
+
+impl Drop for Xstream {
+    fn drop(&mut self) {
+        if self.thread.is_some() {
+            let _ = self.join();
+        }
+        release_rank(self.handle.rank());
+    }
+}
+
+/// The primary stream (rank 0), whose scheduler runs on the thread that calls [`Primary::run`] or
+/// [`Primary::join`] (see the module docs for how this differs from Argobots).
+pub struct Primary {
+    handle: XstreamHandle,
+    sched: Sched,
+}
+
+impl Primary {
+    /// Takes rank 0 for a primary stream over `sched` (`ABT_init` makes Argobots' primary).
+    #[doc(alias = "ABT_init")]
+    pub fn new(sched: Sched) -> Result<Primary> {
+        let rank = take_rank(Some(0))?;
+        Ok(Primary {
+            handle: XstreamHandle {
+                shared: StdArc::new(StreamShared::new(rank)),
+            },
+            sched,
+        })
+    }
+    /// A handle other threads (or ULTs) can use to stop it.
+    pub fn handle(&self) -> XstreamHandle {
+        self.handle.clone()
+    }
+    /// Runs the scheduler on the calling thread until a stop (or join) is requested through a
+    /// handle; then returns, and may be run again.
+    pub fn run(&mut self) {
+        self.handle.shared.control.store(RUN, Ordering::Release);
+        run_stream(self.handle.shared.clone(), &mut self.sched);
+    }
+    /// Runs the scheduler on the calling thread until all its work is done (`ABT_xstream_join`
+    /// applied to the primary: Argobots' main ULT would instead yield until then).
+    pub fn join(&mut self) {
+        self.handle.shared.control.store(JOIN, Ordering::Release);
+        run_stream(self.handle.shared.clone(), &mut self.sched);
+    }
+}
+
+impl Drop for Primary {
+    fn drop(&mut self) {
+        self.sched.def.free();
+        release_rank(0);
+    }
+}
+
+/// The rank of the stream the caller runs on (`ABT_xstream_self_rank`), if any.
+#[doc(alias = "ABT_xstream_self_rank")]
+pub fn self_rank() -> Option<usize> {
+    with_current(|s| s.shared.rank)
+}
+
+/// Per-stream local storage (DAOS keeps its per-xstream state under a pthread key, `dss_tls`):
+/// runs `f` on this stream's value of type `T`, made with `T::default()` on first use and dropped
+/// when the stream ends. `None` when the caller is not on a stream.
+pub fn with_local<T: Default + 'static, R>(f: impl FnOnce(&mut T) -> R) -> Option<R> {
+    with_current(|s| {
+        let id = TypeId::of::<T>();
+        let mut l = s.locals.borrow_mut();
+        let idx = match l.iter().position(|(t, _)| *t == id) {
+            Some(i) => i,
+            None => {
+                l.push((id, Box::new(T::default())));
+                l.len() - 1
+            }
+        };
+        let v = l[idx].1.downcast_mut::<T>()?;
+        Some(f(v))
+    })
+    .flatten()
+}
