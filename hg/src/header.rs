@@ -329,6 +329,15 @@ pub fn decode_response(buf: &[u8], level: ChecksumLevel) -> Result<Decoded<Respo
     })
 }
 
+/// Overwrites the HG header's payload CRC (level `Payload` only): for a MORE_DATA message, whose
+/// checksum covers the whole overflowed payload rather than the descriptor in the message.
+pub fn set_payload_crc(level: ChecksumLevel, buf: &mut [u8], crc: u32) {
+    if level == ChecksumLevel::Payload {
+        let core = level.core_size();
+        buf[core..core + HG_HEADER_SIZE].copy_from_slice(&crc.to_be_bytes());
+    }
+}
+
 /// The CRC32C Mercury records for a body (`hg_proc_checksum_get`).
 pub fn payload_crc(body: &[u8]) -> u32 {
     crc32c(body)

@@ -20,16 +20,26 @@
 
 pub mod bulk;
 pub mod checksum;
+mod class;
+mod context;
 mod error;
+mod handle;
 pub mod header;
 pub mod proc;
+mod queue;
 pub mod registry;
+pub(crate) mod sync;
+mod transfer;
 
 pub use bulk::{BulkDesc, BulkRef, BulkSegment};
+pub use class::{Class, Handler, InitOptions};
+pub use context::{BulkOp, Context, ContextRef, DoneCallback, ForwardCallback};
 pub use error::{na_to_hg, Error, Result};
+pub use handle::{Handle, Info};
 pub use header::ChecksumLevel;
 pub use proc::{HgString, Proc};
 pub use registry::{hash_name, Registry, Rpc, RpcId, RpcInfo};
+pub use transfer::Bulk;
 
 /// The na crate this layer runs on, re-exported so users of hg name one dependency.
 pub use na;

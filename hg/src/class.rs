@@ -1,0 +1,199 @@
+//! `hg::Class` (`hg_class_t`): an NA class, its options and its RPC registry.
+
+use crate::context::Context;
+use crate::error::{Error, Result};
+use crate::handle::Handle;
+use crate::header::ChecksumLevel;
+use crate::proc::Proc;
+use crate::registry::{Registry, Rpc, RpcId, RpcInfo};
+use crate::sync::{Arc, RwLock};
+use std::fmt;
+
+/// What a registered handler is given and returns (`hg_rpc_cb_t`): the request's handle (its
+/// input, its origin) to answer with [`Handle::respond`]. An `Err` (or a panic) before the handler
+/// responded answers the client with that error, so the client always gets one reply.
+#[doc(alias = "hg_rpc_cb_t")]
+pub type Handler = Arc<dyn Fn(Handle) -> Result<()> + Send + Sync>;
+
+/// Options of a class (`struct hg_init_info`).
+#[doc(alias = "hg_init_info")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InitOptions {
+    /// Header and payload checksums (`checksum_level`; default none, as CaRT uses).
+    pub checksum_level: ChecksumLevel,
+    /// Unexpected receives a listening context keeps posted (`request_post_init`, 512).
+    pub request_post_init: usize,
+    /// Largest encoded input or output carried by the overflow path (an RMA transfer of the
+    /// whole payload, `HG_CORE_MORE_DATA`); beyond it forward and respond fail with
+    /// [`Error::MsgSize`]. Default 16 MiB. Zero disables overflow (`no_overflow`).
+    pub max_overflow_size: usize,
+}
+
+impl Default for InitOptions {
+    fn default() -> InitOptions {
+        InitOptions {
+            checksum_level: ChecksumLevel::None,
+            request_post_init: 512,
+            max_overflow_size: 16 << 20,
+        }
+    }
+}
+
+pub(crate) struct ClassInner {
+    pub(crate) na: na::Class,
+    pub(crate) opts: InitOptions,
+    pub(crate) registry: RwLock<Registry<Handler>>,
+}
+
+/// An HG class (`hg_class_t`): an NA class plus the RPC registry its contexts share. Cheap to
+/// clone.
+#[doc(alias = "hg_class_t")]
+#[derive(Clone)]
+pub struct Class {
+    pub(crate) inner: Arc<ClassInner>,
+}
+
+impl Class {
+    /// `HG_Init_opt`: opens an NA class from `info` and wraps it.
+    #[doc(alias = "HG_Init_opt")]
+    #[doc(alias = "HG_Init_opt2")]
+    #[doc(alias = "HG_Init")]
+    pub fn init_opt(info: &str, listen: bool, opts: InitOptions) -> Result<Class> {
+        let na = na::Class::initialize(info, listen).map_err(Error::from_na)?;
+        Ok(Class::from_na(na, opts))
+    }
+
+    /// Wraps an already opened NA class (e.g. an inproc fabric's, with fault injection).
+    pub fn from_na(na: na::Class, opts: InitOptions) -> Class {
+        Class {
+            inner: Arc::new(ClassInner {
+                na,
+                opts,
+                registry: RwLock::new(Registry::new()),
+            }),
+        }
+    }
+
+    /// `HG_Class_get_na`: the NA class underneath.
+    #[doc(alias = "HG_Class_get_na")]
+    pub fn na(&self) -> &na::Class {
+        &self.inner.na
+    }
+
+    /// The options this class was opened with.
+    pub fn options(&self) -> &InitOptions {
+        &self.inner.opts
+    }
+
+    /// `HG_Context_create`: context 0.
+    #[doc(alias = "HG_Context_create")]
+    pub fn context_create(&self) -> Result<Context> {
+        self.context_create_id(0)
+    }
+
+    /// `HG_Context_create_id`: a context with its own NA endpoint and id `id` (the cookie
+    /// requests carry to pick a target context).
+    #[doc(alias = "HG_Context_create_id")]
+    pub fn context_create_id(&self, id: u8) -> Result<Context> {
+        Context::new(self.clone(), id)
+    }
+
+    fn write_registry(&self) -> crate::sync::MutexGuardLike<'_, Registry<Handler>> {
+        match self.inner.registry.write() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    pub(crate) fn read_registry(&self) -> crate::sync::ReadGuardLike<'_, Registry<Handler>> {
+        match self.inner.registry.read() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        }
+    }
+
+    /// `HG_Register`: records `id` with input type `I`, output type `O` and `handler` (`None` on
+    /// a client that only forwards).
+    #[doc(alias = "HG_Register")]
+    pub fn register<I: Proc + 'static, O: Proc + 'static>(
+        &self,
+        id: RpcId,
+        handler: Option<Handler>,
+    ) {
+        self.write_registry().register::<I, O>(id, handler);
+    }
+
+    /// `HG_Register_name`: registers under Mercury's hash of `name`; returns the id.
+    #[doc(alias = "HG_Register_name")]
+    pub fn register_name<I: Proc + 'static, O: Proc + 'static>(
+        &self,
+        name: &str,
+        handler: Option<Handler>,
+    ) -> RpcId {
+        self.write_registry().register_name::<I, O>(name, handler)
+    }
+
+    /// Registers an [`Rpc`] type under its name's id, with `handler`; returns the id.
+    pub fn register_rpc<R: Rpc>(&self, handler: Option<Handler>) -> RpcId {
+        self.register_name::<R::In, R::Out>(R::NAME, handler)
+    }
+
+    /// `HG_Deregister`.
+    #[doc(alias = "HG_Deregister")]
+    pub fn deregister(&self, id: RpcId) -> Result<()> {
+        self.write_registry().deregister(id)
+    }
+
+    /// `HG_Registered`.
+    #[doc(alias = "HG_Registered")]
+    pub fn registered(&self, id: RpcId) -> bool {
+        self.read_registry().registered(id)
+    }
+
+    /// `HG_Registered_disable_response`: makes `id` one-way (forward completes once sent; no
+    /// response is sent).
+    #[doc(alias = "HG_Registered_disable_response")]
+    pub fn disable_response(&self, id: RpcId, disable: bool) -> Result<()> {
+        self.write_registry().disable_response(id, disable)
+    }
+
+    /// `HG_Registered_disabled_response`.
+    #[doc(alias = "HG_Registered_disabled_response")]
+    pub fn disabled_response(&self, id: RpcId) -> Result<bool> {
+        self.read_registry().disabled_response(id)
+    }
+
+    /// What is registered under `id`.
+    pub fn lookup(&self, id: RpcId) -> Result<RpcInfo<Handler>> {
+        self.read_registry().lookup(id)
+    }
+
+    /// `HG_Addr_lookup`.
+    #[doc(alias = "HG_Addr_lookup")]
+    #[doc(alias = "HG_Addr_lookup2")]
+    pub fn addr_lookup(&self, name: &str) -> Result<na::Addr> {
+        self.inner.na.addr_lookup(name).map_err(Error::from_na)
+    }
+
+    /// `HG_Addr_to_string`.
+    #[doc(alias = "HG_Addr_to_string")]
+    pub fn addr_to_string(&self, addr: &na::Addr) -> Result<String> {
+        self.inner.na.addr_to_string(addr).map_err(Error::from_na)
+    }
+
+    /// `HG_Addr_set_remove`: forgets a (dead) peer's transport state so the next forward
+    /// reconnects.
+    #[doc(alias = "HG_Addr_set_remove")]
+    pub fn addr_set_remove(&self, addr: &na::Addr) -> Result<()> {
+        self.inner.na.addr_set_remove(addr).map_err(Error::from_na)
+    }
+}
+
+impl fmt::Debug for Class {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Class")
+            .field("na", &self.inner.na)
+            .field("opts", &self.inner.opts)
+            .finish()
+    }
+}

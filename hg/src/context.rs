@@ -1,0 +1,1446 @@
+//! `hg::Context` (`hg_context_t`): one NA endpoint, its operations, `progress` and `trigger`.
+//!
+//! How an RPC moves (Mercury's `hg_core_*` path, DESIGN §1–3):
+//!
+//! - **Posting.** `forward`, `respond`, `cancel` and bulk transfers may be called from any thread.
+//!   They encode on the caller's thread, straight into the NA message buffer, and hand the ready
+//!   operation to the context's hand-off queue, waking a `progress` that is blocked. The next
+//!   `progress` posts it to NA. A forward posts the expected receive for the reply *before* the
+//!   unexpected send, with a tag from a counter starting at 1.
+//! - **Progress** (`hg_core_progress`) posts handed-off work, keeps the unexpected receives posted,
+//!   polls NA and runs each NA completion through the operation's state machine: a request is
+//!   decoded and verified (bad bytes are a typed error and a `tracing` event; an unknown id is
+//!   answered `NoEntry`), overflowed payloads are pulled by RMA, replies are matched to their
+//!   forward. Finished operations put their callback on the completion queue; nothing user-written
+//!   runs inside progress.
+//! - **Trigger** (`HG_Trigger`) runs queued callbacks and RPC handlers (`hg_core_process` →
+//!   the registered `rpc_cb`), catching panics.
+//! - **Exactly once.** Every operation that took a callback queues it exactly once: success,
+//!   error, cancel, timeout, or [`Context::close`].
+
+use crate::bulk::{BulkDesc, BulkRef, BulkSegment};
+use crate::class::{Class, Handler};
+use crate::error::{Error, Result};
+use crate::handle::{Handle, HandleState, ServerSide};
+use crate::header::{self, flags, ChecksumLevel, RequestHeader, ResponseHeader};
+use crate::proc::{self, Proc};
+use crate::queue::{CompletionQueue, HandOff};
+use crate::registry::RpcId;
+use crate::sync::{lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
+use na::{Access, MemHandle, MsgBuf, OpKind, RemoteMem, Tag};
+use std::any::Any;
+use std::collections::HashMap;
+use std::fmt;
+use std::ops::Deref;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
+
+/// A forward's completion callback (`hg_cb_t` for `HG_CB_FORWARD`): the handle (read the reply
+/// with [`Handle::get_output`]) and the result: an NA failure, the handler side's `hg_return_t`,
+/// `Canceled`, `Timeout`, or `Ok`.
+pub type ForwardCallback = Box<dyn FnOnce(&Handle, Result<()>) + Send>;
+/// A respond's or a bulk transfer's completion callback.
+pub type DoneCallback = Box<dyn FnOnce(Result<()>) + Send>;
+
+/// User token of the pre-posted unexpected receives.
+const UNEXPECTED: u64 = 0;
+
+pub(crate) enum Entry {
+    Callback(Box<dyn FnOnce() + Send>),
+    Process(Handle, Handler),
+}
+
+/// Work prepared on the caller's thread, posted by progress.
+enum Post {
+    Forward {
+        token: u64,
+        dest: na::Addr,
+        tag: Tag,
+        send: MsgBuf,
+        send_len: usize,
+        recv: Option<MsgBuf>,
+    },
+    Respond {
+        token: u64,
+        dest: na::Addr,
+        tag: Tag,
+        buf: MsgBuf,
+        len: usize,
+        ack: Option<(u64, MsgBuf)>,
+    },
+    Rma {
+        token: u64,
+        pull: bool,
+        local: MemHandle,
+        local_offset: u64,
+        remote: RemoteMem,
+        remote_offset: u64,
+        len: u64,
+        dest: na::Addr,
+    },
+    Cancel(u64),
+}
+
+struct Fwd {
+    token: u64,
+    handle: Handle,
+    /// A reply was received and decoded: its code is the result, whatever else happened.
+    replied: bool,
+    cb: Option<ForwardCallback>,
+    rpc_id: RpcId,
+    dest: na::Addr,
+    tag: Tag,
+    cookie: u8,
+    posted: bool,
+    send_op: Option<na::OpId>,
+    recv_op: Option<na::OpId>,
+    pull_op: Option<na::OpId>,
+    send_done: Option<Result<()>>,
+    recv_pending: bool,
+    ack_only: bool,
+    pulling: Option<(MemHandle, u32, Result<()>)>,
+    reply: Option<Result<()>>,
+    deadline: Option<Instant>,
+    timed_out: bool,
+    canceled: bool,
+    /// The input overflow registration: the target pulls from it until it answers.
+    _extra: Option<MemHandle>,
+}
+
+enum Op {
+    Forward(Box<Fwd>),
+    Respond {
+        cb: Option<DoneCallback>,
+        op: Option<na::OpId>,
+    },
+    InputPull {
+        handle: Handle,
+        handler: Handler,
+        mem: MemHandle,
+        crc: u32,
+    },
+    /// Output overflow registration kept until the client's ack arrives.
+    AckWait {
+        _mem: MemHandle,
+        op: Option<na::OpId>,
+    },
+    Rma {
+        cb: Option<DoneCallback>,
+        op: Option<na::OpId>,
+    },
+    /// A send whose completion needs no action (error answers, acks).
+    Discard,
+}
+
+struct CtxState {
+    ops: HashMap<u64, Op>,
+    unexpected_posted: usize,
+}
+
+pub(crate) struct CtxInner {
+    pub(crate) class: Class,
+    id: u8,
+    self_addr: na::Addr,
+    waker: na::Waker,
+    na: Mutex<Option<na::Context>>,
+    pub(crate) cq: CompletionQueue<Entry>,
+    handoff: HandOff<Post>,
+    st: Mutex<CtxState>,
+    data: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+    next_tag: AtomicU32,
+    next_token: AtomicU64,
+    driving: AtomicBool,
+    closed: AtomicBool,
+    bad_requests: AtomicUsize,
+}
+
+/// A shared reference to a context: what handles, handlers and other threads use to create
+/// handles, start bulk transfers and read the context's data. Driving (progress, trigger, close)
+/// belongs to the [`Context`] owner.
+#[derive(Clone)]
+pub struct ContextRef {
+    pub(crate) inner: Arc<CtxInner>,
+}
+
+/// An HG context (`hg_context_t`): one NA endpoint and its completion queue, driven by one
+/// thread at a time with [`Context::progress`] and [`Context::trigger`]. Dereferences to
+/// [`ContextRef`] for everything else.
+#[doc(alias = "hg_context_t")]
+pub struct Context {
+    r: ContextRef,
+}
+
+impl Deref for Context {
+    type Target = ContextRef;
+    fn deref(&self) -> &ContextRef {
+        &self.r
+    }
+}
+
+struct DriveGuard<'a>(&'a AtomicBool);
+
+impl Drop for DriveGuard<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
+}
+
+impl Context {
+    pub(crate) fn new(class: Class, id: u8) -> Result<Context> {
+        let na = class.na().context_create(id).map_err(Error::from_na)?;
+        let inner = Arc::new(CtxInner {
+            self_addr: na.self_addr(),
+            waker: na.waker(),
+            na: Mutex::new(Some(na)),
+            class,
+            id,
+            cq: CompletionQueue::new(),
+            handoff: HandOff::new(),
+            st: Mutex::new(CtxState {
+                ops: HashMap::new(),
+                unexpected_posted: 0,
+            }),
+            data: Mutex::new(None),
+            next_tag: AtomicU32::new(1),
+            next_token: AtomicU64::new(1),
+            driving: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            bad_requests: AtomicUsize::new(0),
+        });
+        Ok(Context {
+            r: ContextRef { inner },
+        })
+    }
+
+    fn drive(&self) -> Result<DriveGuard<'_>> {
+        if self
+            .inner
+            .driving
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            tracing::warn!("hg: progress or trigger re-entered (from a callback, or two threads)");
+            return Err(Error::Busy);
+        }
+        Ok(DriveGuard(&self.inner.driving))
+    }
+
+    /// A shareable reference to this context.
+    pub fn as_ref(&self) -> ContextRef {
+        self.r.clone()
+    }
+
+    /// `HG_Progress`: posts handed-off work, polls NA (waiting up to `timeout` while nothing is
+    /// ready; zero never blocks) and moves finished operations' callbacks onto the completion
+    /// queue. Returns as soon as anything moved (an NA completion, a posted hand-off, a wake-up
+    /// with work) or the timeout passed, with how many callbacks wait for [`Context::trigger`]. Called from inside a callback it fails with [`Error::Busy`].
+    #[doc(alias = "HG_Progress")]
+    #[doc(alias = "hg_core_progress")]
+    #[doc(alias = "HG_Event_progress")]
+    pub fn progress(&self, timeout: Duration) -> Result<usize> {
+        let _g = self.drive()?;
+        let _s = tracing::debug_span!("hg.progress").entered();
+        let inner = &self.inner;
+        let end = Instant::now() + timeout;
+        let na_guard = lock(&inner.na);
+        let Some(na) = na_guard.as_ref() else {
+            return Err(Error::Canceled);
+        };
+        let mut comps = Vec::new();
+        loop {
+            let mut activity = inner.post_pending(na);
+            inner.ensure_unexpected(na);
+            let now = Instant::now();
+            inner.check_deadlines(na, now);
+            let mut wait = if inner.cq.len() > 0 || activity > 0 || !inner.handoff.is_empty() {
+                Duration::ZERO
+            } else {
+                end.saturating_duration_since(now)
+            };
+            if let Some(d) = inner.nearest_deadline() {
+                wait = wait.min(d.saturating_duration_since(now));
+            }
+            let slept = !wait.is_zero() && inner.handoff.prepare_sleep();
+            if !slept {
+                wait = Duration::ZERO;
+            }
+            let r = na.progress(wait);
+            if slept {
+                inner.handoff.end_sleep();
+            }
+            match r {
+                Ok(_) | Err(na::Error::Timeout) | Err(na::Error::Interrupt) => {}
+                Err(e) => return Err(Error::from_na(e)),
+            }
+            na.drain_into(&mut comps);
+            activity += comps.len();
+            for c in comps.drain(..) {
+                inner.on_completion(Some(na), c);
+            }
+            // Work handed off while we waited (the wake-up that ended the wait) is posted now.
+            activity += inner.post_pending(na);
+            inner.check_deadlines(na, Instant::now());
+            // Return once anything moved (or the time is up): a blocked caller woken by a
+            // hand-off gets control back, as DESIGN §1 asks.
+            if activity > 0 || inner.cq.len() > 0 || Instant::now() >= end {
+                return Ok(inner.cq.len());
+            }
+        }
+    }
+
+    /// `HG_Trigger`: runs up to `max` queued callbacks and handlers on this thread; returns how
+    /// many ran. Never blocks. A panicking callback is caught and logged; a panicking handler is
+    /// answered to its client as `HG_OTHER_ERROR`.
+    #[doc(alias = "HG_Trigger")]
+    #[doc(alias = "hg_core_trigger")]
+    #[doc(alias = "HG_Event_trigger")]
+    pub fn trigger(&self, max: usize) -> Result<usize> {
+        let _g = self.drive()?;
+        let _s = tracing::debug_span!("hg.trigger").entered();
+        let mut n = 0;
+        while n < max {
+            let Some(e) = self.inner.cq.pop() else { break };
+            run_entry(e);
+            n += 1;
+        }
+        Ok(n)
+    }
+
+    /// `HG_Context_destroy`: cancels every operation still in flight, runs every callback not yet
+    /// run (each exactly once; those of operations cut short see `Canceled`), and closes the
+    /// endpoint. Requests received but not yet handled are dropped.
+    #[doc(alias = "HG_Context_destroy")]
+    pub fn close(self) {
+        self.inner.teardown();
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        self.inner.teardown();
+    }
+}
+
+fn run_entry(e: Entry) {
+    match e {
+        Entry::Callback(f) => {
+            if catch_unwind(AssertUnwindSafe(f)).is_err() {
+                tracing::error!("hg: a completion callback panicked; the context keeps serving");
+            }
+        }
+        Entry::Process(h, handler) => {
+            let id = h.id();
+            let _s = tracing::debug_span!("hg.handler", rpc_id = id).entered();
+            let r = match catch_unwind(AssertUnwindSafe(|| handler(h.clone()))) {
+                Ok(r) => r,
+                Err(_) => {
+                    tracing::error!(rpc_id = id, "hg: RPC handler panicked");
+                    Err(Error::OtherError)
+                }
+            };
+            if let Err(e) = r {
+                if h.needs_response() {
+                    tracing::debug!(rpc_id = id, error = %e, "hg: handler failed; answering the error");
+                    let _ = h.respond_error(e);
+                }
+            }
+        }
+    }
+}
+
+impl ContextRef {
+    /// The context's id (`HG_Context_get_id`).
+    #[doc(alias = "HG_Context_get_id")]
+    pub fn id(&self) -> u8 {
+        self.inner.id
+    }
+
+    /// The class.
+    #[doc(alias = "HG_Context_get_class")]
+    pub fn class(&self) -> &Class {
+        &self.inner.class
+    }
+
+    /// `HG_Addr_self`: this context's address.
+    #[doc(alias = "HG_Addr_self")]
+    pub fn self_addr(&self) -> na::Addr {
+        self.inner.self_addr.clone()
+    }
+
+    /// `HG_Context_set_data`: attaches user data (CaRT's `crt_context`) to the context.
+    #[doc(alias = "HG_Context_set_data")]
+    pub fn set_data(&self, data: Arc<dyn Any + Send + Sync>) {
+        *lock(&self.inner.data) = Some(data);
+    }
+
+    /// `HG_Context_get_data`: the user data, if any.
+    #[doc(alias = "HG_Context_get_data")]
+    pub fn data(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        lock(&self.inner.data).clone()
+    }
+
+    /// The user data as a `T`, if set and of that type.
+    pub fn data_as<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+        self.data().and_then(|d| d.downcast::<T>().ok())
+    }
+
+    /// `HG_Create`: a handle to call `id` at `addr`.
+    #[doc(alias = "HG_Create")]
+    pub fn create(&self, addr: &na::Addr, id: RpcId) -> Result<Handle> {
+        Ok(Handle::new(
+            self.inner.clone(),
+            HandleState::new(addr.clone(), id, None),
+        ))
+    }
+
+    /// Requests that arrived with a header or body that failed to decode or verify (each also
+    /// logged as a `tracing` warning).
+    pub fn bad_requests(&self) -> usize {
+        self.inner.bad_requests.load(Ordering::Relaxed)
+    }
+
+    /// `HG_Bulk_transfer`: moves `len` bytes between `origin` (a peer's descriptor, usually from
+    /// an RPC input, owned by `origin_addr`) and `local`. `Pull` reads the origin into `local`
+    /// (NA get), `Push` writes `local` into the origin (NA put). `cb` runs once in trigger.
+    #[doc(alias = "HG_Bulk_transfer")]
+    #[doc(alias = "HG_Bulk_transfer_id")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn bulk_transfer(
+        &self,
+        op: BulkOp,
+        origin_addr: &na::Addr,
+        origin: &BulkDesc,
+        origin_offset: u64,
+        local: &crate::transfer::Bulk,
+        local_offset: u64,
+        len: u64,
+        cb: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        let _s = tracing::debug_span!("hg.bulk_transfer", ?op, len).entered();
+        let need = match op {
+            BulkOp::Pull => crate::bulk::flags::READ_ONLY,
+            BulkOp::Push => crate::bulk::flags::WRITE_ONLY,
+        };
+        if origin.access() & need == 0 {
+            return Err(Error::Permission);
+        }
+        let in_range = |off: u64, total: u64| off.checked_add(len).is_some_and(|e| e <= total);
+        if !in_range(origin_offset, origin.len) || !in_range(local_offset, local.len() as u64) {
+            return Err(Error::InvalidArg);
+        }
+        if let (BulkOp::Pull, Some(data)) = (op, &origin.eager) {
+            // The data came with the descriptor: no network transfer.
+            let (o, l) = (origin_offset as usize, len as usize);
+            let r = local
+                .mem()
+                .write_at(local_offset as usize, &data[o..o + l])
+                .map_err(Error::from_na);
+            self.inner.cq.push(Entry::Callback(Box::new(move || cb(r))));
+            return Ok(());
+        }
+        let handle_bytes = origin.na_handle().ok_or(Error::OpNotSupported)?;
+        let remote = self
+            .inner
+            .class
+            .na()
+            .mem_handle_deserialize(handle_bytes)
+            .map_err(Error::from_na)?;
+        let token = self.inner.token();
+        lock(&self.inner.st).ops.insert(
+            token,
+            Op::Rma {
+                cb: Some(Box::new(cb)),
+                op: None,
+            },
+        );
+        self.inner.hand_off(Post::Rma {
+            token,
+            pull: op == BulkOp::Pull,
+            local: local.mem().clone(),
+            local_offset,
+            remote,
+            remote_offset: origin_offset,
+            len,
+            dest: origin_addr.clone(),
+        });
+        Ok(())
+    }
+}
+
+/// Direction of a bulk transfer (`hg_bulk_op_t`).
+#[doc(alias = "hg_bulk_op_t")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BulkOp {
+    /// `HG_BULK_PUSH`: write local data into the origin's region.
+    Push,
+    /// `HG_BULK_PULL`: read the origin's region into local memory.
+    Pull,
+}
+
+impl fmt::Debug for Context {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+impl fmt::Debug for ContextRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContextRef")
+            .field("id", &self.inner.id)
+            .finish()
+    }
+}
+
+fn local_segments(mem: &MemHandle) -> Vec<BulkSegment> {
+    mem.segments()
+        .iter()
+        .map(|s| BulkSegment {
+            base: s.addr as u64,
+            len: s.len as u64,
+        })
+        .collect()
+}
+
+impl CtxInner {
+    pub(crate) fn level(&self) -> ChecksumLevel {
+        self.class.options().checksum_level
+    }
+
+    fn token(&self) -> u64 {
+        self.next_token.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn tag(&self) -> Tag {
+        let max = self.class.na().max_tag().max(1);
+        loop {
+            let t = self.next_tag.fetch_add(1, Ordering::Relaxed) % max;
+            if t != 0 {
+                return t;
+            }
+        }
+    }
+
+    fn hand_off(&self, p: Post) {
+        if self.closed.load(Ordering::Acquire) {
+            // Teardown already drained the queue: fail the operation here, exactly once.
+            self.fail_post(p);
+            return;
+        }
+        if self.handoff.push(p) {
+            self.waker.wake();
+        }
+    }
+
+    fn fail_post(&self, p: Post) {
+        let token = match p {
+            Post::Forward { token, .. } | Post::Respond { token, .. } | Post::Rma { token, .. } => {
+                token
+            }
+            Post::Cancel(_) => return,
+        };
+        let mut st = lock(&self.st);
+        match st.ops.get_mut(&token) {
+            Some(Op::Forward(f)) => {
+                f.send_done.get_or_insert(Err(Error::Canceled));
+                f.recv_pending = false;
+                f.reply.get_or_insert(Err(Error::Canceled));
+            }
+            Some(Op::Respond { cb, .. }) | Some(Op::Rma { cb, .. }) => {
+                if let Some(cb) = cb.take() {
+                    self.cq
+                        .push(Entry::Callback(Box::new(move || cb(Err(Error::Canceled)))));
+                }
+                st.ops.remove(&token);
+                return;
+            }
+            _ => return,
+        }
+        self.maybe_complete(&mut st, token);
+    }
+
+    /// Keeps `request_post_init` unexpected receives posted on a listening class.
+    fn ensure_unexpected(&self, na: &na::Context) {
+        if !self.class.na().is_listening() || self.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let want = self.class.options().request_post_init;
+        let size = self.class.na().max_unexpected_size();
+        let mut st = lock(&self.st);
+        while st.unexpected_posted < want {
+            na.recv_unexpected(MsgBuf::new(size), UNEXPECTED);
+            st.unexpected_posted += 1;
+        }
+    }
+
+    /// Posts handed-off work; returns how many operations it posted.
+    fn post_pending(&self, na: &na::Context) -> usize {
+        let mut posts = Vec::new();
+        self.handoff.take_all(&mut posts);
+        let n = posts.len();
+        for p in posts {
+            self.post(na, p);
+        }
+        n
+    }
+
+    fn post(&self, na: &na::Context, p: Post) {
+        let mut st = lock(&self.st);
+        match p {
+            Post::Forward {
+                token,
+                dest,
+                tag,
+                send,
+                send_len,
+                recv,
+            } => {
+                let Some(Op::Forward(f)) = st.ops.get_mut(&token) else {
+                    return;
+                };
+                if f.canceled || f.timed_out {
+                    let e = if f.timed_out {
+                        Error::Timeout
+                    } else {
+                        Error::Canceled
+                    };
+                    f.send_done = Some(Err(e));
+                    f.recv_pending = false;
+                    f.reply = Some(Err(e));
+                } else {
+                    f.posted = true;
+                    let mut send = send;
+                    // The NA plugin's own header goes in front (its sender address, …).
+                    na.msg_init_unexpected(&mut send);
+                    // The reply's receive goes first, so the reply can never find it missing.
+                    if let Some(buf) = recv {
+                        f.recv_op = Some(na.recv_expected(buf, &dest, tag, token));
+                    }
+                    f.send_op = Some(na.send_unexpected(send, send_len, &dest, tag, token));
+                    return;
+                }
+                self.maybe_complete(&mut st, token);
+            }
+            Post::Respond {
+                token,
+                dest,
+                tag,
+                buf,
+                len,
+                ack,
+            } => {
+                if let Some((atoken, abuf)) = ack {
+                    let id = na.recv_expected(abuf, &dest, tag, atoken);
+                    if let Some(Op::AckWait { op, .. }) = st.ops.get_mut(&atoken) {
+                        *op = Some(id);
+                    }
+                }
+                let id = na.send_expected(buf, len, &dest, tag, token);
+                if let Some(Op::Respond { op, .. }) = st.ops.get_mut(&token) {
+                    *op = Some(id);
+                }
+            }
+            Post::Rma {
+                token,
+                pull,
+                local,
+                local_offset,
+                remote,
+                remote_offset,
+                len,
+                dest,
+            } => {
+                let id = if pull {
+                    na.get(
+                        &local,
+                        local_offset,
+                        &remote,
+                        remote_offset,
+                        len,
+                        &dest,
+                        token,
+                    )
+                } else {
+                    na.put(
+                        &local,
+                        local_offset,
+                        &remote,
+                        remote_offset,
+                        len,
+                        &dest,
+                        token,
+                    )
+                };
+                if let Some(Op::Rma { op, .. }) = st.ops.get_mut(&token) {
+                    *op = Some(id);
+                }
+            }
+            Post::Cancel(token) => self.cancel_locked(na, &mut st, token, false),
+        }
+    }
+
+    /// Cancels a forward (`timeout` says why).
+    fn cancel_locked(&self, na: &na::Context, st: &mut CtxState, token: u64, timeout: bool) {
+        let Some(Op::Forward(f)) = st.ops.get_mut(&token) else {
+            return;
+        };
+        if timeout {
+            f.timed_out = true;
+        } else {
+            f.canceled = true;
+        }
+        if !f.posted {
+            // Nothing reached NA (a self forward, or still queued): complete now.
+            let e = if timeout {
+                Error::Timeout
+            } else {
+                Error::Canceled
+            };
+            f.send_done.get_or_insert(Err(e));
+            if f.recv_pending {
+                f.recv_pending = false;
+                f.reply = Some(Err(e));
+            }
+            if f.pulling.is_none() {
+                self.maybe_complete(st, token);
+            }
+            return;
+        }
+        for op in [f.recv_op, f.send_op, f.pull_op].into_iter().flatten() {
+            let _ = na.cancel(op);
+        }
+    }
+
+    fn nearest_deadline(&self) -> Option<Instant> {
+        let st = lock(&self.st);
+        st.ops
+            .values()
+            .filter_map(|o| match o {
+                Op::Forward(f) if !f.timed_out => f.deadline,
+                _ => None,
+            })
+            .min()
+    }
+
+    fn check_deadlines(&self, na: &na::Context, now: Instant) {
+        let mut st = lock(&self.st);
+        let due: Vec<u64> = st
+            .ops
+            .iter()
+            .filter_map(|(t, o)| match o {
+                Op::Forward(f) if !f.timed_out && f.deadline.is_some_and(|d| d <= now) => Some(*t),
+                _ => None,
+            })
+            .collect();
+        for t in due {
+            tracing::debug!(token = t, "hg: forward reached its deadline");
+            self.cancel_locked(na, &mut st, t, true);
+        }
+    }
+
+    fn on_completion(self: &Arc<Self>, na: Option<&na::Context>, c: na::Completion) {
+        if c.user == UNEXPECTED && c.kind == OpKind::RecvUnexpected {
+            self.on_request(na, c);
+            return;
+        }
+        let mut st = lock(&self.st);
+        let token = c.user;
+        let result = c.result.map_err(Error::from_na);
+        let mut ack = None;
+        match st.ops.get_mut(&token) {
+            Some(Op::Forward(f)) => {
+                match c.kind {
+                    OpKind::SendUnexpected => {
+                        f.send_op = None;
+                        if let Err(e) = result {
+                            tracing::debug!(error = %e, "hg: request send failed");
+                            if let (Some(op), Some(na)) = (f.recv_op, na) {
+                                let _ = na.cancel(op);
+                            }
+                        }
+                        f.send_done = Some(result);
+                    }
+                    OpKind::RecvExpected => {
+                        f.recv_op = None;
+                        f.recv_pending = false;
+                        self.on_reply(na, f, result, c.buf, c.len);
+                    }
+                    OpKind::Get => {
+                        f.pull_op = None;
+                        let (mem, crc, code) = f.pulling.take().expect("pull in flight");
+                        let r = result.and_then(|()| {
+                            let body = mem.to_vec();
+                            header::verify_payload(self.level(), crc, &body)?;
+                            f.handle.set_output(body);
+                            Ok(())
+                        });
+                        if r.is_ok() {
+                            f.replied = true;
+                            // Tell the target it may release its output registration.
+                            ack = Some((f.dest.clone(), f.tag));
+                        }
+                        f.reply = Some(r.and(code));
+                    }
+                    _ => {}
+                }
+                if let (Some((dest, tag)), Some(na)) = (ack, na) {
+                    let t = self.token();
+                    st.ops.insert(t, Op::Discard);
+                    na.send_expected(MsgBuf::new(1), 1, &dest, tag, t);
+                }
+                self.maybe_complete(&mut st, token);
+            }
+            Some(Op::Respond { .. }) => {
+                if let Some(Op::Respond { cb: Some(cb), .. }) = st.ops.remove(&token) {
+                    self.cq.push(Entry::Callback(Box::new(move || cb(result))));
+                }
+            }
+            Some(Op::Rma { .. }) => {
+                if let Some(Op::Rma { cb: Some(cb), .. }) = st.ops.remove(&token) {
+                    self.cq.push(Entry::Callback(Box::new(move || cb(result))));
+                }
+            }
+            Some(Op::AckWait { .. }) | Some(Op::Discard) => {
+                st.ops.remove(&token);
+            }
+            Some(Op::InputPull { .. }) => {
+                let Some(Op::InputPull {
+                    handle,
+                    handler,
+                    mem,
+                    crc,
+                }) = st.ops.remove(&token)
+                else {
+                    unreachable!()
+                };
+                drop(st);
+                let r = result.and_then(|()| {
+                    let body = mem.to_vec();
+                    header::verify_payload(self.level(), crc, &body)?;
+                    Ok(body)
+                });
+                match r {
+                    Ok(body) => {
+                        handle.set_input(body);
+                        if !handle.needs_response() {
+                            // A one-way request with more data: the origin keeps its
+                            // registration until we say we are done with it.
+                            if let (Some(na), Some((dest, tag))) = (na, handle.reply_route()) {
+                                let t = self.token();
+                                lock(&self.st).ops.insert(t, Op::Discard);
+                                na.send_expected(MsgBuf::new(1), 1, &dest, tag, t);
+                            }
+                        }
+                        self.cq.push(Entry::Process(handle, handler));
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "hg: could not fetch an overflowed input");
+                        if handle.needs_response() {
+                            let _ = handle.respond_error(e);
+                        }
+                    }
+                }
+            }
+            None => {
+                // A late completion of an operation already finished (a reply after its
+                // forward was canceled or timed out): dropped, as mercury #470 asks.
+                tracing::debug!(token, kind = ?c.kind, "hg: completion of a finished operation dropped");
+            }
+        }
+    }
+
+    fn on_reply(
+        &self,
+        na: Option<&na::Context>,
+        f: &mut Fwd,
+        result: Result<()>,
+        buf: Option<MsgBuf>,
+        len: usize,
+    ) {
+        if let Err(e) = result {
+            f.reply = Some(Err(e));
+            return;
+        }
+        if f.ack_only {
+            f.reply = Some(Ok(()));
+            return;
+        }
+        let Some(buf) = buf else {
+            f.reply = Some(Err(Error::ProtocolError));
+            return;
+        };
+        let data = &buf.as_slice()[..len.min(buf.capacity())];
+        let level = self.level();
+        let r = (|| {
+            let d = header::decode_response(data, level)?;
+            if d.header.cookie != u16::from(f.cookie) {
+                tracing::warn!(
+                    got = d.header.cookie,
+                    want = f.cookie,
+                    "hg: reply cookie mismatch"
+                );
+                return Err(Error::ProtocolError);
+            }
+            let code = d.header.result();
+            let body = &data[d.body_offset..];
+            if d.header.flags & flags::MORE_DATA != 0 {
+                let r: BulkRef = proc::decode_exact(body)?;
+                let desc = r.0.ok_or(Error::ProtocolError)?;
+                let remote = self
+                    .class
+                    .na()
+                    .mem_handle_deserialize(desc.na_handle().ok_or(Error::ProtocolError)?)
+                    .map_err(Error::from_na)?;
+                let size = usize::try_from(desc.len).map_err(|_| Error::MsgSize)?;
+                if size > self.class.options().max_overflow_size {
+                    return Err(Error::MsgSize);
+                }
+                let mem = self
+                    .class
+                    .na()
+                    .mem_register(vec![0; size], Access::WRITE)
+                    .map_err(Error::from_na)?;
+                let na = na.ok_or(Error::Canceled)?;
+                f.pull_op = Some(na.get(&mem, 0, &remote, 0, desc.len, &f.dest, f.token));
+                f.pulling = Some((mem, d.payload_crc, code));
+                return Ok(None);
+            }
+            header::verify_payload(level, d.payload_crc, body)?;
+            f.handle.set_output(body.to_vec());
+            Ok(Some(code))
+        })();
+        match r {
+            Ok(Some(code)) => {
+                f.replied = true;
+                f.reply = Some(code);
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, rpc_id = f.rpc_id, "hg: bad reply");
+                f.reply = Some(Err(e));
+            }
+        }
+    }
+
+    /// Queues the forward's callback once both halves (and any output pull) are done.
+    fn maybe_complete(&self, st: &mut CtxState, token: u64) {
+        let done = match st.ops.get(&token) {
+            Some(Op::Forward(f)) => f.send_done.is_some() && !f.recv_pending && f.pulling.is_none(),
+            _ => false,
+        };
+        if !done {
+            return;
+        }
+        let Some(Op::Forward(mut f)) = st.ops.remove(&token) else {
+            return;
+        };
+        let send = f.send_done.take().unwrap_or(Ok(()));
+        let reply = f.reply.take().unwrap_or(Ok(()));
+        let mut result = if f.replied {
+            // A reply arrived: it is the real result even if cancel or timeout came late.
+            reply
+        } else {
+            send.and(reply)
+        };
+        if result == Err(Error::Canceled) && f.timed_out {
+            result = Err(Error::Timeout);
+        }
+        f.handle.finish_forward();
+        let handle = f.handle.clone();
+        if let Some(cb) = f.cb.take() {
+            let id = f.rpc_id;
+            self.cq.push(Entry::Callback(Box::new(move || {
+                let _s = tracing::debug_span!("hg.forward_cb", rpc_id = id).entered();
+                cb(&handle, result)
+            })));
+        }
+    }
+
+    fn on_request(self: &Arc<Self>, na: Option<&na::Context>, c: na::Completion) {
+        let Some(mut buf) = c.buf else { return };
+        let mut repost = true;
+        match c.result {
+            Err(na::Error::Canceled) => repost = false,
+            Err(e) => tracing::warn!(error = %e, "hg: unexpected receive failed"),
+            Ok(()) => {
+                let uh = self.class.na().unexpected_header_size();
+                let len = c.len.min(buf.capacity());
+                let data = &buf.as_slice()[uh.min(len)..len];
+                if let Some(source) = c.source {
+                    self.accept_request(na, data, source, c.tag);
+                } else {
+                    tracing::warn!("hg: unexpected message without a source");
+                }
+            }
+        }
+        let na = match na {
+            Some(na) if repost && !self.closed.load(Ordering::Acquire) => na,
+            _ => {
+                lock(&self.st).unexpected_posted -= 1;
+                return;
+            }
+        };
+        buf.as_mut_slice().fill(0);
+        na.recv_unexpected(buf, UNEXPECTED);
+    }
+
+    fn accept_request(
+        self: &Arc<Self>,
+        na: Option<&na::Context>,
+        data: &[u8],
+        source: na::Addr,
+        tag: Tag,
+    ) {
+        let level = self.level();
+        let d = match header::decode_request(data, level) {
+            Ok(d) => d,
+            Err(e) => {
+                self.bad_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, len = data.len(), "hg: bad request dropped");
+                return;
+            }
+        };
+        let h = d.header;
+        let span = tracing::debug_span!("hg.request", rpc_id = h.id, tag);
+        let _s = span.enter();
+        let no_response = h.flags & flags::NO_RESPONSE != 0;
+        let answer = |e: Error| {
+            if !no_response {
+                if let Some(na) = na {
+                    self.send_error(na, &source, tag, h.cookie, e);
+                }
+            }
+        };
+        let handler = match self.class.lookup(h.id) {
+            Ok(info) => match info.handler {
+                Some(hd) => hd,
+                None => {
+                    tracing::warn!(rpc_id = h.id, "hg: request for an id with no handler here");
+                    return answer(Error::NoEntry);
+                }
+            },
+            Err(e) => {
+                tracing::warn!(rpc_id = h.id, "hg: request for an unregistered id");
+                return answer(e);
+            }
+        };
+        let body = &data[d.body_offset..];
+        let handle = Handle::new(
+            self.clone(),
+            HandleState::new(
+                source.clone(),
+                h.id,
+                Some(ServerSide {
+                    tag,
+                    cookie: h.cookie,
+                    no_response,
+                    input: None,
+                    responded: false,
+                    self_client: None,
+                }),
+            ),
+        );
+        if h.flags & flags::MORE_DATA != 0 {
+            let r = (|| {
+                let r: BulkRef = proc::decode_exact(body)?;
+                let desc = r.0.ok_or(Error::ProtocolError)?;
+                let size = usize::try_from(desc.len).map_err(|_| Error::MsgSize)?;
+                if size > self.class.options().max_overflow_size {
+                    return Err(Error::MsgSize);
+                }
+                let remote = self
+                    .class
+                    .na()
+                    .mem_handle_deserialize(desc.na_handle().ok_or(Error::ProtocolError)?)
+                    .map_err(Error::from_na)?;
+                let mem = self
+                    .class
+                    .na()
+                    .mem_register(vec![0; size], Access::WRITE)
+                    .map_err(Error::from_na)?;
+                Ok((remote, mem, desc.len))
+            })();
+            match (r, na) {
+                (Ok((remote, mem, len)), Some(na)) => {
+                    let t = self.token();
+                    let local = mem.clone();
+                    lock(&self.st).ops.insert(
+                        t,
+                        Op::InputPull {
+                            handle,
+                            handler,
+                            mem,
+                            crc: d.payload_crc,
+                        },
+                    );
+                    na.get(&local, 0, &remote, 0, len, &source, t);
+                }
+                (Err(e), _) => {
+                    self.bad_requests.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, "hg: bad overflow descriptor");
+                    answer(e);
+                }
+                (Ok(_), None) => {}
+            }
+            return;
+        }
+        if let Err(e) = header::verify_payload(level, d.payload_crc, body) {
+            self.bad_requests.fetch_add(1, Ordering::Relaxed);
+            return answer(e);
+        }
+        handle.set_input(body.to_vec());
+        self.cq.push(Entry::Process(handle, handler));
+    }
+
+    fn send_error(&self, na: &na::Context, dest: &na::Addr, tag: Tag, cookie: u8, e: Error) {
+        let level = self.level();
+        let mut buf = MsgBuf::new(level.header_size());
+        let h = ResponseHeader::for_result(Err(e), u16::from(cookie));
+        if header::encode_response(&h, level, buf.as_mut_slice(), 0).is_ok() {
+            let t = self.token();
+            lock(&self.st).ops.insert(t, Op::Discard);
+            na.send_expected(buf, level.header_size(), dest, tag, t);
+        }
+    }
+
+    fn teardown(self: &Arc<Self>) {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let na = lock(&self.na).take();
+        // Work handed off but never posted: fail it.
+        let mut posts = Vec::new();
+        self.handoff.take_all(&mut posts);
+        for p in posts {
+            self.fail_post(p);
+        }
+        if let Some(na) = na {
+            for c in na.close() {
+                self.on_completion(None, c);
+            }
+        }
+        // Whatever is still waiting had nothing left in NA: it ends canceled.
+        let tokens: Vec<u64> = lock(&self.st).ops.keys().copied().collect();
+        for t in tokens {
+            let mut st = lock(&self.st);
+            match st.ops.get_mut(&t) {
+                Some(Op::Forward(f)) => {
+                    f.send_done.get_or_insert(Err(Error::Canceled));
+                    f.recv_pending = false;
+                    f.pulling = None;
+                    f.reply.get_or_insert(Err(Error::Canceled));
+                    self.maybe_complete(&mut st, t);
+                }
+                Some(_) => match st.ops.remove(&t) {
+                    Some(Op::Respond { cb: Some(cb), .. }) | Some(Op::Rma { cb: Some(cb), .. }) => {
+                        self.cq
+                            .push(Entry::Callback(Box::new(move || cb(Err(Error::Canceled)))));
+                    }
+                    _ => {}
+                },
+                None => {}
+            }
+        }
+        // Run every callback still queued, here, once; unhandled requests are dropped.
+        while let Some(e) = self.cq.pop() {
+            match e {
+                Entry::Callback(_) => run_entry(e),
+                Entry::Process(h, _) => {
+                    tracing::debug!(rpc_id = h.id(), "hg: request dropped at context teardown")
+                }
+            }
+        }
+    }
+
+    // ---- entry points used by `Handle` ----
+
+    /// Starts a forward prepared by `Handle::forward`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_forward<T: Proc>(
+        self: &Arc<Self>,
+        handle: &Handle,
+        dest: na::Addr,
+        rpc_id: RpcId,
+        cookie: u8,
+        input: &T,
+        no_response: bool,
+        deadline: Option<Instant>,
+        cb: ForwardCallback,
+    ) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Canceled);
+        }
+        let token = self.token();
+        let level = self.level();
+        let hs = level.header_size();
+        let size = input.encoded_size();
+        if dest == self.self_addr {
+            // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
+            let bytes = proc::encode_to_vec(input)?;
+            let handler = self.class.lookup(rpc_id)?.handler.ok_or(Error::NoEntry)?;
+            let server = Handle::new(
+                self.clone(),
+                HandleState::new(
+                    dest.clone(),
+                    rpc_id,
+                    Some(ServerSide {
+                        tag: 0,
+                        cookie,
+                        no_response,
+                        input: Some(bytes),
+                        responded: false,
+                        self_client: Some(token),
+                    }),
+                ),
+            );
+            let mut st = lock(&self.st);
+            st.ops.insert(
+                token,
+                Op::Forward(Box::new(Fwd {
+                    token,
+                    replied: false,
+                    handle: handle.clone(),
+                    cb: Some(cb),
+                    rpc_id,
+                    dest,
+                    tag: 0,
+                    cookie,
+                    posted: false,
+                    send_op: None,
+                    recv_op: None,
+                    pull_op: None,
+                    send_done: Some(Ok(())),
+                    recv_pending: !no_response,
+                    ack_only: false,
+                    pulling: None,
+                    reply: None,
+                    deadline,
+                    timed_out: false,
+                    canceled: false,
+                    _extra: None,
+                })),
+            );
+            handle.begin_forward(token);
+            self.cq.push(Entry::Process(server, handler));
+            self.maybe_complete(&mut st, token);
+            drop(st);
+            if deadline.is_some() {
+                self.waker.wake();
+            }
+            return Ok(());
+        }
+        let nac = self.class.na();
+        let uh = nac.unexpected_header_size();
+        let mut hdr = RequestHeader {
+            id: rpc_id,
+            flags: if no_response { flags::NO_RESPONSE } else { 0 },
+            cookie,
+        };
+        let (mut send, len, extra, crc) = if uh + hs + size <= nac.max_unexpected_size() {
+            let mut buf = MsgBuf::new(uh + hs + size);
+            proc::encode_into(input, &mut buf.as_mut_slice()[uh + hs..])?;
+            (buf, uh + hs + size, None, None)
+        } else {
+            let max = self.class.options().max_overflow_size;
+            if size > max {
+                tracing::warn!(
+                    size,
+                    max,
+                    rpc_id,
+                    "hg: input larger than the overflow maximum"
+                );
+                return Err(Error::MsgSize);
+            }
+            let payload = proc::encode_to_vec(input)?;
+            let crc = header::payload_crc(&payload);
+            let mem = nac
+                .mem_register(payload, Access::READ)
+                .map_err(Error::from_na)?;
+            let desc = BulkDesc::new(
+                local_segments(&mem),
+                crate::bulk::flags::READ_ONLY,
+                nac.mem_handle_serialize(&mem),
+            );
+            let r = BulkRef::from(desc);
+            let bsize = r.encoded_size();
+            if uh + hs + bsize > nac.max_unexpected_size() {
+                return Err(Error::MsgSize);
+            }
+            let mut buf = MsgBuf::new(uh + hs + bsize);
+            proc::encode_into(&r, &mut buf.as_mut_slice()[uh + hs..])?;
+            hdr.flags |= flags::MORE_DATA;
+            (buf, uh + hs + bsize, Some(mem), Some(crc))
+        };
+        let body_len = len - uh - hs;
+        header::encode_request(&hdr, level, &mut send.as_mut_slice()[uh..], body_len)?;
+        if let Some(crc) = crc {
+            header::set_payload_crc(level, &mut send.as_mut_slice()[uh..], crc);
+        }
+        let more = extra.is_some();
+        let ack_only = no_response && more;
+        let recv = if !no_response {
+            Some(MsgBuf::new(nac.max_expected_size()))
+        } else if more {
+            Some(MsgBuf::new(1))
+        } else {
+            None
+        };
+        let tag = self.tag();
+        let mut st = lock(&self.st);
+        st.ops.insert(
+            token,
+            Op::Forward(Box::new(Fwd {
+                token,
+                replied: false,
+                handle: handle.clone(),
+                cb: Some(cb),
+                rpc_id,
+                dest: dest.clone(),
+                tag,
+                cookie,
+                posted: false,
+                send_op: None,
+                recv_op: None,
+                pull_op: None,
+                send_done: None,
+                recv_pending: recv.is_some(),
+                ack_only,
+                pulling: None,
+                reply: if recv.is_none() { Some(Ok(())) } else { None },
+                deadline,
+                timed_out: false,
+                canceled: false,
+                _extra: extra,
+            })),
+        );
+        handle.begin_forward(token);
+        drop(st);
+        tracing::debug!(rpc_id, tag, len, more, "hg: forward queued");
+        self.hand_off(Post::Forward {
+            token,
+            dest,
+            tag,
+            send,
+            send_len: len,
+            recv,
+        });
+        Ok(())
+    }
+
+    /// Cancels the forward `token` (from any thread).
+    pub(crate) fn cancel_forward(&self, token: u64) {
+        {
+            let mut st = lock(&self.st);
+            if let Some(Op::Forward(f)) = st.ops.get_mut(&token) {
+                if !f.posted {
+                    f.canceled = true;
+                    // Not in NA (self forward, or still queued): nothing to wait for.
+                    if f.dest == self.self_addr {
+                        f.recv_pending = false;
+                        f.reply = Some(Err(Error::Canceled));
+                        self.maybe_complete(&mut st, token);
+                    }
+                    return;
+                }
+            } else {
+                return;
+            }
+        }
+        self.hand_off(Post::Cancel(token));
+    }
+
+    /// Completes a self forward with the output its handler produced.
+    pub(crate) fn complete_self(&self, token: u64, output: Result<Vec<u8>>) {
+        let mut st = lock(&self.st);
+        if let Some(Op::Forward(f)) = st.ops.get_mut(&token) {
+            if f.recv_pending {
+                f.recv_pending = false;
+                f.replied = output.is_ok();
+                f.reply = Some(output.map(|b| f.handle.set_output(b)));
+            }
+            self.maybe_complete(&mut st, token);
+        }
+    }
+
+    /// Sends a response prepared by `Handle::respond`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn start_respond<T: Proc>(
+        self: &Arc<Self>,
+        dest: na::Addr,
+        tag: Tag,
+        cookie: u8,
+        result: Result<()>,
+        output: Option<&T>,
+        cb: Option<DoneCallback>,
+    ) -> Result<()> {
+        let level = self.level();
+        let hs = level.header_size();
+        let nac = self.class.na();
+        let size = output.map_or(0, Proc::encoded_size);
+        let mut hdr = ResponseHeader::for_result(result, u16::from(cookie));
+        let mut ack = None;
+        let (mut buf, len, crc) = if hs + size <= nac.max_expected_size() {
+            let mut buf = MsgBuf::new(hs + size);
+            if let Some(o) = output {
+                proc::encode_into(o, &mut buf.as_mut_slice()[hs..])?;
+            }
+            (buf, hs + size, None)
+        } else {
+            let max = self.class.options().max_overflow_size;
+            let o = output.expect("size > 0 implies an output");
+            if size > max {
+                tracing::warn!(size, max, "hg: output larger than the overflow maximum");
+                // The client still gets an answer: the error.
+                self.start_respond::<()>(dest, tag, cookie, Err(Error::MsgSize), None, None)?;
+                return Err(Error::MsgSize);
+            }
+            let payload = proc::encode_to_vec(o)?;
+            let crc = header::payload_crc(&payload);
+            let mem = nac
+                .mem_register(payload, Access::READ)
+                .map_err(Error::from_na)?;
+            let r = BulkRef::from(BulkDesc::new(
+                local_segments(&mem),
+                crate::bulk::flags::READ_ONLY,
+                nac.mem_handle_serialize(&mem),
+            ));
+            let bsize = r.encoded_size();
+            let mut buf = MsgBuf::new(hs + bsize);
+            proc::encode_into(&r, &mut buf.as_mut_slice()[hs..])?;
+            hdr.flags |= flags::MORE_DATA;
+            let atoken = self.token();
+            lock(&self.st).ops.insert(
+                atoken,
+                Op::AckWait {
+                    _mem: mem,
+                    op: None,
+                },
+            );
+            ack = Some((atoken, MsgBuf::new(1)));
+            (buf, hs + bsize, Some(crc))
+        };
+        header::encode_response(&hdr, level, buf.as_mut_slice(), len - hs)?;
+        if let Some(crc) = crc {
+            header::set_payload_crc(level, buf.as_mut_slice(), crc);
+        }
+        let token = self.token();
+        lock(&self.st)
+            .ops
+            .insert(token, Op::Respond { cb, op: None });
+        self.hand_off(Post::Respond {
+            token,
+            dest,
+            tag,
+            buf,
+            len,
+            ack,
+        });
+        Ok(())
+    }
+
+    /// Queues a respond callback (self forwards, one-way handles).
+    pub(crate) fn queue_done(&self, cb: DoneCallback, r: Result<()>) {
+        self.cq.push(Entry::Callback(Box::new(move || cb(r))));
+    }
+}

@@ -1,0 +1,357 @@
+//! `hg::Handle` (`hg_handle_t`): one RPC exchange, on the origin (forward) or the target (respond) side.
+
+use crate::context::{CtxInner, DoneCallback, ForwardCallback};
+use crate::error::{Error, Result};
+use crate::proc::{self, Proc};
+use crate::registry::RpcId;
+use crate::sync::{lock, Arc, Mutex};
+use na::Tag;
+use std::any::Any;
+use std::fmt;
+use std::time::{Duration, Instant};
+
+pub(crate) struct ServerSide {
+    pub(crate) tag: Tag,
+    pub(crate) cookie: u8,
+    pub(crate) no_response: bool,
+    pub(crate) input: Option<Vec<u8>>,
+    pub(crate) responded: bool,
+    /// For a forward to self: the origin's forward, completed by `respond` directly.
+    pub(crate) self_client: Option<u64>,
+}
+
+pub(crate) struct HandleState {
+    addr: na::Addr,
+    id: RpcId,
+    target_id: u8,
+    forward: Option<u64>,
+    output: Option<Vec<u8>>,
+    server: Option<ServerSide>,
+}
+
+impl HandleState {
+    pub(crate) fn new(addr: na::Addr, id: RpcId, server: Option<ServerSide>) -> HandleState {
+        HandleState {
+            addr,
+            id,
+            target_id: server.as_ref().map_or(0, |s| s.cookie),
+            forward: None,
+            output: None,
+            server,
+        }
+    }
+}
+
+struct HandleInner {
+    ctx: Arc<CtxInner>,
+    st: Mutex<HandleState>,
+}
+
+/// One RPC exchange (`hg_handle_t`). Cloning is `HG_Ref_incr`, dropping is `HG_Destroy`: the
+/// exchange lives while any clone does, and an operation in flight holds one.
+///
+/// On the origin: [`crate::ContextRef::create`], then [`Handle::forward`]; in its callback,
+/// [`Handle::get_output`]. On the target, the registered handler receives the handle:
+/// [`Handle::get_input`], then [`Handle::respond`].
+#[doc(alias = "hg_handle_t")]
+#[doc(alias = "HG_Ref_incr")]
+#[doc(alias = "HG_Destroy")]
+#[derive(Clone)]
+pub struct Handle {
+    inner: Arc<HandleInner>,
+}
+
+/// What [`Handle::info`] reports (`struct hg_info`).
+#[doc(alias = "hg_info")]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Info {
+    /// The peer: the target on the origin side, the origin on the target side.
+    pub addr: na::Addr,
+    /// The RPC id.
+    pub id: RpcId,
+    /// The target context id (the request's cookie).
+    pub context_id: u8,
+}
+
+impl Handle {
+    pub(crate) fn new(ctx: Arc<CtxInner>, st: HandleState) -> Handle {
+        Handle {
+            inner: Arc::new(HandleInner {
+                ctx,
+                st: Mutex::new(st),
+            }),
+        }
+    }
+
+    /// `HG_Ref_get`: live clones of this handle (the user's and those of operations in flight).
+    #[doc(alias = "HG_Ref_get")]
+    pub fn ref_count(&self) -> usize {
+        Arc::strong_count(&self.inner)
+    }
+
+    /// The RPC id.
+    pub fn id(&self) -> RpcId {
+        lock(&self.inner.st).id
+    }
+
+    /// `HG_Get_info`: peer address, RPC id, target context id.
+    #[doc(alias = "HG_Get_info")]
+    pub fn info(&self) -> Info {
+        let st = lock(&self.inner.st);
+        Info {
+            addr: st.addr.clone(),
+            id: st.id,
+            context_id: st.target_id,
+        }
+    }
+
+    /// `HG_Context_get_data` through the handle's context (what CaRT's handler reads).
+    #[doc(alias = "HG_Context_get_data")]
+    pub fn context_data(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+        crate::ContextRef {
+            inner: self.inner.ctx.clone(),
+        }
+        .data()
+    }
+
+    /// The context this handle belongs to.
+    pub fn context(&self) -> crate::ContextRef {
+        crate::ContextRef {
+            inner: self.inner.ctx.clone(),
+        }
+    }
+
+    /// `HG_Set_target_id`: the context id at the target that should receive the request.
+    #[doc(alias = "HG_Set_target_id")]
+    pub fn set_target_id(&self, id: u8) {
+        lock(&self.inner.st).target_id = id;
+    }
+
+    /// `HG_Reset`: reuses the handle for `id` at `addr`; `Busy` while a forward is in flight.
+    #[doc(alias = "HG_Reset")]
+    pub fn reset(&self, addr: &na::Addr, id: RpcId) -> Result<()> {
+        let mut st = lock(&self.inner.st);
+        if st.forward.is_some() {
+            return Err(Error::Busy);
+        }
+        *st = HandleState::new(addr.clone(), id, None);
+        Ok(())
+    }
+
+    /// `HG_Forward`: sends `input` to the handle's target and runs `cb` once in trigger, when
+    /// the reply has arrived (or the forward failed, was canceled or the context closed). Input
+    /// larger than the eager size travels by RMA (`HG_CORE_MORE_DATA`), up to
+    /// [`crate::InitOptions::max_overflow_size`]. When this returns `Err` the forward did not
+    /// start and `cb` is dropped uncalled.
+    #[doc(alias = "HG_Forward")]
+    pub fn forward<T: Proc + 'static>(
+        &self,
+        input: &T,
+        cb: impl FnOnce(&Handle, Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.forward_inner(input, None, Box::new(cb))
+    }
+
+    /// As [`Handle::forward`], failing with `Timeout` when no reply came within `timeout`
+    /// (mercury #393, margo #51). A reply arriving later is dropped.
+    pub fn forward_timed<T: Proc + 'static>(
+        &self,
+        input: &T,
+        timeout: Duration,
+        cb: impl FnOnce(&Handle, Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        self.forward_inner(input, Some(Instant::now() + timeout), Box::new(cb))
+    }
+
+    fn forward_inner<T: Proc + 'static>(
+        &self,
+        input: &T,
+        deadline: Option<Instant>,
+        cb: ForwardCallback,
+    ) -> Result<()> {
+        let (addr, id, cookie) = {
+            let st = lock(&self.inner.st);
+            if st.forward.is_some() {
+                return Err(Error::Busy);
+            }
+            if st.server.is_some() {
+                return Err(Error::InvalidArg);
+            }
+            (st.addr.clone(), st.id, st.target_id)
+        };
+        let _s = tracing::debug_span!("hg.forward", rpc_id = id).entered();
+        let info = self.inner.ctx.class.lookup(id)?;
+        if !info.input.is::<T>() {
+            tracing::warn!(
+                rpc_id = id,
+                registered = info.input.name(),
+                "hg: forward with the wrong input type"
+            );
+            return Err(Error::InvalidArg);
+        }
+        self.inner.ctx.start_forward(
+            self,
+            addr,
+            id,
+            cookie,
+            input,
+            info.no_response,
+            deadline,
+            cb,
+        )
+    }
+
+    pub(crate) fn begin_forward(&self, token: u64) {
+        let mut st = lock(&self.inner.st);
+        st.forward = Some(token);
+        st.output = None;
+    }
+
+    pub(crate) fn finish_forward(&self) {
+        lock(&self.inner.st).forward = None;
+    }
+
+    pub(crate) fn set_output(&self, bytes: Vec<u8>) {
+        lock(&self.inner.st).output = Some(bytes);
+    }
+
+    pub(crate) fn set_input(&self, bytes: Vec<u8>) {
+        if let Some(s) = lock(&self.inner.st).server.as_mut() {
+            s.input = Some(bytes);
+        }
+    }
+
+    /// `HG_Cancel`: the forward's callback still runs once, with `Canceled` if the forward had
+    /// no effect, else with its real result. No-op when nothing is in flight.
+    #[doc(alias = "HG_Cancel")]
+    pub fn cancel(&self) {
+        let token = lock(&self.inner.st).forward;
+        if let Some(t) = token {
+            self.inner.ctx.cancel_forward(t);
+        }
+    }
+
+    /// `HG_Get_output`: decodes the reply (in the forward's callback, or after it ran).
+    #[doc(alias = "HG_Get_output")]
+    #[doc(alias = "HG_Free_output")]
+    pub fn get_output<T: Proc + 'static>(&self) -> Result<T> {
+        let (id, bytes) = {
+            let st = lock(&self.inner.st);
+            (st.id, st.output.clone().ok_or(Error::NoEntry)?)
+        };
+        let info = self.inner.ctx.class.lookup(id)?;
+        if !info.output.is::<T>() {
+            return Err(Error::InvalidArg);
+        }
+        proc::decode_exact(&bytes)
+    }
+
+    /// `HG_Get_input`: decodes the request's input (on the target). The result owns its data.
+    #[doc(alias = "HG_Get_input")]
+    #[doc(alias = "HG_Free_input")]
+    pub fn get_input<T: Proc + 'static>(&self) -> Result<T> {
+        let (id, r) = {
+            let st = lock(&self.inner.st);
+            let s = st.server.as_ref().ok_or(Error::InvalidArg)?;
+            (
+                st.id,
+                proc::decode_exact::<T>(s.input.as_deref().ok_or(Error::NoEntry)?),
+            )
+        };
+        let info = self.inner.ctx.class.lookup(id)?;
+        if !info.input.is::<T>() {
+            return Err(Error::InvalidArg);
+        }
+        r.inspect_err(|e| tracing::warn!(rpc_id = id, error = %e, "hg: input does not decode"))
+    }
+
+    pub(crate) fn needs_response(&self) -> bool {
+        lock(&self.inner.st)
+            .server
+            .as_ref()
+            .is_some_and(|s| !s.no_response && !s.responded)
+    }
+
+    pub(crate) fn reply_route(&self) -> Option<(na::Addr, Tag)> {
+        let st = lock(&self.inner.st);
+        st.server.as_ref().map(|s| (st.addr.clone(), s.tag))
+    }
+
+    /// `HG_Respond`: answers the request with `output`; `cb` runs once in trigger when the
+    /// response has left (or failed). Output larger than the expected size travels by RMA, up to
+    /// the overflow maximum; beyond it the client is answered `MsgSize` and this returns
+    /// `Err(MsgSize)`. On a one-way RPC nothing is sent and `cb` gets `Ok`. When this returns
+    /// `Err`, `cb` is dropped uncalled.
+    #[doc(alias = "HG_Respond")]
+    pub fn respond<T: Proc + 'static>(
+        &self,
+        output: &T,
+        cb: impl FnOnce(Result<()>) + Send + 'static,
+    ) -> Result<()> {
+        let _s = tracing::debug_span!("hg.respond", rpc_id = self.id()).entered();
+        self.respond_inner(Ok(()), Some(output), Some(Box::new(cb)))
+    }
+
+    /// Answers the request with an error code and no output (what a failed handler sends).
+    pub fn respond_error(&self, e: Error) -> Result<()> {
+        let _s = tracing::debug_span!("hg.respond", rpc_id = self.id(), error = %e).entered();
+        self.respond_inner::<()>(Err(e), None, None)
+    }
+
+    fn respond_inner<T: Proc + 'static>(
+        &self,
+        result: Result<()>,
+        output: Option<&T>,
+        cb: Option<DoneCallback>,
+    ) -> Result<()> {
+        let (addr, id, tag, cookie, no_response, self_client) = {
+            let mut st = lock(&self.inner.st);
+            let (addr, id) = (st.addr.clone(), st.id);
+            let s = st.server.as_mut().ok_or(Error::InvalidArg)?;
+            if s.responded {
+                return Err(Error::InvalidArg);
+            }
+            s.responded = true;
+            (addr, id, s.tag, s.cookie, s.no_response, s.self_client)
+        };
+        if output.is_some() {
+            let info = self.inner.ctx.class.lookup(id)?;
+            if !info.output.is::<T>() {
+                return Err(Error::InvalidArg);
+            }
+        }
+        let ctx = &self.inner.ctx;
+        if let Some(token) = self_client {
+            let out = match (&result, output) {
+                (Ok(()), Some(o)) => proc::encode_to_vec(o),
+                (Ok(()), None) => Ok(Vec::new()),
+                (Err(e), _) => Err(*e),
+            };
+            if !no_response {
+                ctx.complete_self(token, out);
+            }
+            if let Some(cb) = cb {
+                ctx.queue_done(cb, Ok(()));
+            }
+            return Ok(());
+        }
+        if no_response {
+            if let Some(cb) = cb {
+                ctx.queue_done(cb, Ok(()));
+            }
+            return Ok(());
+        }
+        ctx.start_respond(addr, tag, cookie, result, output, cb)
+    }
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = lock(&self.inner.st);
+        f.debug_struct("Handle")
+            .field("addr", &st.addr)
+            .field("id", &st.id)
+            .field("target", &st.server.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,176 @@
+//! The context's two queues: the completion queue trigger drains, and the hand-off queue other threads post through.
+
+use crate::sync::{lock, AtomicBool, AtomicUsize, Mutex, Ordering};
+use std::collections::VecDeque;
+
+/// Callbacks ready to run (`hg_completion_queue`). Progress (and, for operations that fail at
+/// once or are canceled, any thread) pushes; the thread calling trigger pops. Each entry is popped
+/// exactly once.
+pub(crate) struct CompletionQueue<T> {
+    q: Mutex<VecDeque<T>>,
+    len: AtomicUsize,
+}
+
+impl<T> CompletionQueue<T> {
+    pub(crate) fn new() -> Self {
+        CompletionQueue {
+            q: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+        }
+    }
+
+    pub(crate) fn push(&self, e: T) {
+        let mut q = lock(&self.q);
+        q.push_back(e);
+        self.len.store(q.len(), Ordering::Release);
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        if self.len.load(Ordering::Acquire) == 0 {
+            return None;
+        }
+        let mut q = lock(&self.q);
+        let e = q.pop_front();
+        self.len.store(q.len(), Ordering::Release);
+        e
+    }
+
+    /// A racy hint while other threads push.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
+    }
+}
+
+/// Work handed to a context by any thread and posted by the next `progress` (DESIGN §1).
+///
+/// The consumer announces that it is about to block (`prepare_sleep`) and re-checks the queue;
+/// a producer pushes, then reads the announcement and wakes the consumer when it is set. Both
+/// sides use sequentially consistent operations on `len` and `sleeping`, so at least one of
+/// them sees the other: either the consumer finds the item, or the producer sends a wake-up.
+pub(crate) struct HandOff<T> {
+    q: Mutex<VecDeque<T>>,
+    len: AtomicUsize,
+    sleeping: AtomicBool,
+}
+
+impl<T> HandOff<T> {
+    pub(crate) fn new() -> Self {
+        HandOff {
+            q: Mutex::new(VecDeque::new()),
+            len: AtomicUsize::new(0),
+            sleeping: AtomicBool::new(false),
+        }
+    }
+
+    /// Queues `item`; returns true when the consumer may be blocked and must be woken.
+    pub(crate) fn push(&self, item: T) -> bool {
+        {
+            let mut q = lock(&self.q);
+            q.push_back(item);
+            self.len.store(q.len(), Ordering::SeqCst);
+        }
+        self.sleeping.load(Ordering::SeqCst)
+    }
+
+    /// Moves every queued item into `out`.
+    pub(crate) fn take_all(&self, out: &mut Vec<T>) {
+        if self.len.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let mut q = lock(&self.q);
+        out.extend(q.drain(..));
+        self.len.store(0, Ordering::SeqCst);
+    }
+
+    /// Announces a blocking wait; false (and no announcement) when work is already queued.
+    pub(crate) fn prepare_sleep(&self) -> bool {
+        self.sleeping.store(true, Ordering::SeqCst);
+        if self.len.load(Ordering::SeqCst) != 0 {
+            self.sleeping.store(false, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Ends the wait announced by `prepare_sleep`.
+    pub(crate) fn end_sleep(&self) {
+        self.sleeping.store(false, Ordering::SeqCst);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len.load(Ordering::SeqCst) == 0
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use crate::sync::Arc;
+    use loom::thread;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(f);
+    }
+
+    /// Two producers and the consumer on one queue: every entry comes out exactly once.
+    #[test]
+    fn loom_completion_queue_exactly_once() {
+        model(|| {
+            let q = Arc::new(CompletionQueue::new());
+            let p1 = {
+                let q = q.clone();
+                thread::spawn(move || q.push(1u32))
+            };
+            let p2 = {
+                let q = q.clone();
+                thread::spawn(move || q.push(2u32))
+            };
+            let mut got = Vec::new();
+            if let Some(e) = q.pop() {
+                got.push(e);
+            }
+            p1.join().unwrap();
+            p2.join().unwrap();
+            while let Some(e) = q.pop() {
+                got.push(e);
+            }
+            got.sort();
+            assert_eq!(got, vec![1, 2]);
+            assert_eq!(q.len(), 0);
+        });
+    }
+
+    /// A forward handed over from another thread while progress decides to block: either
+    /// progress sees the item, or the producer sees the announcement and wakes it. No lost
+    /// wake-up, and the item is taken exactly once.
+    #[test]
+    fn loom_handoff_no_lost_wakeup() {
+        model(|| {
+            let h = Arc::new(HandOff::new());
+            let woken = Arc::new(AtomicBool::new(false));
+            let producer = {
+                let (h, woken) = (h.clone(), woken.clone());
+                thread::spawn(move || {
+                    if h.push(7u32) {
+                        woken.store(true, Ordering::SeqCst);
+                    }
+                })
+            };
+            let mut got = Vec::new();
+            let slept = h.prepare_sleep();
+            if !slept {
+                h.take_all(&mut got);
+            }
+            producer.join().unwrap();
+            if slept {
+                // Blocked: only a wake-up gets progress going again.
+                assert!(woken.load(Ordering::SeqCst), "lost wake-up");
+                h.end_sleep();
+            }
+            h.take_all(&mut got);
+            assert_eq!(got, vec![7]);
+        });
+    }
+}

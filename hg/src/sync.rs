@@ -1,0 +1,38 @@
+//! std / loom facade: the rest of the crate names only these, so `--cfg loom` checks the same code.
+
+#[cfg(loom)]
+#[allow(unused_imports)]
+pub(crate) use loom::sync::{
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard, RwLock,
+};
+
+#[cfg(not(loom))]
+#[allow(unused_imports)]
+pub(crate) use std::sync::{
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    Arc, Mutex, MutexGuard, RwLock,
+};
+
+/// Locks a mutex, recovering the data if a panicking thread poisoned it: every critical section
+/// here leaves its data consistent, and the layer must keep serving (a handler panic is caught at
+/// the trigger, DESIGN §2).
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+
+/// The write guard of the facade's `RwLock`.
+#[cfg(not(loom))]
+pub(crate) type MutexGuardLike<'a, T> = std::sync::RwLockWriteGuard<'a, T>;
+/// The write guard of the facade's `RwLock`.
+#[cfg(loom)]
+pub(crate) type MutexGuardLike<'a, T> = loom::sync::RwLockWriteGuard<'a, T>;
+/// The read guard of the facade's `RwLock`.
+#[cfg(not(loom))]
+pub(crate) type ReadGuardLike<'a, T> = std::sync::RwLockReadGuard<'a, T>;
+/// The read guard of the facade's `RwLock`.
+#[cfg(loom)]
+pub(crate) type ReadGuardLike<'a, T> = loom::sync::RwLockReadGuard<'a, T>;

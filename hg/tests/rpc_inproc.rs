@@ -1,0 +1,728 @@
+//! RPCs over na's inproc plugin: forward/respond, overflow, one-way, self, bulk, cancel, timeout, teardown, bad input.
+
+use hg::na::plugins::inproc::{Fabric, FaultConfig};
+use hg::na::{self, Access, MsgBuf};
+use hg::{BulkOp, BulkRef, Class, Context, Error, Handle, InitOptions, Rpc};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+hg::rpc! {
+    /// Echo: returns the payload and the request's origin context id.
+    pub rpc Echo(EchoIn, EchoOut) {
+        input {
+            /// Payload.
+            pub data: Vec<u8>,
+            /// A tag the handler adds to rc.
+            pub n: u32,
+        }
+        output {
+            /// n + 1.
+            pub rc: u32,
+            /// The payload back.
+            pub data: Vec<u8>,
+        }
+    }
+}
+
+hg::rpc! {
+    /// Pull the client's bulk region, push back its bytes plus one.
+    pub rpc BulkRpc(BulkIn, BulkOut) {
+        input {
+            /// The client's region.
+            pub bulk: BulkRef,
+            /// Its length.
+            pub len: u64,
+        }
+        output {
+            /// Sum of the pulled bytes.
+            pub sum: u64,
+        }
+    }
+}
+
+struct Pair {
+    _fabric: Fabric,
+    server: Class,
+    client: Class,
+    sctx: Context,
+    cctx: Context,
+    saddr: na::Addr,
+}
+
+fn echo_handler() -> hg::Handler {
+    Arc::new(|h: Handle| {
+        let input: EchoIn = h.get_input()?;
+        let out = EchoOut {
+            rc: input.n + 1,
+            data: input.data,
+        };
+        h.respond(&out, |r| assert_eq!(r, Ok(())))
+    })
+}
+
+fn pair_opt(opts: InitOptions) -> Pair {
+    let fabric = Fabric::new(FaultConfig::none());
+    let server = Class::from_na(fabric.class(true), opts.clone());
+    let client = Class::from_na(fabric.class(false), opts);
+    server.register_rpc::<Echo>(Some(echo_handler()));
+    client.register_rpc::<Echo>(None);
+    let sctx = server.context_create().unwrap();
+    let cctx = client.context_create().unwrap();
+    let saddr = sctx.self_addr();
+    Pair {
+        _fabric: fabric,
+        server,
+        client,
+        sctx,
+        cctx,
+        saddr,
+    }
+}
+
+fn pair() -> Pair {
+    pair_opt(InitOptions {
+        request_post_init: 16,
+        ..InitOptions::default()
+    })
+}
+
+/// Drives both contexts from this thread until `done`; a generous hang guard only.
+fn drive(ctxs: &[&Context], done: impl Fn() -> bool) {
+    let end = Instant::now() + Duration::from_secs(60);
+    while !done() {
+        for c in ctxs {
+            c.progress(Duration::ZERO).unwrap();
+            c.trigger(usize::MAX).unwrap();
+        }
+        assert!(Instant::now() < end, "hang");
+    }
+}
+
+type Slot<T> = Arc<Mutex<Vec<T>>>;
+
+fn slot<T>() -> Slot<T> {
+    Arc::new(Mutex::new(Vec::new()))
+}
+
+fn forward_echo(p: &Pair, data: Vec<u8>, n: u32) -> Slot<(Result<()>, Option<EchoOut>)> {
+    let got = slot();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    let g = got.clone();
+    h.forward(&EchoIn { data, n }, move |h, r| {
+        let out = r.ok().and_then(|_| h.get_output::<EchoOut>().ok());
+        g.lock().unwrap().push((r, out));
+    })
+    .unwrap();
+    got
+}
+
+type Result<T> = std::result::Result<T, Error>;
+
+#[test]
+fn forward_respond_round_trip() {
+    let p = pair();
+    let got = forward_echo(&p, vec![1, 2, 3], 41);
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    let v = got.lock().unwrap();
+    assert_eq!(v.len(), 1);
+    assert_eq!(v[0].0, Ok(()));
+    assert_eq!(
+        v[0].1,
+        Some(EchoOut {
+            rc: 42,
+            data: vec![1, 2, 3]
+        })
+    );
+}
+
+#[test]
+fn handler_sees_info_and_context_data() {
+    let p = pair();
+    p.sctx.set_data(Arc::new(String::from("crt_context")));
+    let seen = slot();
+    let s = seen.clone();
+    let caddr = p.cctx.self_addr();
+    p.server
+        .register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+            let data = h.context_data().and_then(|d| d.downcast::<String>().ok());
+            s.lock()
+                .unwrap()
+                .push((h.info(), data.map(|d| (*d).clone())));
+            h.respond(&EchoOut::default(), |_| {})
+        })));
+    let got = forward_echo(&p, vec![], 0);
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].0.addr, caddr);
+    assert_eq!(seen[0].0.id, Echo::id());
+    assert_eq!(seen[0].0.context_id, 0);
+    assert_eq!(seen[0].1.as_deref(), Some("crt_context"));
+    assert_eq!(
+        p.sctx.data_as::<String>().as_deref().map(String::as_str),
+        Some("crt_context")
+    );
+}
+
+#[test]
+fn unknown_id_is_answered_noentry_and_server_keeps_serving() {
+    let p = pair();
+    p.client.register::<(), ()>(0xDEAD, None);
+    let got = slot();
+    let h = p.cctx.create(&p.saddr, 0xDEAD).unwrap();
+    let g = got.clone();
+    h.forward(&(), move |_, r| g.lock().unwrap().push(r))
+        .unwrap();
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    assert_eq!(*got.lock().unwrap(), vec![Err(Error::NoEntry)]);
+    let ok = forward_echo(&p, vec![9], 1);
+    drive(&[&p.sctx, &p.cctx], || !ok.lock().unwrap().is_empty());
+    assert_eq!(ok.lock().unwrap()[0].0, Ok(()));
+}
+
+#[test]
+fn handler_error_and_panic_answer_the_client() {
+    let p = pair();
+    p.server.register_rpc::<Echo>(Some(Arc::new(|h: Handle| {
+        let i: EchoIn = h.get_input()?;
+        if i.n == 1 {
+            return Err(Error::Busy);
+        }
+        panic!("handler bug");
+    })));
+    let a = forward_echo(&p, vec![], 1);
+    let b = forward_echo(&p, vec![], 2);
+    drive(&[&p.sctx, &p.cctx], || {
+        !a.lock().unwrap().is_empty() && !b.lock().unwrap().is_empty()
+    });
+    assert_eq!(a.lock().unwrap()[0].0, Err(Error::Busy));
+    assert_eq!(b.lock().unwrap()[0].0, Err(Error::OtherError));
+}
+
+#[test]
+fn one_way_rpc_runs_handler_without_reply() {
+    let p = pair();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r2 = ran.clone();
+    p.server
+        .register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+            let _: EchoIn = h.get_input()?;
+            r2.fetch_add(1, Ordering::SeqCst);
+            // Responding on a one-way RPC sends nothing and completes at once.
+            h.respond(&EchoOut::default(), |r| assert_eq!(r, Ok(())))
+        })));
+    p.server.disable_response(Echo::id(), true).unwrap();
+    p.client.disable_response(Echo::id(), true).unwrap();
+    let got = forward_echo(&p, vec![5; 10], 0);
+    drive(&[&p.sctx, &p.cctx], || {
+        !got.lock().unwrap().is_empty() && ran.load(Ordering::SeqCst) == 1
+    });
+    assert_eq!(got.lock().unwrap()[0].0, Ok(()));
+    // No reply, so no output to read.
+    assert!(got.lock().unwrap()[0].1.is_none());
+}
+
+#[test]
+fn overflow_both_ways() {
+    let p = pair();
+    // Far above the 4 KiB eager and expected sizes: both directions go by RMA.
+    let data: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    let got = forward_echo(&p, data.clone(), 7);
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    let v = got.lock().unwrap();
+    assert_eq!(v[0].0, Ok(()));
+    let out = v[0].1.as_ref().unwrap();
+    assert_eq!(out.rc, 8);
+    assert_eq!(out.data, data);
+}
+
+#[test]
+fn overflow_beyond_the_maximum_is_msgsize_on_both_sides() {
+    let p = pair_opt(InitOptions {
+        request_post_init: 8,
+        max_overflow_size: 64 << 10,
+        ..InitOptions::default()
+    });
+    // Input too large: the forward does not start.
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    let r = h.forward(
+        &EchoIn {
+            data: vec![0; 100 << 10],
+            n: 0,
+        },
+        |_, _| panic!("must not run"),
+    );
+    assert_eq!(r, Err(Error::MsgSize));
+    // Output too large: respond fails on the server, the client still gets an answer.
+    let resp = slot();
+    let r2 = resp.clone();
+    p.server
+        .register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+            let r = h.respond(
+                &EchoOut {
+                    rc: 0,
+                    data: vec![1; 100 << 10],
+                },
+                |_| {},
+            );
+            r2.lock().unwrap().push(r);
+            Ok(())
+        })));
+    let got = forward_echo(&p, vec![], 0);
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    assert_eq!(*resp.lock().unwrap(), vec![Err(Error::MsgSize)]);
+    assert_eq!(got.lock().unwrap()[0].0, Err(Error::MsgSize));
+}
+
+#[test]
+fn forward_to_self() {
+    let p = pair();
+    let h = p.sctx.create(&p.saddr, Echo::id()).unwrap();
+    let got = slot();
+    let g = got.clone();
+    h.forward(
+        &EchoIn {
+            data: vec![3],
+            n: 2,
+        },
+        move |h, r| {
+            g.lock().unwrap().push((r, h.get_output::<EchoOut>().ok()));
+        },
+    )
+    .unwrap();
+    drive(&[&p.sctx], || !got.lock().unwrap().is_empty());
+    let v = got.lock().unwrap();
+    assert_eq!(v[0].0, Ok(()));
+    assert_eq!(v[0].1.as_ref().unwrap().rc, 3);
+}
+
+#[test]
+fn many_in_flight_at_one_server() {
+    let p = pair_opt(InitOptions {
+        request_post_init: 512,
+        ..InitOptions::default()
+    });
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut handles = Vec::new();
+    for i in 0..600u32 {
+        let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+        let d = done.clone();
+        h.forward(&EchoIn { data: vec![], n: i }, move |h, r| {
+            assert_eq!(r, Ok(()));
+            assert_eq!(h.get_output::<EchoOut>().unwrap().rc, i + 1);
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        handles.push(h);
+    }
+    drive(&[&p.sctx, &p.cctx], || done.load(Ordering::SeqCst) == 600);
+    // Completed forwards hold no reference to their handle any more.
+    assert!(handles.iter().all(|h| h.ref_count() == 1));
+}
+
+#[test]
+fn timeout_then_late_reply_is_dropped() {
+    let p = pair();
+    let got = slot();
+    let g = got.clone();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    h.forward_timed(
+        &EchoIn::default(),
+        Duration::from_millis(50),
+        move |_, r| g.lock().unwrap().push(r),
+    )
+    .unwrap();
+    // Only the client makes progress: the server never answers in time.
+    drive(&[&p.cctx], || !got.lock().unwrap().is_empty());
+    assert_eq!(*got.lock().unwrap(), vec![Err(Error::Timeout)]);
+    // Now the server answers; the late reply must not produce a second callback.
+    let end = Instant::now() + Duration::from_millis(300);
+    while Instant::now() < end {
+        for c in [&p.sctx, &p.cctx] {
+            c.progress(Duration::ZERO).unwrap();
+            c.trigger(usize::MAX).unwrap();
+        }
+    }
+    assert_eq!(got.lock().unwrap().len(), 1);
+    // The handle is reusable.
+    let ok = slot();
+    let o = ok.clone();
+    h.forward(&EchoIn::default(), move |_, r| o.lock().unwrap().push(r))
+        .unwrap();
+    drive(&[&p.sctx, &p.cctx], || !ok.lock().unwrap().is_empty());
+    assert_eq!(*ok.lock().unwrap(), vec![Ok(())]);
+}
+
+#[test]
+fn cancel_completes_once() {
+    let p = pair();
+    let got = slot();
+    let g = got.clone();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    h.forward(&EchoIn::default(), move |_, r| g.lock().unwrap().push(r))
+        .unwrap();
+    assert_eq!(h.forward(&EchoIn::default(), |_, _| {}), Err(Error::Busy));
+    assert_eq!(h.reset(&p.saddr, Echo::id()), Err(Error::Busy));
+    p.cctx.progress(Duration::ZERO).unwrap();
+    h.cancel();
+    drive(&[&p.cctx], || !got.lock().unwrap().is_empty());
+    // Whether the request had left or not, the reply can no longer arrive: Canceled.
+    assert_eq!(*got.lock().unwrap(), vec![Err(Error::Canceled)]);
+    for _ in 0..20 {
+        for c in [&p.sctx, &p.cctx] {
+            c.progress(Duration::ZERO).unwrap();
+            c.trigger(usize::MAX).unwrap();
+        }
+    }
+    assert_eq!(got.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn teardown_completes_in_flight_forwards_once() {
+    let p = pair();
+    let got = slot();
+    for _ in 0..3 {
+        let g = got.clone();
+        let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+        h.forward(&EchoIn::default(), move |_, r| g.lock().unwrap().push(r))
+            .unwrap();
+    }
+    p.cctx.progress(Duration::ZERO).unwrap();
+    let Pair { cctx, .. } = p;
+    cctx.close();
+    assert_eq!(*got.lock().unwrap(), vec![Err(Error::Canceled); 3]);
+}
+
+#[test]
+fn dead_server_gives_one_callback() {
+    let p = pair();
+    let got = slot();
+    let g = got.clone();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    h.forward_timed(&EchoIn::default(), Duration::from_secs(2), move |_, r| {
+        g.lock().unwrap().push(r)
+    })
+    .unwrap();
+    p._fabric.vanish(&p.saddr).unwrap();
+    drive(&[&p.cctx], || !got.lock().unwrap().is_empty());
+    let r = got.lock().unwrap()[0];
+    assert!(
+        matches!(r, Err(Error::HostUnreach) | Err(Error::Timeout)),
+        "{r:?}"
+    );
+    p.client.addr_set_remove(&p.saddr).unwrap();
+}
+
+#[test]
+fn forward_from_another_thread_wakes_blocked_progress() {
+    let p = pair();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    let got = slot();
+    let g = got.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        h.forward(&EchoIn::default(), move |_, r| g.lock().unwrap().push(r))
+            .unwrap();
+    });
+    // Blocks for up to 30 s unless the hand-off wakes it.
+    let start = Instant::now();
+    p.cctx.progress(Duration::from_secs(30)).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "progress was not woken"
+    );
+    t.join().unwrap();
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    assert_eq!(*got.lock().unwrap(), vec![Ok(())]);
+}
+
+#[test]
+fn reentrant_progress_is_a_typed_error() {
+    let p = pair();
+    let ctx = Arc::new(p.cctx);
+    let c2 = ctx.clone();
+    let seen = slot();
+    let s = seen.clone();
+    let h = ctx.create(&p.saddr, Echo::id()).unwrap();
+    h.forward(&EchoIn::default(), move |_, _| {
+        s.lock().unwrap().push(c2.progress(Duration::ZERO).err());
+    })
+    .unwrap();
+    drive(&[&p.sctx, &ctx], || !seen.lock().unwrap().is_empty());
+    assert_eq!(*seen.lock().unwrap(), vec![Some(Error::Busy)]);
+}
+
+#[test]
+fn bulk_pull_and_push() {
+    let p = pair();
+    let server_ctx = p.sctx.as_ref();
+    p.server
+        .register_rpc::<BulkRpc>(Some(Arc::new(move |h: Handle| {
+            let input: BulkIn = h.get_input()?;
+            let desc = input.bulk.desc().cloned().ok_or(Error::InvalidArg)?;
+            let class = h.context().class().clone();
+            let local =
+                hg::Bulk::create(&class, vec![vec![0; input.len as usize]], Access::READWRITE)?;
+            let origin = h.info().addr;
+            let ctx = server_ctx.clone();
+            let h2 = h.clone();
+            let l2 = local.clone();
+            let d2 = desc.clone();
+            let o2 = origin.clone();
+            ctx.clone().bulk_transfer(
+                BulkOp::Pull,
+                &origin,
+                &desc,
+                0,
+                &local,
+                0,
+                input.len,
+                move |r| {
+                    r.unwrap();
+                    let bytes = l2.to_vec();
+                    let sum = bytes.iter().map(|b| u64::from(*b)).sum();
+                    let plus: Vec<u8> = bytes.iter().map(|b| b.wrapping_add(1)).collect();
+                    l2.write_at(0, &plus).unwrap();
+                    // Push the incremented bytes back into the client's region at offset 0.
+                    ctx.bulk_transfer(
+                        BulkOp::Push,
+                        &o2,
+                        &d2,
+                        0,
+                        &l2,
+                        0,
+                        plus.len() as u64,
+                        move |r| {
+                            r.unwrap();
+                            h2.respond(&BulkOut { sum }, |_| {}).unwrap();
+                        },
+                    )
+                    .unwrap();
+                },
+            )?;
+            Ok(())
+        })));
+    p.client.register_rpc::<BulkRpc>(None);
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i % 200) as u8).collect();
+    let expect_sum: u64 = data.iter().map(|b| u64::from(*b)).sum();
+    let bulk = hg::Bulk::create(&p.client, vec![data.clone()], Access::READWRITE).unwrap();
+    let got = slot();
+    let g = got.clone();
+    let h = p.cctx.create(&p.saddr, BulkRpc::id()).unwrap();
+    h.forward(
+        &BulkIn {
+            bulk: bulk.to_ref(),
+            len: data.len() as u64,
+        },
+        move |h, r| {
+            g.lock()
+                .unwrap()
+                .push(r.and_then(|()| h.get_output::<BulkOut>()))
+        },
+    )
+    .unwrap();
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    assert_eq!(got.lock().unwrap()[0], Ok(BulkOut { sum: expect_sum }));
+    let after = bulk.to_vec();
+    assert!(after
+        .iter()
+        .zip(&data)
+        .all(|(a, d)| *a == d.wrapping_add(1)));
+}
+
+#[test]
+fn bulk_transfer_checks_access_and_ranges() {
+    let p = pair();
+    let ro = hg::Bulk::create(&p.client, vec![vec![1; 16]], Access::READ_ONLY).unwrap();
+    let local = hg::Bulk::create(&p.server, vec![vec![0; 16]], Access::READWRITE).unwrap();
+    let caddr = p.cctx.self_addr();
+    let r = p
+        .sctx
+        .bulk_transfer(BulkOp::Push, &caddr, ro.desc(), 0, &local, 0, 16, |_| {});
+    assert_eq!(r, Err(Error::Permission));
+    let r = p
+        .sctx
+        .bulk_transfer(BulkOp::Pull, &caddr, ro.desc(), 8, &local, 0, 16, |_| {});
+    assert_eq!(r, Err(Error::InvalidArg));
+}
+
+#[test]
+fn payload_checksums_end_to_end() {
+    let p = pair_opt(InitOptions {
+        request_post_init: 8,
+        checksum_level: hg::ChecksumLevel::Payload,
+        ..InitOptions::default()
+    });
+    let small = forward_echo(&p, vec![1; 100], 1);
+    let big = forward_echo(&p, vec![2; 50_000], 2);
+    drive(&[&p.sctx, &p.cctx], || {
+        !small.lock().unwrap().is_empty() && !big.lock().unwrap().is_empty()
+    });
+    assert_eq!(
+        small.lock().unwrap()[0].1.as_ref().unwrap().data,
+        vec![1; 100]
+    );
+    assert_eq!(
+        big.lock().unwrap()[0].1.as_ref().unwrap().data,
+        vec![2; 50_000]
+    );
+}
+
+/// Sends raw bytes (after the NA header) to the server's unexpected queue, optionally waiting
+/// for a reply on `tag`; returns the reply's bytes if one came.
+fn send_raw(
+    p: &Pair,
+    raw: &na::Context,
+    bytes: &[u8],
+    tag: u32,
+    want_reply: bool,
+) -> Option<Vec<u8>> {
+    let uh = p.client.na().unexpected_header_size();
+    let mut buf = MsgBuf::new(uh + bytes.len());
+    raw.msg_init_unexpected(&mut buf);
+    buf.as_mut_slice()[uh..].copy_from_slice(bytes);
+    if want_reply {
+        raw.recv_expected(MsgBuf::new(4096), &p.saddr, tag, 1);
+    }
+    raw.send_unexpected(buf, uh + bytes.len(), &p.saddr, tag, 2);
+    let mut reply = None;
+    let mut sent = false;
+    let end = Instant::now() + Duration::from_secs(30);
+    while !(sent && (reply.is_some() || !want_reply)) {
+        p.sctx.progress(Duration::ZERO).unwrap();
+        p.sctx.trigger(usize::MAX).unwrap();
+        raw.progress(Duration::ZERO).unwrap();
+        while let Some(c) = raw.pop() {
+            match c.user {
+                1 => reply = Some(c.buf.unwrap().as_slice()[..c.len].to_vec()),
+                _ => sent = true,
+            }
+        }
+        assert!(Instant::now() < end, "hang");
+    }
+    // Let the server process whatever arrived.
+    for _ in 0..5 {
+        p.sctx.progress(Duration::ZERO).unwrap();
+        p.sctx.trigger(usize::MAX).unwrap();
+    }
+    reply
+}
+
+fn request(id: u64, flags: u8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; 16 + body.len()];
+    hg::header::encode_request(
+        &hg::header::RequestHeader {
+            id,
+            flags,
+            cookie: 0,
+        },
+        hg::ChecksumLevel::None,
+        &mut v,
+        body.len(),
+    )
+    .unwrap();
+    v[16..].copy_from_slice(body);
+    v
+}
+
+#[test]
+fn bad_requests_are_typed_and_the_server_keeps_serving() {
+    let p = pair();
+    let raw = p.client.na().context_create(7).unwrap();
+    let good_body = hg::proc::encode_to_vec(&EchoIn {
+        data: vec![1, 2],
+        n: 5,
+    })
+    .unwrap();
+    let good = request(Echo::id(), 0, &good_body);
+
+    // Unknown id: answered with ret 2 (HG_NOENTRY) in a 16-byte header.
+    let reply = send_raw(&p, &raw, &request(0x1234, 0, &[]), 10, true).unwrap();
+    assert_eq!(reply.len(), 16);
+    assert_eq!(reply[0], 2);
+
+    let mut bad_cases: Vec<(&str, Vec<u8>)> = Vec::new();
+    let mut b = good.clone();
+    b[0] = 0xD6;
+    bad_cases.push(("wrong magic", b));
+    let mut b = good.clone();
+    b[1] = 4;
+    bad_cases.push(("other version", b));
+    let mut b = good.clone();
+    b[10] = 0x80;
+    bad_cases.push(("checksum flag on a plain receiver", b));
+    for bit in [0x04u8, 0x08, 0x10, 0x20, 0x40] {
+        let mut b = good.clone();
+        b[10] = bit;
+        bad_cases.push(("unknown or internal flag", b));
+    }
+    bad_cases.push(("short header", good[..7].to_vec()));
+    bad_cases.push(("empty", Vec::new()));
+    let before = p.sctx.bad_requests();
+    let n = bad_cases.len();
+    for (what, bytes) in &bad_cases {
+        let r = send_raw(&p, &raw, bytes, 11, false);
+        assert!(r.is_none(), "{what}");
+    }
+    assert_eq!(
+        p.sctx.bad_requests() - before,
+        n,
+        "each header-level fault counted once"
+    );
+
+    // MORE_DATA with a descriptor size near 2^32: the header is sound, so the client is told.
+    let mut b = request(Echo::id(), 0x01, &(1u64 << 32).to_le_bytes());
+    b.extend_from_slice(&[0; 8]);
+    let reply = send_raw(&p, &raw, &b, 14, true).unwrap();
+    assert_eq!(reply[0] as i32, Error::Overflow.code());
+    assert_eq!(p.sctx.bad_requests() - before, n + 1);
+
+    // Body faults reach the handler, whose get_input fails with a typed error that is answered.
+    let mut truncated = good.clone();
+    truncated.truncate(good.len() - 1);
+    let mut huge_len = good.clone();
+    huge_len[16..24].copy_from_slice(&(u64::MAX - 3).to_le_bytes());
+    let mut random = request(Echo::id(), 0, &[0u8; 40]);
+    for (i, b) in random[16..].iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(97).wrapping_add(13);
+    }
+    for (what, bytes) in [
+        ("truncated body", truncated),
+        ("huge length field", huge_len),
+        ("random body", random),
+    ] {
+        let reply = send_raw(&p, &raw, &bytes, 12, true).expect(what);
+        let code = reply[0] as i8;
+        assert!(
+            code == Error::Overflow.code() as i8 || code == Error::ProtocolError.code() as i8,
+            "{what}: {code}"
+        );
+    }
+
+    // Then a good RPC is served as usual.
+    let reply = send_raw(&p, &raw, &good, 13, true).unwrap();
+    assert_eq!(reply[0], 0);
+    let out: EchoOut = hg::proc::decode_exact(&reply[16..]).unwrap();
+    assert_eq!(
+        out,
+        EchoOut {
+            rc: 6,
+            data: vec![1, 2]
+        }
+    );
+    let ok = forward_echo(&p, vec![4], 4);
+    drive(&[&p.sctx, &p.cctx], || !ok.lock().unwrap().is_empty());
+    assert_eq!(ok.lock().unwrap()[0].0, Ok(()));
+}
+
+#[test]
+fn wrong_types_are_refused() {
+    let p = pair();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    assert_eq!(h.forward(&7u32, |_, _| {}), Err(Error::InvalidArg));
+    let h = p.cctx.create(&p.saddr, 999).unwrap();
+    assert_eq!(h.forward(&(), |_, _| {}), Err(Error::NoEntry));
+    assert_eq!(h.get_output::<()>(), Err(Error::NoEntry));
+    assert_eq!(h.get_input::<()>(), Err(Error::InvalidArg));
+}
