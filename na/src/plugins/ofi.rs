@@ -273,8 +273,10 @@ mod imp {
     use super::*;
     use crate::op::{Completion, Op, OpId, OpKind, Request};
     use crate::plugin::PluginContext;
+    use crate::sync::AtomicUsize;
     use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
     use crate::sys::ofi::{self as sys, flags, Done, Post, RmaPiece};
+    use crate::sys::probe::{Probe, ProbeState};
     use std::any::Any;
     use std::collections::HashMap;
     use std::os::fd::RawFd;
@@ -429,6 +431,7 @@ mod imp {
                 ep,
                 cq,
                 av: Mutex::new(HashMap::with_hasher(ahash::RandomState::new())),
+                probing: AtomicUsize::new(0),
                 scratch: Mutex::new(Vec::with_capacity(64)),
                 woken: AtomicBool::new(false),
             });
@@ -468,12 +471,7 @@ mod imp {
                 .filter_map(Weak::upgrade)
                 .collect();
             for c in ctxs {
-                let removed = lock(&c.av).remove(&raw);
-                if let Some(fi) = removed {
-                    if let Err(e) = c.ep.av_remove(fi) {
-                        tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: fi_av_remove failed");
-                    }
-                }
+                c.forget(&raw);
             }
             Ok(())
         }
@@ -589,24 +587,207 @@ mod imp {
         self_raw: [u8; 16],
         ep: sys::Endpoint,
         cq: Arc<CompletionQueue>,
-        av: Mutex<HashMap<[u8; 16], u64, ahash::RandomState>>,
+        av: Mutex<HashMap<[u8; 16], Peer, ahash::RandomState>>,
+        probing: AtomicUsize,
         scratch: Mutex<Vec<Done>>,
         woken: AtomicBool,
+    }
+
+    /// How long a first connection to a peer may take before its queued sends fail HostUnreach.
+    const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// One peer in this context's AV.
+    struct Peer {
+        fi: u64,
+        state: PeerState,
+    }
+
+    /// Whether sends to a peer may go to libfabric. rxm on 1.17 retries a refused connection
+    /// forever without failing the send, so the first send to a peer (and the first after a
+    /// connection error) waits for a TCP connect probe to its listener: up, the queued operations
+    /// are posted; refused or timed out, they complete `HostUnreach`.
+    enum PeerState {
+        /// In the AV (e.g. for a directed receive) but never sent to.
+        Unknown,
+        /// A probe is connecting; operations wait here in order.
+        Probing {
+            probe: Probe,
+            since: Instant,
+            queued: Vec<(Op, Post)>,
+        },
+        /// Heard from, or probed up.
+        Ready,
+    }
+
+    /// The peer a send or RMA needs a connection to.
+    fn conn_dest(op: &Op) -> Option<[u8; 16]> {
+        match &op.req {
+            Request::SendUnexpected { dest, .. }
+            | Request::SendExpected { dest, .. }
+            | Request::Put { dest, .. }
+            | Request::Get { dest, .. } => dest.as_bytes().try_into().ok(),
+            _ => None,
+        }
     }
 
     impl OfiContext {
         fn resolve(&self, addr: &Addr) -> Result<u64> {
             let raw = check_addr(addr)?;
             let mut av = lock(&self.av);
-            if let Some(&fi) = av.get(&raw) {
-                return Ok(fi);
+            if let Some(p) = av.get(&raw) {
+                return Ok(p.fi);
             }
             let fi = self.ep.av_insert(&raw).map_err(|e| {
                 tracing::warn!(?addr, fi_error = %sys::strerror(e), "na.ofi: fi_av_insert failed");
                 map_fi_errno(e)
             })?;
-            av.insert(raw, fi);
+            av.insert(
+                raw,
+                Peer {
+                    fi,
+                    state: PeerState::Unknown,
+                },
+            );
             Ok(fi)
+        }
+
+        /// Drops a peer's AV entry so the next send probes and reconnects (a peer with a probe
+        /// under way keeps it: its queued operations finish with the probe).
+        fn forget(&self, raw: &[u8; 16]) {
+            let mut av = lock(&self.av);
+            if matches!(
+                av.get(raw).map(|p| &p.state),
+                Some(PeerState::Probing { .. })
+            ) {
+                return;
+            }
+            if let Some(p) = av.remove(raw) {
+                if let Err(e) = self.ep.av_remove(p.fi) {
+                    tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: fi_av_remove failed");
+                }
+            }
+        }
+
+        /// Holds `op` while its peer is not known to be up. Returns it back when it may go now.
+        fn gate(&self, op: Op, post: Post) -> Option<(Op, Post)> {
+            let Some(dest) = conn_dest(&op) else {
+                return Some((op, post));
+            };
+            let mut av = lock(&self.av);
+            let Some(peer) = av.get_mut(&dest) else {
+                return Some((op, post));
+            };
+            match &mut peer.state {
+                PeerState::Ready => Some((op, post)),
+                PeerState::Probing { queued, .. } => {
+                    queued.push((op, post));
+                    None
+                }
+                PeerState::Unknown => match Probe::start(&dest) {
+                    Ok(probe) => {
+                        peer.state = PeerState::Probing {
+                            probe,
+                            since: Instant::now(),
+                            queued: vec![(op, post)],
+                        };
+                        self.probing.fetch_add(1, Ordering::AcqRel);
+                        if self.ep.is_waiting() {
+                            self.ep.wake();
+                        }
+                        None
+                    }
+                    Err(e) => {
+                        drop(av);
+                        tracing::warn!(errno = e, "na.ofi: peer unreachable (connect failed)");
+                        self.cq.push(op.complete(Err(Error::HostUnreach)));
+                        None
+                    }
+                },
+            }
+        }
+
+        /// Settles finished probes: posts or fails the operations waiting on them.
+        fn check_probes(&self) {
+            let mut go = Vec::new();
+            let mut dead = Vec::new();
+            {
+                let mut av = lock(&self.av);
+                for (raw, peer) in av.iter_mut() {
+                    let PeerState::Probing {
+                        probe,
+                        since,
+                        queued,
+                    } = &mut peer.state
+                    else {
+                        continue;
+                    };
+                    let verdict = match probe.check() {
+                        ProbeState::Pending if since.elapsed() > PROBE_TIMEOUT => {
+                            ProbeState::Down(libc::ETIMEDOUT)
+                        }
+                        v => v,
+                    };
+                    match verdict {
+                        ProbeState::Pending => continue,
+                        ProbeState::Up => {
+                            go.append(queued);
+                            peer.state = PeerState::Ready;
+                        }
+                        ProbeState::Down(e) => {
+                            tracing::warn!(
+                                peer = %fmt_addr(&self.shared.protocol, raw),
+                                error = %std::io::Error::from_raw_os_error(e),
+                                ops = queued.len(),
+                                "na.ofi: peer unreachable"
+                            );
+                            dead.append(queued);
+                            peer.state = PeerState::Unknown;
+                        }
+                    }
+                    self.probing.fetch_sub(1, Ordering::AcqRel);
+                }
+            }
+            for (op, post) in go {
+                self.submit(op, post);
+            }
+            for (op, _) in dead {
+                self.cq.push(op.complete(Err(Error::HostUnreach)));
+            }
+        }
+
+        fn submit(&self, op: Op, post: Post) {
+            match self.ep.post(op, post) {
+                Ok(()) => {
+                    if self.ep.is_waiting() {
+                        // A progress blocked on another thread must see this operation's progress.
+                        self.ep.wake();
+                    }
+                }
+                Err((op, e)) => {
+                    let err = map_fi_errno(e);
+                    tracing::warn!(fi_error = %sys::strerror(e), error = %err, "na.ofi: post failed");
+                    self.cq.push(op.complete(Err(err)));
+                }
+            }
+        }
+
+        /// Takes every operation still waiting on a probe (for cancel and close).
+        fn take_queued(&self, only: Option<OpId>) -> Vec<Op> {
+            let mut out = Vec::new();
+            let mut av = lock(&self.av);
+            for peer in av.values_mut() {
+                if let PeerState::Probing { queued, .. } = &mut peer.state {
+                    let mut i = 0;
+                    while i < queued.len() {
+                        if only.is_none_or(|id| queued[i].0.id == id) {
+                            out.push(queued.remove(i).0);
+                        } else {
+                            i += 1;
+                        }
+                    }
+                }
+            }
+            out
         }
 
         fn fail(&self, op: Op, err: Error) {
@@ -725,6 +906,7 @@ mod imp {
                 olen,
             } = d;
             let kind = op.req.kind();
+            let dest = conn_dest(&op);
             let (source, req_tag, sent) = match &op.req {
                 Request::SendUnexpected { len, tag, .. }
                 | Request::SendExpected { len, tag, .. } => (None, *tag, *len),
@@ -786,6 +968,12 @@ mod imp {
                 OpKind::Put | OpKind::Get => {}
             }
             let _ = tag;
+            if result == Err(Error::HostUnreach) {
+                if let Some(raw) = dest {
+                    // The connection is gone: the next send to this peer probes and reconnects.
+                    self.forget(&raw);
+                }
+            }
             c.result = result;
             self.cq.push(c);
         }
@@ -887,18 +1075,8 @@ mod imp {
                     return;
                 }
             }
-            match self.ep.post(op, post) {
-                Ok(()) => {
-                    if self.ep.is_waiting() {
-                        // A progress blocked on another thread must see this operation's progress.
-                        self.ep.wake();
-                    }
-                }
-                Err((op, e)) => {
-                    let err = map_fi_errno(e);
-                    tracing::warn!(fi_error = %sys::strerror(e), error = %err, "na.ofi: post failed");
-                    self.cq.push(op.complete(Err(err)));
-                }
+            if let Some((op, post)) = self.gate(op, post) {
+                self.submit(op, post);
             }
         }
 
@@ -906,8 +1084,11 @@ mod imp {
             let mut scratch = lock(&self.scratch);
             let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
             loop {
+                if self.probing.load(Ordering::Acquire) > 0 {
+                    self.check_probes();
+                }
                 let n = self.ep.progress(&mut scratch);
-                if n > 0 {
+                if n > 0 || !self.cq.is_empty() {
                     self.drain(&mut scratch);
                     return Ok(());
                 }
@@ -921,11 +1102,18 @@ mod imp {
                 if now >= deadline {
                     return Ok(());
                 }
-                self.ep.wait(deadline - now);
+                let mut slice = deadline - now;
+                if self.probing.load(Ordering::Acquire) > 0 {
+                    slice = slice.min(Duration::from_millis(1));
+                }
+                self.ep.wait(slice);
             }
         }
 
         fn cancel(&self, op: OpId) -> Result<()> {
+            for queued in self.take_queued(Some(op)) {
+                self.cq.push(queued.complete(Err(Error::Canceled)));
+            }
             let mut out = Vec::new();
             self.ep.cancel(op, &mut out);
             for d in out {
@@ -944,6 +1132,9 @@ mod imp {
         }
 
         fn close(&self) {
+            for queued in self.take_queued(None) {
+                self.cq.push(queued.complete(Err(Error::Canceled)));
+            }
             let mut out = Vec::new();
             self.ep.close(Duration::from_secs(2), &mut out);
             for d in out {

@@ -4,3 +4,4 @@
 pub mod ifaddr;
 #[cfg(not(any(loom, na_no_libfabric)))]
 pub mod ofi;
+pub mod probe;
