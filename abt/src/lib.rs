@@ -50,7 +50,7 @@ mod ult;
 mod unit;
 mod xstream;
 
-pub use context::DEFAULT_STACK_SIZE;
+pub use context::{default_stack_size, DEFAULT_STACK_SIZE};
 pub use error::{Error, Result};
 pub use key::Key;
 pub use pool::{Access, LockPool, Notify, Pool, PoolKind, RingPool};

@@ -1,6 +1,6 @@
 //! ULTs (`ABT_thread`): stackful work units that can yield, suspend and block on ULT primitives.
 
-use crate::context::{self, Switch, DEFAULT_STACK_SIZE};
+use crate::context::{self, default_stack_size, Switch};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::state::{self, Resume};
@@ -22,7 +22,7 @@ pub struct ThreadAttr {
 impl Default for ThreadAttr {
     fn default() -> Self {
         ThreadAttr {
-            stack_size: DEFAULT_STACK_SIZE,
+            stack_size: default_stack_size(),
             guard: true,
             name: None,
         }
@@ -30,7 +30,8 @@ impl Default for ThreadAttr {
 }
 
 impl ThreadAttr {
-    /// Default attributes: 16 KiB stack with a guard page, no name (`ABT_thread_attr_create`).
+    /// Default attributes: [`default_stack_size`] (16 KiB unless `ABT_THREAD_STACKSIZE` says
+    /// otherwise) with a guard page, no name (`ABT_thread_attr_create`).
     #[doc(alias = "ABT_thread_attr_create")]
     pub fn new() -> Self {
         Self::default()

@@ -534,6 +534,7 @@ impl XstreamBuilder {
             .name(format!("abt-xs-{rank}"))
             .spawn(move || {
                 let mut sched = sched;
+                s2.tid.store(gettid(), Ordering::Release);
                 if let Some(c) = cpus {
                     if let Err(e) = set_affinity(0, &c) {
                         let _ = tx.send(Err(e));

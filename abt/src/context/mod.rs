@@ -13,7 +13,7 @@ mod overflow;
 mod stack;
 
 pub(crate) use overflow::{ensure_altstack, install as install_overflow_handler, StackInfo};
-pub use stack::DEFAULT_STACK_SIZE;
+pub use stack::{default_stack_size, DEFAULT_STACK_SIZE};
 pub(crate) use stack::{StackCache, UltStack};
 
 use crate::error::Error;

@@ -190,3 +190,16 @@ impl StackCache {
         }
     }
 }
+
+/// The stack size new ULTs get by default: `ABT_THREAD_STACKSIZE` from the environment (bytes, as
+/// Argobots reads it), else [`DEFAULT_STACK_SIZE`]. Read once.
+pub fn default_stack_size() -> usize {
+    static V: crate::sync::OnceLock<usize> = crate::sync::OnceLock::new();
+    *V.get_or_init(|| {
+        std::env::var("ABT_THREAD_STACKSIZE")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .filter(|&n| n >= corosensei::stack::MIN_STACK_SIZE)
+            .unwrap_or(DEFAULT_STACK_SIZE)
+    })
+}
