@@ -10,6 +10,8 @@
 //! - [`Context`] (`na_context_t`): one endpoint; unexpected and expected messages, put and get,
 //!   progress, cancel, a [`Waker`] and a wait fd.
 //! - [`Addr`], [`MsgBuf`], [`MemHandle`], [`RemoteMem`], [`Completion`], [`Error`].
+//! - [`RecvPool`]: unexpected receives pre-posted in batches (512, +512) up to a cap.
+//! - `testing` (feature `conformance`): the plugin conformance suite.
 //! - [`Plugin`] / [`PluginContext`] (`na_class_ops`): the seam a transport implements; the plugins
 //!   in the tree are `ofi` (libfabric) and `inproc` (deterministic, with fault injection).
 
@@ -25,7 +27,10 @@ mod op;
 mod plugin;
 pub mod plugins;
 mod rdma;
+mod recv_pool;
 pub(crate) mod sync;
+#[cfg(all(feature = "conformance", not(loom)))]
+pub mod testing;
 mod sys;
 
 pub use addr::Addr;
@@ -36,4 +41,5 @@ pub use mem::{Access, MemHandle, MemRegion, PluginMem, RemoteMem, RemoteSegment,
 pub use msg::{MsgBuf, Tag};
 pub use op::{Completion, Op, OpId, OpKind, Request};
 pub use plugin::{InfoString, InitOptions, Plugin, PluginContext};
+pub use recv_pool::{Received, RecvPool, RecvPoolConfig};
 pub use rdma::{rdma_devices, RdmaDevice};

@@ -54,3 +54,20 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
         Err(p) => p.into_inner(),
     }
 }
+
+/// Builds an `Arc<dyn Trait>` from a value. loom's `Arc` has no unsized coercion, so under loom the
+/// value goes through a std `Arc` first (`loom::sync::Arc::from_std`).
+#[cfg(loom)]
+macro_rules! arc_dyn {
+    ($v:expr => $t:ty) => {
+        loom::sync::Arc::<$t>::from_std(std::sync::Arc::new($v) as std::sync::Arc<$t>)
+    };
+}
+/// Builds an `Arc<dyn Trait>` from a value (see the loom variant).
+#[cfg(not(loom))]
+macro_rules! arc_dyn {
+    ($v:expr => $t:ty) => {
+        std::sync::Arc::new($v) as std::sync::Arc<$t>
+    };
+}
+pub(crate) use arc_dyn;

@@ -37,7 +37,7 @@ use crate::msg::Tag;
 use crate::op::{Completion, Op, OpId, Request};
 use crate::plugin::{InfoString, InitOptions, Plugin, PluginContext};
 use crate::sync::{
-    lock, read, write, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex,
+    arc_dyn, lock, read, write, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex,
     OnceLock, Ordering, RwLock,
 };
 use fault::{Rng, SendFaults};
@@ -167,7 +167,7 @@ impl Fabric {
     }
 
     fn plugin(&self, listen: bool, opts: &InitOptions) -> Arc<dyn Plugin> {
-        Arc::new(InprocClass {
+        arc_dyn!(InprocClass {
             shared: Arc::new(ClassShared {
                 fabric: self.inner.clone(),
                 class_id: self.inner.next_class.fetch_add(1, Ordering::Relaxed),
@@ -177,7 +177,7 @@ impl Fabric {
                 failed: Mutex::new(HashSet::with_hasher(hasher())),
                 failed_n: AtomicUsize::new(0),
             }),
-        })
+        } => dyn Plugin)
     }
 
     /// The fault configuration.
@@ -344,7 +344,7 @@ impl Plugin for InprocClass {
         eps.push(Some(ep.clone()));
         drop(eps);
         tracing::debug!(endpoint = n, id, "na.inproc: context created");
-        Ok(ep)
+        Ok(arc_dyn!(EndpointHandle(ep) => dyn PluginContext))
     }
 
     fn addr_lookup(&self, name: &str) -> Result<Addr> {
@@ -1249,7 +1249,7 @@ impl Endpoint {
     }
 }
 
-impl PluginContext for Endpoint {
+impl Endpoint {
     fn self_addr(&self) -> Addr {
         addr_of(self.id)
     }
@@ -1335,10 +1335,6 @@ impl PluginContext for Endpoint {
         self.sink.bell.ring();
     }
 
-    fn wait_fd(&self) -> Option<RawFd> {
-        None
-    }
-
     fn close(&self) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
@@ -1370,6 +1366,45 @@ impl PluginContext for Endpoint {
             crate::sync::yield_now();
         }
         tracing::debug!(endpoint = self.id, "na.inproc: context closed");
+    }
+}
+
+/// What a [`crate::Context`] holds: the endpoint behind the plugin trait. (A separate type because
+/// loom's `Arc` cannot coerce the `Arc<Endpoint>` the fabric keeps into an `Arc<dyn ..>`.)
+struct EndpointHandle(Arc<Endpoint>);
+
+impl PluginContext for EndpointHandle {
+    fn self_addr(&self) -> Addr {
+        self.0.self_addr()
+    }
+
+    fn msg_init_unexpected(&self, buf: &mut [u8]) {
+        self.0.msg_init_unexpected(buf)
+    }
+
+    fn post(&self, op: Op) {
+        self.0.post(op)
+    }
+
+    fn progress(&self, timeout: Duration) -> Result<()> {
+        self.0.progress(timeout)
+    }
+
+    fn cancel(&self, op: OpId) -> Result<()> {
+        self.0.cancel(op)
+    }
+
+    fn wake(&self) {
+        self.0.wake()
+    }
+
+    /// None: a blocked progress sleeps on a condition variable instead.
+    fn wait_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    fn close(&self) {
+        self.0.close()
     }
 }
 
