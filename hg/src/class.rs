@@ -6,14 +6,14 @@ use crate::handle::Handle;
 use crate::header::ChecksumLevel;
 use crate::proc::Proc;
 use crate::registry::{Registry, Rpc, RpcId, RpcInfo};
-use crate::sync::{Arc, RwLock};
+use crate::sync::{Arc, RwLock, UserArc};
 use std::fmt;
 
 /// What a registered handler is given and returns (`hg_rpc_cb_t`): the request's handle (its
 /// input, its origin) to answer with [`Handle::respond`]. An `Err` (or a panic) before the handler
 /// responded answers the client with that error, so the client always gets one reply.
 #[doc(alias = "hg_rpc_cb_t")]
-pub type Handler = Arc<dyn Fn(Handle) -> Result<()> + Send + Sync>;
+pub type Handler = UserArc<dyn Fn(Handle) -> Result<()> + Send + Sync>;
 
 /// Options of a class (`struct hg_init_info`).
 #[doc(alias = "hg_init_info")]

@@ -26,7 +26,9 @@ use crate::header::{self, flags, ChecksumLevel, RequestHeader, ResponseHeader};
 use crate::proc::{self, Proc};
 use crate::queue::{CompletionQueue, HandOff};
 use crate::registry::RpcId;
-use crate::sync::{lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering};
+use crate::sync::{
+    lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UserArc,
+};
 use na::{Access, MemHandle, MsgBuf, OpKind, RemoteMem, Tag};
 use std::any::Any;
 use std::collections::HashMap;
@@ -146,7 +148,7 @@ pub(crate) struct CtxInner {
     pub(crate) cq: CompletionQueue<Entry>,
     handoff: HandOff<Post>,
     st: Mutex<CtxState>,
-    data: Mutex<Option<Arc<dyn Any + Send + Sync>>>,
+    data: Mutex<Option<UserArc<dyn Any + Send + Sync>>>,
     next_tag: AtomicU32,
     next_token: AtomicU64,
     driving: AtomicBool,
@@ -275,7 +277,7 @@ impl Context {
             na.drain_into(&mut comps);
             activity += comps.len();
             for c in comps.drain(..) {
-                inner.on_completion(Some(na), c);
+                inner.on_completion(inner, Some(na), c);
             }
             // Work handed off while we waited (the wake-up that ended the wait) is posted now.
             activity += inner.post_pending(na);
@@ -311,13 +313,13 @@ impl Context {
     /// endpoint. Requests received but not yet handled are dropped.
     #[doc(alias = "HG_Context_destroy")]
     pub fn close(self) {
-        self.inner.teardown();
+        self.inner.teardown(&self.inner);
     }
 }
 
 impl Drop for Context {
     fn drop(&mut self) {
-        self.inner.teardown();
+        self.inner.teardown(&self.inner);
     }
 }
 
@@ -369,18 +371,18 @@ impl ContextRef {
 
     /// `HG_Context_set_data`: attaches user data (CaRT's `crt_context`) to the context.
     #[doc(alias = "HG_Context_set_data")]
-    pub fn set_data(&self, data: Arc<dyn Any + Send + Sync>) {
+    pub fn set_data(&self, data: UserArc<dyn Any + Send + Sync>) {
         *lock(&self.inner.data) = Some(data);
     }
 
     /// `HG_Context_get_data`: the user data, if any.
     #[doc(alias = "HG_Context_get_data")]
-    pub fn data(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+    pub fn data(&self) -> Option<UserArc<dyn Any + Send + Sync>> {
         lock(&self.inner.data).clone()
     }
 
     /// The user data as a `T`, if set and of that type.
-    pub fn data_as<T: Any + Send + Sync>(&self) -> Option<Arc<T>> {
+    pub fn data_as<T: Any + Send + Sync>(&self) -> Option<UserArc<T>> {
         self.data().and_then(|d| d.downcast::<T>().ok())
     }
 
@@ -739,9 +741,9 @@ impl CtxInner {
         }
     }
 
-    fn on_completion(self: &Arc<Self>, na: Option<&na::Context>, c: na::Completion) {
+    fn on_completion(&self, this: &Arc<CtxInner>, na: Option<&na::Context>, c: na::Completion) {
         if c.user == UNEXPECTED && c.kind == OpKind::RecvUnexpected {
-            self.on_request(na, c);
+            self.on_request(this, na, c);
             return;
         }
         let mut st = lock(&self.st);
@@ -957,7 +959,7 @@ impl CtxInner {
         }
     }
 
-    fn on_request(self: &Arc<Self>, na: Option<&na::Context>, c: na::Completion) {
+    fn on_request(&self, this: &Arc<CtxInner>, na: Option<&na::Context>, c: na::Completion) {
         let Some(mut buf) = c.buf else { return };
         let mut repost = true;
         match c.result {
@@ -968,7 +970,7 @@ impl CtxInner {
                 let len = c.len.min(buf.capacity());
                 let data = &buf.as_slice()[uh.min(len)..len];
                 if let Some(source) = c.source {
-                    self.accept_request(na, data, source, c.tag);
+                    self.accept_request(this, na, data, source, c.tag);
                 } else {
                     tracing::warn!("hg: unexpected message without a source");
                 }
@@ -986,7 +988,8 @@ impl CtxInner {
     }
 
     fn accept_request(
-        self: &Arc<Self>,
+        &self,
+        this: &Arc<CtxInner>,
         na: Option<&na::Context>,
         data: &[u8],
         source: na::Addr,
@@ -1027,7 +1030,7 @@ impl CtxInner {
         };
         let body = &data[d.body_offset..];
         let handle = Handle::new(
-            self.clone(),
+            this.clone(),
             HandleState::new(
                 source.clone(),
                 h.id,
@@ -1104,7 +1107,7 @@ impl CtxInner {
         }
     }
 
-    fn teardown(self: &Arc<Self>) {
+    fn teardown(&self, this: &Arc<CtxInner>) {
         if self.closed.swap(true, Ordering::AcqRel) {
             return;
         }
@@ -1117,7 +1120,7 @@ impl CtxInner {
         }
         if let Some(na) = na {
             for c in na.close() {
-                self.on_completion(None, c);
+                self.on_completion(this, None, c);
             }
         }
         // Whatever is still waiting had nothing left in NA: it ends canceled.
@@ -1158,7 +1161,8 @@ impl CtxInner {
     /// Starts a forward prepared by `Handle::forward`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_forward<T: Proc>(
-        self: &Arc<Self>,
+        &self,
+        this: &Arc<CtxInner>,
         handle: &Handle,
         dest: na::Addr,
         rpc_id: RpcId,
@@ -1180,7 +1184,7 @@ impl CtxInner {
             let bytes = proc::encode_to_vec(input)?;
             let handler = self.class.lookup(rpc_id)?.handler.ok_or(Error::NoEntry)?;
             let server = Handle::new(
-                self.clone(),
+                this.clone(),
                 HandleState::new(
                     dest.clone(),
                     rpc_id,
@@ -1366,7 +1370,7 @@ impl CtxInner {
     /// Sends a response prepared by `Handle::respond`.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_respond<T: Proc>(
-        self: &Arc<Self>,
+        &self,
         dest: na::Addr,
         tag: Tag,
         cookie: u8,

@@ -4,7 +4,7 @@ use crate::context::{CtxInner, DoneCallback, ForwardCallback};
 use crate::error::{Error, Result};
 use crate::proc::{self, Proc};
 use crate::registry::RpcId;
-use crate::sync::{lock, Arc, Mutex};
+use crate::sync::{lock, Arc, Mutex, UserArc};
 use na::Tag;
 use std::any::Any;
 use std::fmt;
@@ -107,7 +107,7 @@ impl Handle {
 
     /// `HG_Context_get_data` through the handle's context (what CaRT's handler reads).
     #[doc(alias = "HG_Context_get_data")]
-    pub fn context_data(&self) -> Option<Arc<dyn Any + Send + Sync>> {
+    pub fn context_data(&self) -> Option<UserArc<dyn Any + Send + Sync>> {
         crate::ContextRef {
             inner: self.inner.ctx.clone(),
         }
@@ -190,6 +190,7 @@ impl Handle {
             return Err(Error::InvalidArg);
         }
         self.inner.ctx.start_forward(
+            &self.inner.ctx,
             self,
             addr,
             id,

@@ -1,6 +1,6 @@
 //! The context's two queues: the completion queue trigger drains, and the hand-off queue other threads post through.
 
-use crate::sync::{lock, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
 use std::collections::VecDeque;
 
 /// Callbacks ready to run (`hg_completion_queue`). Progress (and, for operations that fail at
@@ -43,69 +43,76 @@ impl<T> CompletionQueue<T> {
 
 /// Work handed to a context by any thread and posted by the next `progress` (DESIGN §1).
 ///
-/// The consumer announces that it is about to block (`prepare_sleep`) and re-checks the queue;
-/// a producer pushes, then reads the announcement and wakes the consumer when it is set. Both
-/// sides use sequentially consistent operations on `len` and `sleeping`, so at least one of
-/// them sees the other: either the consumer finds the item, or the producer sends a wake-up.
+/// The consumer announces under the queue's lock that it is about to block, after checking the
+/// queue is empty; a producer pushes and reads the announcement under the same lock, and wakes
+/// the consumer when it is set. The lock orders the two, so either the consumer finds the item or
+/// the producer sends a wake-up. (An earlier version paired two sequentially consistent atomics,
+/// Dekker-style; the loom model below could not prove it, since loom does not model SeqCst
+/// fully, so the protocol now rests on the mutex alone.)
 pub(crate) struct HandOff<T> {
-    q: Mutex<VecDeque<T>>,
+    q: Mutex<Waiting<T>>,
     len: AtomicUsize,
-    sleeping: AtomicBool,
+}
+
+struct Waiting<T> {
+    items: VecDeque<T>,
+    sleeping: bool,
 }
 
 impl<T> HandOff<T> {
     pub(crate) fn new() -> Self {
         HandOff {
-            q: Mutex::new(VecDeque::new()),
+            q: Mutex::new(Waiting {
+                items: VecDeque::new(),
+                sleeping: false,
+            }),
             len: AtomicUsize::new(0),
-            sleeping: AtomicBool::new(false),
         }
     }
 
     /// Queues `item`; returns true when the consumer may be blocked and must be woken.
     pub(crate) fn push(&self, item: T) -> bool {
-        {
-            let mut q = lock(&self.q);
-            q.push_back(item);
-            self.len.store(q.len(), Ordering::SeqCst);
-        }
-        self.sleeping.load(Ordering::SeqCst)
+        let mut q = lock(&self.q);
+        q.items.push_back(item);
+        self.len.store(q.items.len(), Ordering::Release);
+        q.sleeping
     }
 
     /// Moves every queued item into `out`.
     pub(crate) fn take_all(&self, out: &mut Vec<T>) {
-        if self.len.load(Ordering::SeqCst) == 0 {
+        if self.len.load(Ordering::Acquire) == 0 {
             return;
         }
         let mut q = lock(&self.q);
-        out.extend(q.drain(..));
-        self.len.store(0, Ordering::SeqCst);
+        out.extend(q.items.drain(..));
+        self.len.store(0, Ordering::Release);
     }
 
     /// Announces a blocking wait; false (and no announcement) when work is already queued.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        self.sleeping.store(true, Ordering::SeqCst);
-        if self.len.load(Ordering::SeqCst) != 0 {
-            self.sleeping.store(false, Ordering::SeqCst);
+        let mut q = lock(&self.q);
+        if !q.items.is_empty() {
             return false;
         }
+        q.sleeping = true;
         true
     }
 
     /// Ends the wait announced by `prepare_sleep`.
     pub(crate) fn end_sleep(&self) {
-        self.sleeping.store(false, Ordering::SeqCst);
+        lock(&self.q).sleeping = false;
     }
 
+    /// A racy hint: true when nothing seems queued.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len.load(Ordering::SeqCst) == 0
+        self.len.load(Ordering::Acquire) == 0
     }
 }
 
 #[cfg(all(test, loom))]
 mod loom_tests {
     use super::*;
-    use crate::sync::Arc;
+    use crate::sync::{Arc, AtomicBool};
     use loom::thread;
 
     fn model(f: impl Fn() + Sync + Send + 'static) {

@@ -36,3 +36,7 @@ pub(crate) type ReadGuardLike<'a, T> = std::sync::RwLockReadGuard<'a, T>;
 /// The read guard of the facade's `RwLock`.
 #[cfg(loom)]
 pub(crate) type ReadGuardLike<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
+
+/// The `Arc` of values the public API hands to and from users (handlers, context data): plain
+/// std, under loom too, since users build them and loom models only our own shared state.
+pub(crate) use std::sync::Arc as UserArc;
