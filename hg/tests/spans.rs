@@ -23,8 +23,11 @@ hg::rpc! {
     }
 }
 
+/// A span as captured: name, parent's name, fields.
+type Seen = (String, Option<String>, String);
+
 #[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<(String, Option<String>, String)>>>);
+struct Capture(Arc<Mutex<Vec<Seen>>>);
 
 struct FieldText(String);
 impl tracing::field::Visit for FieldText {
