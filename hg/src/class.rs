@@ -13,6 +13,7 @@ use std::fmt;
 /// input, its origin) to answer with [`Handle::respond`]. An `Err` (or a panic) before the handler
 /// responded answers the client with that error, so the client always gets one reply.
 #[doc(alias = "hg_rpc_cb_t")]
+#[doc(alias = "hg_core_rpc_cb")]
 pub type Handler = UserArc<dyn Fn(Handle) -> Result<()> + Send + Sync>;
 
 /// Options of a class (`struct hg_init_info`).

@@ -295,6 +295,8 @@ impl Context {
     /// answered to its client as `HG_OTHER_ERROR`.
     #[doc(alias = "HG_Trigger")]
     #[doc(alias = "hg_core_trigger")]
+    #[doc(alias = "hg_core_process")]
+    #[doc(alias = "hg_core_trigger_process")]
     #[doc(alias = "HG_Event_trigger")]
     pub fn trigger(&self, max: usize) -> Result<usize> {
         let _g = self.drive()?;
