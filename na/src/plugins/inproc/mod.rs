@@ -1302,7 +1302,7 @@ impl Endpoint {
             if self.woken.swap(false, Ordering::AcqRel) {
                 return Ok(());
             }
-            if more {
+            if more && deadline.is_none_or(|d| Instant::now() < d) {
                 continue; // later ticks have work: no wall-clock wait for logical delays
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
