@@ -141,7 +141,7 @@ struct MemInner {
 /// a clone until they complete, and the plugin's deregistration runs when the last clone drops. A
 /// registered `Vec` is moved in, so it cannot be freed or touched behind the transport's back:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0382
 /// # fn demo(class: &na::Class) -> na::Result<()> {
 /// let v = vec![0u8; 4096];
 /// let mh = class.mem_register(v, na::Access::READWRITE)?;

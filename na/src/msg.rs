@@ -9,7 +9,7 @@ pub type Tag = u32;
 /// operation's completion hands it back, so a buffer can be neither read nor freed while the
 /// transport may still touch it:
 ///
-/// ```compile_fail
+/// ```compile_fail,E0382
 /// # fn demo(ctx: &na::Context, dest: &na::Addr) {
 /// let buf = na::MsgBuf::new(64);
 /// let _op = ctx.send_expected(buf, 8, dest, 7, 0);

@@ -1,6 +1,8 @@
 //! Exactly-once over thousands of inproc fault seeds: every operation completes once (teardown
 //! included), a seed replays byte for byte, and another seed tells a different story.
 
+#![cfg(not(loom))]
+
 use na::plugins::inproc::{Fabric, FaultConfig, HEADER_SIZE};
 use na::{Access, Completion, Context, Error, MsgBuf, OpId, OpKind};
 use std::collections::{BTreeMap, BTreeSet};
