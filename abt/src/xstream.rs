@@ -92,6 +92,7 @@ pub(crate) struct StreamLocal {
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
     locals: RefCell<Vec<(TypeId, Box<dyn Any>)>>,
+    notify_registered: Cell<bool>,
 }
 
 thread_local! {
@@ -119,6 +120,7 @@ impl StreamLocal {
             timers: RefCell::new(BinaryHeap::new()),
             timer_seq: Cell::new(0),
             locals: RefCell::new(Vec::new()),
+            notify_registered: Cell::new(false),
         }
     }
 
@@ -415,21 +417,23 @@ pub(crate) fn get_affinity(tid: u64) -> Result<Vec<usize>> {
         .collect())
 }
 
-/// Runs `sched` on the calling OS thread as stream `shared`.
-fn run_stream(shared: StdArc<StreamShared>, sched: &mut Sched) {
+/// Runs `sched` on the calling OS thread as the stream `local` belongs to.
+fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
+    let shared = local.shared.clone();
     context::install_overflow_handler();
     context::ensure_altstack();
     shared.tid.store(gettid(), Ordering::Release);
-    let local = Rc::new(StreamLocal::new(shared.clone()));
     CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
-    for p in &sched.pools {
-        if p.kind() == PoolKind::FifoWait {
-            let s = shared.clone();
-            p.add_notify(StdArc::new(move || s.parker.unpark()));
+    if !local.notify_registered.replace(true) {
+        for p in &sched.pools {
+            if p.kind() == PoolKind::FifoWait {
+                let s = shared.clone();
+                p.add_notify(StdArc::new(move || s.parker.unpark()));
+            }
         }
     }
     let ctx = SchedContext {
-        local: &local,
+        local,
         pools: &sched.pools,
         event_freq: sched.event_freq,
         all_wait: all_wait(&sched.pools),
@@ -437,7 +441,6 @@ fn run_stream(shared: StdArc<StreamShared>, sched: &mut Sched) {
     tracing::debug!(rank = shared.rank, "abt.xstream start");
     sched.def.run(&ctx);
     CURRENT.with(|c| *c.borrow_mut() = None);
-    drop(local);
     tracing::debug!(rank = shared.rank, "abt.xstream end");
 }
 
@@ -542,7 +545,9 @@ impl XstreamBuilder {
                     }
                 }
                 let _ = tx.send(Ok(()));
-                run_stream(s2, &mut sched);
+                let local = Rc::new(StreamLocal::new(s2));
+                run_stream(&local, &mut sched);
+                drop(local);
                 sched.def.free();
             });
         let thread = match spawned {
@@ -630,10 +635,13 @@ impl Drop for Xstream {
 }
 
 /// The primary stream (rank 0), whose scheduler runs on the thread that calls [`Primary::run`] or
-/// [`Primary::join`] (see the module docs for how this differs from Argobots).
+/// [`Primary::join`] (see the module docs for how this differs from Argobots). It owns the
+/// coroutines of the ULTs it started, so it stays on the thread that made it (`!Send`); ULTs
+/// suspended when `run` returns are still there for the next `run` / `join`.
 pub struct Primary {
     handle: XstreamHandle,
     sched: Sched,
+    local: Rc<StreamLocal>,
 }
 
 impl Primary {
@@ -641,11 +649,12 @@ impl Primary {
     #[doc(alias = "ABT_init")]
     pub fn new(sched: Sched) -> Result<Primary> {
         let rank = take_rank(Some(0))?;
+        let shared = StdArc::new(StreamShared::new(rank));
+        let local = Rc::new(StreamLocal::new(shared.clone()));
         Ok(Primary {
-            handle: XstreamHandle {
-                shared: StdArc::new(StreamShared::new(rank)),
-            },
+            handle: XstreamHandle { shared },
             sched,
+            local,
         })
     }
     /// A handle other threads (or ULTs) can use to stop it.
@@ -656,13 +665,13 @@ impl Primary {
     /// handle; then returns, and may be run again.
     pub fn run(&mut self) {
         self.handle.shared.control.store(RUN, Ordering::Release);
-        run_stream(self.handle.shared.clone(), &mut self.sched);
+        run_stream(&self.local, &mut self.sched);
     }
     /// Runs the scheduler on the calling thread until all its work is done (`ABT_xstream_join`
     /// applied to the primary: Argobots' main ULT would instead yield until then).
     pub fn join(&mut self) {
         self.handle.shared.control.store(JOIN, Ordering::Release);
-        run_stream(self.handle.shared.clone(), &mut self.sched);
+        run_stream(&self.local, &mut self.sched);
     }
 }
 
