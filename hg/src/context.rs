@@ -962,7 +962,7 @@ impl CtxInner {
     }
 
     fn on_request(&self, this: &Arc<CtxInner>, na: Option<&na::Context>, c: na::Completion) {
-        let Some(mut buf) = c.buf else { return };
+        let Some(buf) = c.buf else { return };
         let mut repost = true;
         match c.result {
             Err(na::Error::Canceled) => repost = false,
@@ -985,7 +985,7 @@ impl CtxInner {
                 return;
             }
         };
-        buf.as_mut_slice().fill(0);
+        // No need to clear it: only the received length is ever read.
         na.recv_unexpected(buf, UNEXPECTED);
     }
 

@@ -1,0 +1,288 @@
+//! RPC rate and bulk bandwidth over inproc and ofi+tcp (DESIGN §9): `cargo bench -p hg --bench rpc`.
+//!
+//! Cases: RPC rate with 0 B, 64 B and 4 KiB of input at 1, 16 and 64 in flight; bulk PULL and
+//! PUSH of 64 KiB and 1 MiB (the target transfers from/to the origin's region, then answers, as
+//! Mercury's `hg_bw_read` / `hg_bw_write` do). Over ofi+tcp the target is a second process (this
+//! binary re-executed with `HG_BENCH_SERVER=1`); over inproc it is a second thread. Each case runs
+//! `REPEATS` times; the median and the spread (min–max) are printed.
+//!
+//! Arguments: `--quick` (fewer operations), `--only inproc|ofi`.
+
+use hg::na::plugins::inproc::{Fabric, FaultConfig};
+use hg::na::{self, Access};
+use hg::{BulkOp, BulkRef, Class, Context, Error, Handle, InitOptions, Rpc};
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+hg::rpc! {
+    /// The rate RPC: input bytes, empty output.
+    pub rpc Rate(RateIn, RateOut) {
+        input {
+            /// Payload (its u64 length prefix included in the size).
+            pub data: Vec<u8>,
+        }
+        output {}
+    }
+}
+
+hg::rpc! {
+    /// The bandwidth RPC: the target moves `len` bytes between `bulk` and its own buffer.
+    pub rpc Bw(BwIn, BwOut) {
+        input {
+            /// The origin's region.
+            pub bulk: BulkRef,
+            /// Bytes to move.
+            pub len: u64,
+            /// True: the target pulls (origin → target); false: it pushes.
+            pub pull: bool,
+        }
+        output {}
+    }
+}
+
+const REPEATS: usize = 5;
+
+/// Issues one operation on a handle; the boxed function is called from its completion.
+type Start<'a> = &'a dyn Fn(&Handle, Box<dyn FnOnce() + Send>);
+
+fn opts() -> InitOptions {
+    InitOptions {
+        request_post_init: 256,
+        ..InitOptions::default()
+    }
+}
+
+/// Registers the target's handlers; its bulk buffers are created once per size.
+fn serve(class: &Class, ctx: hg::ContextRef) {
+    class.register_rpc::<Rate>(Some(Arc::new(|h: Handle| {
+        let _: RateIn = h.get_input()?;
+        h.respond(&RateOut {}, |_| {})
+    })));
+    let buffers: Arc<Mutex<Vec<hg::Bulk>>> = Arc::new(Mutex::new(Vec::new()));
+    let class2 = class.clone();
+    class.register_rpc::<Bw>(Some(Arc::new(move |h: Handle| {
+        let i: BwIn = h.get_input()?;
+        let desc = i.bulk.desc().cloned().ok_or(Error::InvalidArg)?;
+        let local = {
+            let mut b = buffers.lock().unwrap();
+            match b.iter().position(|x| x.len() as u64 == i.len) {
+                Some(p) => b.swap_remove(p),
+                None => {
+                    hg::Bulk::create(&class2, vec![vec![1; i.len as usize]], Access::READWRITE)?
+                }
+            }
+        };
+        let op = if i.pull { BulkOp::Pull } else { BulkOp::Push };
+        let (bufs, l2) = (buffers.clone(), local.clone());
+        ctx.bulk_transfer(op, &h.info().addr, &desc, 0, &local, 0, i.len, move |r| {
+            bufs.lock().unwrap().push(l2);
+            match r {
+                Ok(()) => h.respond(&BwOut {}, |_| {}).unwrap(),
+                Err(e) => h.respond_error(e).unwrap(),
+            }
+        })
+    })));
+}
+
+/// How long `progress` may block: `HG_BENCH_POLL=1` busy-polls (timeout 0) instead.
+fn wait() -> Duration {
+    if std::env::var("HG_BENCH_POLL").is_ok() {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(50)
+    }
+}
+
+fn serve_loop(ctx: &Context, stop: &AtomicBool) {
+    let w = wait();
+    while !stop.load(Ordering::Relaxed) {
+        ctx.progress(w).unwrap();
+        ctx.trigger(usize::MAX).unwrap();
+    }
+}
+
+/// Runs `n` operations with `inflight` outstanding; `start` issues one on a handle and calls
+/// `done` from its callback. Returns the elapsed time.
+fn run(
+    ctx: &Context,
+    to: &na::Addr,
+    id: u64,
+    n: usize,
+    inflight: usize,
+    start: Start<'_>,
+) -> Duration {
+    let free: Arc<Mutex<Vec<Handle>>> = Arc::new(Mutex::new(
+        (0..inflight).map(|_| ctx.create(to, id).unwrap()).collect(),
+    ));
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut issued = 0;
+    let w = wait();
+    let t = Instant::now();
+    while done.load(Ordering::Relaxed) < n {
+        while issued < n {
+            let Some(h) = free.lock().unwrap().pop() else {
+                break;
+            };
+            let (f, d, h2) = (free.clone(), done.clone(), h.clone());
+            start(
+                &h,
+                Box::new(move || {
+                    d.fetch_add(1, Ordering::Relaxed);
+                    f.lock().unwrap().push(h2);
+                }),
+            );
+            issued += 1;
+        }
+        ctx.progress(w).unwrap();
+        ctx.trigger(usize::MAX).unwrap();
+    }
+    t.elapsed()
+}
+
+fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (v[v.len() / 2], v[0], v[v.len() - 1])
+}
+
+fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: bool) {
+    class.register_rpc::<Rate>(None);
+    class.register_rpc::<Bw>(None);
+    for size in [0usize, 64, 4096] {
+        // The encoded input is the u64 length plus the bytes; size counts the whole body.
+        let payload = vec![7u8; size.saturating_sub(8)];
+        for inflight in [1usize, 16, 64] {
+            let n = if quick { 2_000 } else { 20_000 };
+            let mut rates = Vec::new();
+            let mut rtts = Vec::new();
+            for _ in 0..REPEATS {
+                let input = RateIn {
+                    data: payload.clone(),
+                };
+                let el = run(ctx, to, Rate::id(), n, inflight, &|h, done| {
+                    h.forward(&input, move |_, r| {
+                        r.unwrap();
+                        done()
+                    })
+                    .unwrap();
+                });
+                rates.push(n as f64 / el.as_secs_f64());
+                rtts.push(el.as_secs_f64() * 1e6 / n as f64 * inflight as f64);
+            }
+            let (m, lo, hi) = stats(rates);
+            let (rt, _, _) = stats(rtts);
+            println!(
+                "{name:6} rpc  {size:5} B  {inflight:2} in flight: {:8.0} RPC/s (min {:.0}, max {:.0}); {:.1} us per RPC per slot",
+                m, lo, hi, rt
+            );
+        }
+    }
+    for len in [64usize << 10, 1 << 20] {
+        for pull in [true, false] {
+            let bulk = hg::Bulk::create(class, vec![vec![3u8; len]], Access::READWRITE).unwrap();
+            let n = if quick {
+                100
+            } else {
+                if len > 100_000 {
+                    500
+                } else {
+                    2_000
+                }
+            };
+            let mut bws = Vec::new();
+            for _ in 0..REPEATS {
+                let input = BwIn {
+                    bulk: bulk.to_ref(),
+                    len: len as u64,
+                    pull,
+                };
+                let el = run(ctx, to, Bw::id(), n, 8, &|h, done| {
+                    h.forward(&input, move |_, r| {
+                        r.unwrap();
+                        done()
+                    })
+                    .unwrap();
+                });
+                bws.push((n * len) as f64 / el.as_secs_f64() / 1e9);
+            }
+            let (m, lo, hi) = stats(bws);
+            println!(
+                "{name:6} bulk {:4} {:5} KiB  8 in flight: {m:6.2} GB/s (min {lo:.2}, max {hi:.2})",
+                if pull { "PULL" } else { "PUSH" },
+                len >> 10
+            );
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    let only = args
+        .iter()
+        .position(|a| a == "--only")
+        .and_then(|i| args.get(i + 1).cloned());
+
+    if std::env::var("HG_BENCH_SERVER").is_ok() {
+        // Target process over ofi+tcp: serve until our stdin closes.
+        let class = Class::init_opt("ofi+tcp://127.0.0.1", true, opts()).unwrap();
+        let ctx = class.context_create().unwrap();
+        serve(&class, ctx.as_ref());
+        println!("ADDR {}", class.addr_to_string(&ctx.self_addr()).unwrap());
+        let stop = Arc::new(AtomicBool::new(false));
+        let s2 = stop.clone();
+        std::thread::spawn(move || {
+            let _ = std::io::stdin().read_to_end(&mut Vec::new());
+            s2.store(true, Ordering::Relaxed);
+        });
+        serve_loop(&ctx, &stop);
+        return;
+    }
+
+    if only.as_deref() != Some("ofi") {
+        let fabric = Fabric::new(FaultConfig::none());
+        let server = Class::from_na(fabric.class(true), opts());
+        let client = Class::from_na(fabric.class(false), opts());
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let s2 = stop.clone();
+        let t = std::thread::spawn(move || {
+            let ctx = server.context_create().unwrap();
+            serve(&server, ctx.as_ref());
+            tx.send(ctx.self_addr()).unwrap();
+            serve_loop(&ctx, &s2);
+        });
+        let to = rx.recv().unwrap();
+        let ctx = client.context_create().unwrap();
+        bench_client("inproc", &client, &ctx, &to, quick);
+        stop.store(true, Ordering::Relaxed);
+        t.join().unwrap();
+    }
+
+    if only.as_deref() != Some("inproc") {
+        let Ok(client) = Class::init_opt("ofi+tcp://127.0.0.1", true, opts()) else {
+            println!("ofi+tcp unavailable: skipped");
+            return;
+        };
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .env("HG_BENCH_SERVER", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let addr = loop {
+            let l = lines.next().expect("server exited").unwrap();
+            if let Some(i) = l.find("ADDR ") {
+                break l[i + 5..].trim().to_string();
+            }
+        };
+        let ctx = client.context_create().unwrap();
+        let to = client.addr_lookup(&addr).unwrap();
+        bench_client("ofi", &client, &ctx, &to, quick);
+        drop(child.stdin.take());
+        child.wait().unwrap();
+    }
+}
