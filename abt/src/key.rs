@@ -48,6 +48,7 @@ impl<T: Send + 'static> Key<T> {
     pub fn set(&self, v: T) -> Result<()> {
         let d = self.dtor.clone();
         context::with_current(|u| {
+            u.has_keys.store(true, std::sync::atomic::Ordering::Relaxed);
             let mut k = lock(&u.keys);
             k.retain(|(id, _, _)| *id != self.id);
             k.push((self.id, Box::new(v), d));

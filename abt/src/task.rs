@@ -35,6 +35,9 @@ impl Task {
     /// Waits for the tasklet to finish (`ABT_task_join`); a panic comes back as an error.
     #[doc(alias = "ABT_task_join")]
     pub fn join(&self) -> Result<()> {
+        if let Some(r) = &lock(&self.u.join).result {
+            return r.clone();
+        }
         loop {
             let w = Waiter::prepare();
             {

@@ -141,6 +141,9 @@ impl Thread {
         if context::with_current(|c| std::ptr::eq(c, &*self.u)).unwrap_or(false) {
             return Err(Error::JoinSelf);
         }
+        if let Some(r) = &lock(&self.u.join).result {
+            return r.clone();
+        }
         loop {
             let w = Waiter::prepare();
             {
@@ -212,11 +215,9 @@ pub fn yield_to(target: &Thread) -> Result<()> {
     if target.u.is_task {
         return Err(Error::InvalidYieldTarget);
     }
-    if let Some(home) = target.u.home.get() {
-        let here = crate::xstream::with_current(|s| StdArc::ptr_eq(&s.shared, home));
-        if here != Some(true) {
-            return Err(Error::InvalidYieldTarget);
-        }
+    let hid = target.u.home_id.load(Ordering::Relaxed);
+    if hid != 0 && crate::xstream::with_current(|s| s.shared.uid) != Some(hid) {
+        return Err(Error::InvalidYieldTarget);
     }
     if !target.u.state.begin_run() {
         return Err(Error::InvalidYieldTarget);

@@ -10,7 +10,7 @@ use crate::context::{self, Coro, StackCache};
 use crate::error::{Error, Result};
 use crate::pool::{Parker, Pool, PoolKind, RingQueue};
 use crate::sched::{all_wait, Sched, SchedContext};
-use crate::sync::{AtomicU64, AtomicU8, Ordering, StdArc, StdMutex};
+use crate::sync::{AtomicU64, AtomicU8, Ordering, StdArc, StdMutex, Weak};
 use crate::unit::{panic_error, Unit};
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
@@ -29,6 +29,8 @@ const MAX_PARK: Duration = Duration::from_secs(1);
 
 /// Stream state any thread may touch.
 pub(crate) struct StreamShared {
+    /// Process-wide unique id (ranks can be reused).
+    pub(crate) uid: usize,
     pub(crate) rank: usize,
     control: AtomicU8,
     pub(crate) parker: Parker,
@@ -37,9 +39,29 @@ pub(crate) struct StreamShared {
     dispatches: AtomicU64,
 }
 
+/// Every stream by uid, for the rare forward of a started unit popped on the wrong stream.
+static STREAMS: StdMutex<Vec<(usize, Weak<StreamShared>)>> = StdMutex::new(Vec::new());
+static NEXT_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+fn lookup_stream(uid: usize) -> Option<StdArc<StreamShared>> {
+    let mut s = STREAMS.lock().unwrap_or_else(|p| p.into_inner());
+    s.retain(|(_, w)| w.strong_count() > 0);
+    s.iter()
+        .find(|(u, _)| *u == uid)
+        .and_then(|(_, w)| w.upgrade())
+}
+
 impl StreamShared {
+    fn create(rank: usize) -> StdArc<Self> {
+        let s = StdArc::new(Self::new(rank));
+        let mut all = STREAMS.lock().unwrap_or_else(|p| p.into_inner());
+        all.retain(|(_, w)| w.strong_count() > 0);
+        all.push((s.uid, StdArc::downgrade(&s)));
+        s
+    }
     fn new(rank: usize) -> Self {
         StreamShared {
+            uid: NEXT_UID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             rank,
             control: AtomicU8::new(RUN),
             parker: Parker::new(),
@@ -125,14 +147,15 @@ impl StreamLocal {
     }
 
     #[inline]
-    pub(crate) fn run_unit(&self, unit: Unit) {
+    pub(crate) fn run_unit(&self, unit: Unit, pools: &[StdArc<dyn Pool>]) {
         if unit.0.state.begin_run() {
-            self.run_claimed(unit);
+            self.run_claimed(unit, pools);
         }
     }
 
-    /// Runs a unit whose state this stream already moved to RUNNING.
-    pub(crate) fn run_claimed(&self, unit: Unit) {
+    /// Runs a unit whose state this stream already moved to RUNNING. `pools` are the scheduler's,
+    /// used to requeue without touching the pool's reference count.
+    pub(crate) fn run_claimed(&self, unit: Unit, pools: &[StdArc<dyn Pool>]) {
         let u = &*unit.0;
         // Single writer (the claiming stream), so a load and a store, not a locked add.
         u.dispatches
@@ -143,60 +166,67 @@ impl StreamLocal {
             self.run_task(unit);
             return;
         }
-        let home = u.home.get_or_init(|| self.shared.clone());
-        if !StdArc::ptr_eq(home, &self.shared) {
+        let hid = u.home_id.load(Ordering::Relaxed);
+        if hid == 0 {
+            u.home_id.store(self.shared.uid, Ordering::Relaxed);
+            if u.pool.access().multi_consumer() {
+                let _ = u.home.set(self.shared.clone());
+            }
+        } else if hid != self.shared.uid {
             // Started on another stream (a pool shared against the access rules): send it home.
             u.state.yielded();
-            let home = home.clone();
-            home.push_inbox(unit);
+            match lookup_stream(hid) {
+                Some(home) => home.push_inbox(unit),
+                None => {
+                    tracing::error!(id = u.id, "abt: started ULT popped after its stream ended")
+                }
+            }
             return;
         }
-        let slot = u.slot.load(Ordering::Relaxed);
-        let mut coro = if slot == usize::MAX {
+        let mut slot = u.slot.load(Ordering::Relaxed);
+        if slot == usize::MAX {
             match self.start(&unit) {
-                Some(c) => c,
+                Some(s) => slot = s,
                 None => return,
             }
-        } else {
-            match self.slab.borrow_mut()[slot].take() {
-                Some(c) => c,
-                None => return,
-            }
-        };
+        }
         let span = tracing::debug_span!(
             "abt.ult",
             id = u.id,
             name = u.name.as_deref().unwrap_or(""),
             rank = self.shared.rank
         );
+        // The coroutine is resumed in place: nothing a ULT can call touches the slab (starting
+        // and finishing coroutines happens here, between resumes), so the borrow is never shared.
         let step = {
+            let mut slab = self.slab.borrow_mut();
+            let Some(coro) = slab[slot].as_mut() else {
+                return;
+            };
             let _e = span.enter();
             coro.resume()
         };
-        let slot = u.slot.load(Ordering::Relaxed);
         match step {
-            context::Step::Switched(sw) => {
-                self.slab.borrow_mut()[slot] = Some(coro);
-                match sw {
-                    context::Switch::Yield => {
-                        u.state.yielded();
-                        unit.requeue();
-                    }
-                    context::Switch::Suspend => {
-                        if !u.state.finish_suspend() {
-                            unit.requeue();
-                        }
-                    }
-                    context::Switch::YieldTo(next) => {
-                        u.state.yielded();
-                        unit.requeue();
-                        self.run_claimed(next);
-                    }
+            context::Step::Switched(context::Switch::Yield) => {
+                u.state.yielded();
+                unit.requeue_in(pools);
+            }
+            context::Step::Switched(context::Switch::Suspend) => {
+                if !u.state.finish_suspend() {
+                    unit.requeue_in(pools);
                 }
+            }
+            context::Step::Switched(context::Switch::YieldTo(next)) => {
+                u.state.yielded();
+                unit.requeue_in(pools);
+                self.run_claimed(next, pools);
             }
             context::Step::Finished => {
                 u.state.terminate();
-                self.stacks.borrow_mut().put(coro.into_stack());
+                let coro = self.slab.borrow_mut()[slot].take();
+                if let Some(c) = coro {
+                    self.stacks.borrow_mut().put(c.into_stack());
+                }
                 self.free_slots.borrow_mut().push(slot);
                 self.live.set(self.live.get() - 1);
             }
@@ -204,7 +234,7 @@ impl StreamLocal {
     }
 
     /// First run of a ULT: stack, coroutine, slab slot.
-    fn start(&self, unit: &Unit) -> Option<Coro> {
+    fn start(&self, unit: &Unit) -> Option<usize> {
         let u = &*unit.0;
         let body = crate::sync::lock(&u.body).take()?;
         let stack = match self.stacks.borrow_mut().get(u.stack_size, u.guard) {
@@ -220,28 +250,21 @@ impl StreamLocal {
                 return None;
             }
         };
-        let me = Unit(unit.0.clone());
-        let wrapper: crate::unit::Body = Box::new(move || {
-            let r = catch_unwind(AssertUnwindSafe(body));
-            me.run_key_destructors();
-            if let Err(p) = &r {
-                tracing::warn!(id = me.0.id, "abt: ULT panicked");
-                let _ = p;
-            }
-            me.finish(r.map_err(panic_error));
-        });
-        let coro = Coro::new(stack, Unit(unit.0.clone()), wrapper);
+        let coro = Coro::new(stack, Unit(unit.0.clone()), body);
         let slot = match self.free_slots.borrow_mut().pop() {
-            Some(s) => s,
+            Some(s) => {
+                self.slab.borrow_mut()[s] = Some(coro);
+                s
+            }
             None => {
                 let mut slab = self.slab.borrow_mut();
-                slab.push(None);
+                slab.push(Some(coro));
                 slab.len() - 1
             }
         };
         u.slot.store(slot, Ordering::Relaxed);
         self.live.set(self.live.get() + 1);
-        Some(coro)
+        Some(slot)
     }
 
     fn run_task(&self, unit: Unit) {
@@ -288,12 +311,12 @@ impl StreamLocal {
         next
     }
 
-    pub(crate) fn check_events(&self) {
+    pub(crate) fn check_events(&self, pools: &[StdArc<dyn Pool>]) {
         self.wake_timers();
         let n = self.shared.inbox.len();
         for _ in 0..n {
             match self.shared.inbox.pop() {
-                Some(u) => self.run_unit(u),
+                Some(u) => self.run_unit(u, pools),
                 None => break,
             }
         }
@@ -529,7 +552,7 @@ impl XstreamBuilder {
     /// Creates and starts the stream running `sched`.
     pub fn spawn(self, sched: Sched) -> Result<Xstream> {
         let rank = take_rank(self.rank)?;
-        let shared = StdArc::new(StreamShared::new(rank));
+        let shared = StreamShared::create(rank);
         let s2 = shared.clone();
         let cpus = self.cpus;
         let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
@@ -649,7 +672,7 @@ impl Primary {
     #[doc(alias = "ABT_init")]
     pub fn new(sched: Sched) -> Result<Primary> {
         let rank = take_rank(Some(0))?;
-        let shared = StdArc::new(StreamShared::new(rank));
+        let shared = StreamShared::create(rank);
         let local = Rc::new(StreamLocal::new(shared.clone()));
         Ok(Primary {
             handle: XstreamHandle { shared },

@@ -52,6 +52,7 @@ pub(crate) struct Coro {
     co: Coroutine<(), Switch, (), UltStack>,
 }
 
+#[inline(always)]
 fn set_current(y: *const Y, u: *const UnitInner, s: *const StackInfo) {
     YIELDER.with(|c| c.set(y));
     CURRENT_UNIT.with(|c| c.set(u));
@@ -75,7 +76,7 @@ impl Coro {
             let info = info;
             let unit = unit;
             set_current(y, crate::sync::StdArc::as_ptr(&unit.0), &info);
-            body();
+            crate::unit::run_ult_body(&unit, body);
             set_current(std::ptr::null(), std::ptr::null(), std::ptr::null());
         });
         Coro { co }

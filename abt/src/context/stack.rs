@@ -11,13 +11,16 @@ pub const DEFAULT_STACK_SIZE: usize = 16 * 1024;
 const ARENA_CHUNK: usize = 64;
 
 pub(crate) fn page_size() -> usize {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
-    if p > 0 {
-        p as usize
-    } else {
-        4096
-    }
+    static PAGE: crate::sync::OnceLock<usize> = crate::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        // SAFETY: sysconf has no memory-safety preconditions.
+        let p = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+        if p > 0 {
+            p as usize
+        } else {
+            4096
+        }
+    })
 }
 
 fn round_up(n: usize, to: usize) -> usize {

@@ -6,7 +6,7 @@ use crate::unit::Waiter;
 
 struct Inner<T> {
     value: Option<T>,
-    waiters: Vec<Waiter>,
+    waiters: smallvec::SmallVec<[Waiter; 2]>,
 }
 
 /// A one-shot value with waiters (`ABT_eventual`); `reset` makes it reusable.
@@ -28,7 +28,7 @@ impl<T: Clone> Eventual<T> {
         Eventual {
             inner: Mutex::new(Inner {
                 value: None,
-                waiters: Vec::new(),
+                waiters: smallvec::SmallVec::new(),
             }),
         }
     }
