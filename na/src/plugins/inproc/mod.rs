@@ -10,9 +10,10 @@
 //!   `progress` (each call advances its logical clock by at least one tick). Unexpected messages
 //!   meeting no posted buffer, and expected messages meeting no matching receive, are held (up to
 //!   [`FaultConfig::hold_cap`] per queue; beyond it the send completes `Busy`) and delivered when a
-//!   receive is posted. A send completes when its bytes reach a receive buffer (or are refused);
-//!   until then it can be cancelled. A message larger than the receive buffer completes the
-//!   receive with `Overflow` (nothing copied) and the send Ok.
+//!   receive is posted. A send completes when the receiver's progress takes the message — into a
+//!   receive buffer, or into its hold (as libfabric's rxm buffers it) — or refuses it; until then
+//!   it can be cancelled. A message larger than the receive buffer completes the receive with
+//!   `Overflow` (nothing copied) and the send Ok.
 //! - **RMA** runs during the *initiator's* progress against the fabric's table of registered
 //!   regions: an unknown (deregistered) key is `Access`, missing rights `Permission`, a vanished
 //!   target `HostUnreach`.
@@ -582,7 +583,8 @@ fn complete(
 enum Body {
     /// A sender's operation: the bytes are its buffer's first `len`.
     Send(Arc<Cell>, usize),
-    /// A duplicate's own copy of the bytes (no sender operation).
+    /// A copy of the bytes with no sender operation: a held message (its send completed when it
+    /// was held) or an injected duplicate.
     Copy(Box<[u8]>),
 }
 
@@ -1048,11 +1050,19 @@ impl Endpoint {
                 }
                 return None;
             }
+            // Held: the message reached the receiver's transport, so the send is done (as with
+            // libfabric's rxm, which buffers it); the bytes wait in a copy of their own.
+            let mut env = env;
             if let (Body::Send(cell, _), Some(p)) = (&env.body, send) {
-                if let Some(p) = cell.unclaim(p) {
-                    complete(fabric, cell, p, Err(Error::Canceled), 0, None, 0);
-                    return None;
-                }
+                let bytes = match &p.op.req {
+                    Request::SendUnexpected { buf, .. } | Request::SendExpected { buf, .. } => {
+                        Box::<[u8]>::from(&buf.as_slice()[..len])
+                    }
+                    _ => unreachable!("envelopes carry sends"),
+                };
+                let cell = cell.clone();
+                complete(fabric, &cell, p, Ok(()), len, None, 0);
+                env.body = Body::Copy(bytes);
             }
             return Some(env);
         };

@@ -3,19 +3,18 @@
 //!
 //! ```text
 //!            claim()                 finish(outcome)
-//! PENDING ───────────▶ CLAIMED ─────────────────────────▶ DONE
-//!    ▲                   │  │ cancel(): CLAIMED|CANCEL_REQ
-//!    └──── unclaim() ────┘  └─ unclaim() with CANCEL_REQ ─▶ DONE (outcome Canceled)
-//! PENDING ── cancel() ──▶ DONE (outcome Canceled)
+//! PENDING ───────────▶ CLAIMED ──────────────────────────▶ DONE
+//!    │                   │ cancel(): sets CANCEL_REQ, which the claimer ignores: it had an effect
+//!    └──── cancel() ─────┴──────────────────────────────────▶ DONE (outcome Canceled)
 //! ```
 //!
 //! The payload (the [`crate::Op`] with its buffer, and where its completion goes) lives in the cell
-//! and is taken by whoever wins: a claimer that had an effect completes it with the real result; a
-//! claimer that had none (no receive posted yet) puts it back with `unclaim`, and completes it as
-//! Canceled itself if a cancel arrived meanwhile; a canceller that finds it PENDING completes it as
-//! Canceled. Exactly one of them pushes the completion. The outcome code is published by the DONE
-//! store (Release) so a thread that sees DONE (Acquire) reads the right outcome; `--cfg loom_weak`
-//! weakens that store to Relaxed and `loom_op_outcome_is_published` catches it.
+//! and is taken by whoever wins the one transition out of PENDING: a deliverer (`claim`) completes
+//! it with the real result; a canceller that finds it PENDING completes it as Canceled; a canceller
+//! that finds it CLAIMED gets `Deferred` and the real result arrives. Exactly one of them pushes the
+//! completion. The outcome code is published by the DONE store (Release), so a thread that sees
+//! DONE (Acquire) reads the right outcome; `--cfg loom_weak` weakens that store to Relaxed and
+//! `loom_op_outcome_is_published` catches it.
 
 use crate::sync::{lock, AtomicU32, AtomicU8, Mutex, Ordering};
 
@@ -39,7 +38,7 @@ const PUBLISH: Ordering = Ordering::Relaxed;
 pub(crate) enum Cancel<T> {
     /// The operation had no effect; the caller owns the payload and completes it as Canceled.
     Won(T),
-    /// A deliverer holds it; if it turns out to have had no effect it completes as Canceled.
+    /// A deliverer holds it: the real result arrives.
     Deferred,
     /// Already completed or cancel already requested: nothing to do.
     NoOp,
@@ -69,24 +68,6 @@ impl<T> OpCell<T> {
             .compare_exchange(PENDING, CLAIMED, Ordering::Acquire, Ordering::Relaxed)
             .ok()?;
         lock(&self.payload).take()
-    }
-
-    /// Gives a claimed operation back untouched. Returns the payload when a cancel arrived while it
-    /// was claimed: the operation is then DONE and the caller completes it as Canceled.
-    pub(crate) fn unclaim(&self, payload: T) -> Option<T> {
-        *lock(&self.payload) = Some(payload);
-        match self
-            .state
-            .compare_exchange(CLAIMED, PENDING, Ordering::Release, Ordering::Relaxed)
-        {
-            Ok(_) => None,
-            Err(_) => {
-                // CLAIMED|CANCEL_REQ: only we may move it on.
-                let p = lock(&self.payload).take();
-                self.finish(crate::Error::Canceled.code() as u32);
-                p
-            }
-        }
     }
 
     /// Marks a claimed operation done with `outcome` (0 = success, else an error code).
@@ -155,24 +136,12 @@ mod tests {
         let c = OpCell::new(1u32);
         let p = c.claim().unwrap();
         assert!(matches!(c.cancel(), Cancel::Deferred));
-        assert!(matches!(c.cancel(), Cancel::NoOp));
-        // No effect: the claimer gets the payload back to complete as Canceled.
-        assert_eq!(c.unclaim(p), Some(1));
-        assert!(c.outcome().is_some());
-        assert!(c.claim().is_none());
-    }
-
-    #[test]
-    fn unclaim_without_cancel_makes_it_pending_again() {
-        let c = OpCell::new(1u32);
-        let p = c.claim().unwrap();
-        assert_eq!(c.unclaim(p), None);
-        assert!(c.is_pending());
-        let p = c.claim().unwrap();
-        assert!(matches!(c.cancel(), Cancel::Deferred));
+        assert!(matches!(c.cancel(), Cancel::NoOp), "requested once");
+        assert_eq!(c.outcome(), None);
         c.finish(0); // it had an effect: the real result wins
         let _ = p;
         assert_eq!(c.outcome(), Some(0));
+        assert!(c.claim().is_none());
     }
 }
 
@@ -188,36 +157,36 @@ mod loom_tests {
         b.check(f);
     }
 
-    /// Deliverer (claim, then finish or unclaim) against a canceller: exactly one completes.
+    /// Deliverer (claim, then finish) against a canceller: exactly one completes, and a
+    /// canceller that lost to a claim sees the real outcome once it is published.
     #[test]
     fn loom_op_cancel_vs_delivery() {
-        for effect in [true, false] {
-            model(move || {
-                let c = Arc::new(OpCell::new(5u32));
-                let c2 = c.clone();
-                let deliverer = thread::spawn(move || match c2.claim() {
-                    Some(p) if effect => {
-                        c2.finish(0);
-                        drop(p);
-                        1
-                    }
-                    Some(p) => usize::from(c2.unclaim(p).is_some()),
-                    None => 0,
-                });
-                let cancelled = usize::from(matches!(c.cancel(), Cancel::Won(_)));
-                let delivered = deliverer.join().unwrap();
-                if effect {
-                    assert_eq!(cancelled + delivered, 1);
-                } else {
-                    // No effect: either the canceller won, or the deliverer completed it as
-                    // Canceled on unclaim, or it is pending again and nobody cancelled it.
-                    assert!(cancelled + delivered <= 1);
-                    if cancelled + delivered == 0 {
-                        assert!(c.is_pending());
-                    }
+        model(|| {
+            let c = Arc::new(OpCell::new(5u32));
+            let c2 = c.clone();
+            let deliverer = thread::spawn(move || match c2.claim() {
+                Some(_) => {
+                    c2.finish(0);
+                    1
                 }
+                None => 0,
             });
-        }
+            let cancelled = match c.cancel() {
+                Cancel::Won(p) => {
+                    assert_eq!(p, 5);
+                    1
+                }
+                Cancel::Deferred | Cancel::NoOp => 0,
+            };
+            let delivered = deliverer.join().unwrap();
+            assert_eq!(cancelled + delivered, 1);
+            let want = if cancelled == 1 {
+                crate::Error::Canceled.code() as u32
+            } else {
+                0
+            };
+            assert_eq!(c.outcome(), Some(want));
+        });
     }
 
     /// Two cancellers and a deliverer: still one completion.
@@ -241,7 +210,7 @@ mod loom_tests {
 
     /// Whoever sees DONE reads the outcome the finisher stored. Fails under `--cfg loom_weak`.
     #[test]
-    #[cfg_attr(loom_weak, should_panic)]
+    #[cfg_attr(loom_weak, should_panic(expected = "stale outcome"))]
     fn loom_op_outcome_is_published() {
         model(|| {
             let c = Arc::new(OpCell::new(5u32));
