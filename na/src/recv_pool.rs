@@ -54,6 +54,9 @@ pub struct Received {
 /// episode and a `tracing` warning says so; incoming unexpected messages then wait in the
 /// transport (inproc holds them up to its hold cap, libfabric's rxm buffers them) and are delivered
 /// as soon as the caller hands a buffer back with [`RecvPool::repost`].
+#[doc(alias = "HG_Core_context_post")]
+#[doc(alias = "request_post_init")]
+#[doc(alias = "request_post_incr")]
 #[derive(Debug)]
 pub struct RecvPool {
     cfg: RecvPoolConfig,
@@ -269,5 +272,35 @@ mod tests {
         }
         assert_eq!(pool.posted(), 0);
         assert_eq!(pool.total(), 4, "the four handed out remain the caller's");
+    }
+
+    #[test]
+    fn a_failed_receive_is_reposted_and_the_pool_keeps_serving() {
+        let f = Fabric::new(FaultConfig::none());
+        let class = f.class(true);
+        let server = class.context_create(0).unwrap();
+        let client = class.context_create(1).unwrap();
+        let cfg = RecvPoolConfig {
+            init: 1,
+            incr: 1,
+            cap: 1,
+            buf_size: 16,
+            user: 5,
+        };
+        let mut pool = RecvPool::new(&server, cfg);
+        for len in [64, 12] {
+            let mut b = MsgBuf::new(len);
+            client.msg_init_unexpected(&mut b);
+            client.send_unexpected(b, len, &server.self_addr(), len as u32, 0);
+        }
+        let mut results = Vec::new();
+        for _ in 0..20 {
+            server.progress(Duration::ZERO).unwrap();
+            while let Some(c) = server.pop() {
+                results.push(pool.take(&server, c).map(|r| r.len));
+            }
+        }
+        assert_eq!(results, [Err(Error::Overflow), Ok(12)]);
+        assert_eq!((pool.posted(), pool.total(), pool.exhaustions()), (0, 1, 1));
     }
 }
