@@ -1006,8 +1006,8 @@ impl Endpoint {
                 }
             }
             found
-        } else if mb.exhausted_until > mb.tick {
-            None
+        } else if mb.exhausted_until > mb.tick || (!from_hold && !mb.held_unexpected.is_empty()) {
+            None // exhausted, or older messages wait first
         } else {
             let mut found = None;
             while let Some(c) = mb.posted_unexpected.pop_front() {
@@ -1145,27 +1145,7 @@ impl Endpoint {
                 complete(self.fabric(), &cell, p, r.map(|_| ()), len, None, 0);
             }
         }
-        // Arrivals, in queue order; not yet due ones keep their relative order.
-        for _ in 0..mb.incoming.len() {
-            let Some(env) = mb.incoming.pop_front() else {
-                break;
-            };
-            if env.due > tick {
-                mb.incoming.push_back(env);
-                continue;
-            }
-            if let Some(held) = self.deliver(mb, env, false) {
-                if held.expected {
-                    mb.held_expected_n += 1;
-                    mb.held_expected
-                        .entry((held.src, held.tag))
-                        .or_default()
-                        .push_back(held);
-                } else {
-                    mb.held_unexpected.push_back(held);
-                }
-            }
-        }
+        // Held messages first, so they keep their place ahead of new arrivals.
         // Held unexpected messages meet newly posted buffers.
         while mb.exhausted_until <= tick
             && !mb.held_unexpected.is_empty()
@@ -1193,6 +1173,27 @@ impl Endpoint {
                     mb.held_expected_n += 1;
                     mb.held_expected.entry(key).or_default().push_front(back);
                     break;
+                }
+            }
+        }
+        // Arrivals, in queue order; not yet due ones keep their relative order.
+        for _ in 0..mb.incoming.len() {
+            let Some(env) = mb.incoming.pop_front() else {
+                break;
+            };
+            if env.due > tick {
+                mb.incoming.push_back(env);
+                continue;
+            }
+            if let Some(held) = self.deliver(mb, env, false) {
+                if held.expected {
+                    mb.held_expected_n += 1;
+                    mb.held_expected
+                        .entry((held.src, held.tag))
+                        .or_default()
+                        .push_back(held);
+                } else {
+                    mb.held_unexpected.push_back(held);
                 }
             }
         }

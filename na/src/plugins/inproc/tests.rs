@@ -360,3 +360,20 @@ fn initialize_by_name_uses_the_global_fabric() {
     let got = next(&y, &[&x]);
     assert_eq!(&got.buf.unwrap().as_slice()[..4], b"ping");
 }
+
+#[test]
+fn held_unexpected_messages_stay_ahead_of_new_arrivals() {
+    let (_f, _c, a, b) = world(FaultConfig::none());
+    for tag in 0..2 {
+        let (buf, len) = unexpected(&a, b"old");
+        a.send_unexpected(buf, len, &b.self_addr(), tag, 0);
+    }
+    b.progress(Duration::ZERO).unwrap(); // both held
+    b.recv_unexpected(MsgBuf::new(64), 0);
+    let (buf, len) = unexpected(&a, b"new");
+    a.send_unexpected(buf, len, &b.self_addr(), 9, 0);
+    b.recv_unexpected(MsgBuf::new(64), 0);
+    b.recv_unexpected(MsgBuf::new(64), 0);
+    let tags: Vec<_> = (0..3).map(|_| next(&b, &[&a]).tag).collect();
+    assert_eq!(tags, [0, 1, 9]);
+}
