@@ -29,9 +29,9 @@ pub mod plugins;
 mod rdma;
 mod recv_pool;
 pub(crate) mod sync;
+mod sys;
 #[cfg(all(feature = "conformance", not(loom)))]
 pub mod testing;
-mod sys;
 
 pub use addr::Addr;
 pub use class::{Class, Context, Waker};
@@ -41,5 +41,5 @@ pub use mem::{Access, MemHandle, MemRegion, PluginMem, RemoteMem, RemoteSegment,
 pub use msg::{MsgBuf, Tag};
 pub use op::{Completion, Op, OpId, OpKind, Request};
 pub use plugin::{InfoString, InitOptions, Plugin, PluginContext};
-pub use recv_pool::{Received, RecvPool, RecvPoolConfig};
 pub use rdma::{rdma_devices, RdmaDevice};
+pub use recv_pool::{Received, RecvPool, RecvPoolConfig};

@@ -432,6 +432,8 @@ mod imp {
                 cq,
                 av: Mutex::new(HashMap::with_hasher(ahash::RandomState::new())),
                 probing: AtomicUsize::new(0),
+                resent: Mutex::new(HashMap::new()),
+                resent_n: AtomicUsize::new(0),
                 scratch: Mutex::new(Vec::with_capacity(64)),
                 woken: AtomicBool::new(false),
             });
@@ -589,9 +591,16 @@ mod imp {
         cq: Arc<CompletionQueue>,
         av: Mutex<HashMap<[u8; 16], Peer, ahash::RandomState>>,
         probing: AtomicUsize,
+        /// Sends resent after finding their connection closed, with how many times.
+        resent: Mutex<HashMap<OpId, u8>>,
+        resent_n: AtomicUsize,
         scratch: Mutex<Vec<Done>>,
         woken: AtomicBool,
     }
+
+    /// How many times a send that found its connection closed (nothing sent) is sent again while
+    /// libfabric replaces the connection.
+    const MAX_RESENDS: u8 = 8;
 
     /// How long a first connection to a peer may take before its queued sends fail HostUnreach.
     const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -613,6 +622,7 @@ mod imp {
         Probing {
             probe: Probe,
             since: Instant,
+            not_before: Option<Instant>,
             queued: Vec<(Op, Post)>,
         },
         /// Heard from, or probed up.
@@ -669,7 +679,7 @@ mod imp {
         }
 
         /// Holds `op` while its peer is not known to be up. Returns it back when it may go now.
-        fn gate(&self, op: Op, post: Post) -> Option<(Op, Post)> {
+        fn gate(&self, op: Op, post: Post, not_before: Option<Instant>) -> Option<(Op, Post)> {
             let Some(dest) = conn_dest(&op) else {
                 return Some((op, post));
             };
@@ -688,6 +698,7 @@ mod imp {
                         peer.state = PeerState::Probing {
                             probe,
                             since: Instant::now(),
+                            not_before,
                             queued: vec![(op, post)],
                         };
                         self.probing.fetch_add(1, Ordering::AcqRel);
@@ -716,6 +727,7 @@ mod imp {
                     let PeerState::Probing {
                         probe,
                         since,
+                        not_before,
                         queued,
                     } = &mut peer.state
                     else {
@@ -729,6 +741,9 @@ mod imp {
                     };
                     match verdict {
                         ProbeState::Pending => continue,
+                        ProbeState::Up if not_before.is_some_and(|t| Instant::now() < t) => {
+                            continue
+                        }
                         ProbeState::Up => {
                             go.append(queued);
                             peer.state = PeerState::Ready;
@@ -907,6 +922,44 @@ mod imp {
             } = d;
             let kind = op.req.kind();
             let dest = conn_dest(&op);
+            if err == libc::ENOTCONN
+                && matches!(kind, OpKind::SendUnexpected | OpKind::SendExpected)
+                && {
+                    let mut r = lock(&self.resent);
+                    let n = r.entry(op.id).or_insert(0);
+                    *n += 1;
+                    *n <= MAX_RESENDS
+                }
+            {
+                if lock(&self.resent).get(&op.id) == Some(&1) {
+                    self.resent_n.fetch_add(1, Ordering::AcqRel);
+                }
+                // The connection was already gone (the peer closed it, e.g. after a truncation):
+                // nothing went on the wire. Forget the peer and send again (a few times while rxm
+                // tears the old connection down), reconnecting.
+                if let Some(raw) = dest {
+                    self.forget(&raw);
+                }
+                tracing::debug!(
+                    op = op.id.0,
+                    "na.ofi: send on a closed connection, resending"
+                );
+                let post = match self.prepare(&op) {
+                    Ok(p) => p,
+                    Err(e) => return self.fail(op, e),
+                };
+                // Give rxm a few progress passes to retire the dead connection first.
+                let later = Instant::now() + Duration::from_millis(20);
+                if let Some((op, post)) = self.gate(op, post, Some(later)) {
+                    self.submit(op, post);
+                }
+                return;
+            }
+            if self.resent_n.load(Ordering::Acquire) > 0
+                && lock(&self.resent).remove(&op.id).is_some()
+            {
+                self.resent_n.fetch_sub(1, Ordering::AcqRel);
+            }
             let (source, req_tag, sent) = match &op.req {
                 Request::SendUnexpected { len, tag, .. }
                 | Request::SendExpected { len, tag, .. } => (None, *tag, *len),
@@ -1075,7 +1128,7 @@ mod imp {
                     return;
                 }
             }
-            if let Some((op, post)) = self.gate(op, post) {
+            if let Some((op, post)) = self.gate(op, post, None) {
                 self.submit(op, post);
             }
         }
@@ -1103,7 +1156,7 @@ mod imp {
                     return Ok(());
                 }
                 let mut slice = deadline - now;
-                if self.probing.load(Ordering::Acquire) > 0 {
+                if self.probing.load(Ordering::Acquire) > 0 || self.ep.has_retry() {
                     slice = slice.min(Duration::from_millis(1));
                 }
                 self.ep.wait(slice);

@@ -1034,6 +1034,11 @@ impl Endpoint {
         }
     }
 
+    /// True when posts wait for queue space (progress must not block long then).
+    pub fn has_retry(&self) -> bool {
+        !lock(&self.state).retry.is_empty()
+    }
+
     /// True while a thread is blocked in [`Endpoint::wait`].
     pub fn is_waiting(&self) -> bool {
         self.waiting.load(std::sync::atomic::Ordering::SeqCst)

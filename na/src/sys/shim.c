@@ -7,6 +7,7 @@
 #include <string.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <rdma/fabric.h>
 #include <rdma/fi_cm.h>
@@ -50,7 +51,8 @@ int na_ofi_getinfo(const char *prov, const char *node, const char *service, uint
     if (!hints)
         return -FI_ENOMEM;
     hints->caps = FI_MSG | FI_TAGGED | FI_RMA | FI_DIRECTED_RECV;
-    hints->mode = FI_CONTEXT | FI_ASYNC_IOV;
+    /* Not FI_ASYNC_IOV: writes pass their one-entry iov arrays from the stack (fi_writemsg). */
+    hints->mode = FI_CONTEXT;
     hints->addr_format = FI_SOCKADDR_IN;
     hints->ep_attr->type = FI_EP_RDM;
     hints->ep_attr->protocol = FI_PROTO_RXM;
@@ -249,10 +251,24 @@ ssize_t na_ofi_read(struct fid_ep *ep, void *buf, size_t len, void *desc, uint64
     return fi_read(ep, buf, len, desc, src, addr, key, ctx);
 }
 
+/* A put completes only once the target has placed the data (FI_DELIVERY_COMPLETE), so a write
+ * against a key the target no longer has is an error completion here, not a silent success. */
 ssize_t na_ofi_write(struct fid_ep *ep, const void *buf, size_t len, void *desc, uint64_t dest,
                      uint64_t addr, uint64_t key, void *ctx)
 {
-    return fi_write(ep, buf, len, desc, dest, addr, key, ctx);
+    struct iovec iov = { .iov_base = (void *) buf, .iov_len = len };
+    struct fi_rma_iov rma_iov = { .addr = addr, .len = len, .key = key };
+    struct fi_msg_rma msg = {
+        .msg_iov = &iov,
+        .desc = &desc,
+        .iov_count = 1,
+        .addr = dest,
+        .rma_iov = &rma_iov,
+        .rma_iov_count = 1,
+        .context = ctx,
+        .data = 0,
+    };
+    return fi_writemsg(ep, &msg, FI_COMPLETION | FI_DELIVERY_COMPLETE);
 }
 
 ssize_t na_ofi_cq_read(struct fid_cq *cq, struct fi_cq_tagged_entry *buf, size_t count)
