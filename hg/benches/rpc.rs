@@ -156,26 +156,28 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
         for inflight in [1usize, 16, 64] {
             let n = if quick { 2_000 } else { 20_000 };
             let mut rates = Vec::new();
-            let mut rtts = Vec::new();
+            let lat: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
             for _ in 0..REPEATS {
                 let input = RateIn {
                     data: payload.clone(),
                 };
                 let el = run(ctx, to, Rate::id(), n, inflight, &|h, done| {
+                    let (t0, l) = (Instant::now(), lat.clone());
                     h.forward(&input, move |_, r| {
                         r.unwrap();
+                        l.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1e6);
                         done()
                     })
                     .unwrap();
                 });
                 rates.push(n as f64 / el.as_secs_f64());
-                rtts.push(el.as_secs_f64() * 1e6 / n as f64 * inflight as f64);
             }
             let (m, lo, hi) = stats(rates);
-            let (rt, _, _) = stats(rtts);
+            let mut l = lat.lock().unwrap().clone();
+            l.sort_by(|a, b| a.partial_cmp(b).unwrap());
+            let (p50, p99) = (l[l.len() / 2], l[l.len() * 99 / 100]);
             println!(
-                "{name:6} rpc  {size:5} B  {inflight:2} in flight: {:8.0} RPC/s (min {:.0}, max {:.0}); {:.1} us per RPC per slot",
-                m, lo, hi, rt
+                "{name:6} rpc  {size:5} B  {inflight:2} in flight: {m:8.0} RPC/s (min {lo:.0}, max {hi:.0}); round trip p50 {p50:.1} us, p99 {p99:.1} us"
             );
         }
     }
