@@ -22,8 +22,15 @@ pub type Handler = UserArc<dyn Fn(Handle) -> Result<()> + Send + Sync>;
 pub struct InitOptions {
     /// Header and payload checksums (`checksum_level`; default none, as CaRT uses).
     pub checksum_level: ChecksumLevel,
-    /// Unexpected receives a listening context keeps posted (`request_post_init`, 512).
+    /// Unexpected receives a listening context posts at first (`request_post_init`, 512).
     pub request_post_init: usize,
+    /// How many more it posts when a single progress round consumed all of them
+    /// (`request_post_incr`, 512), up to `request_post_max`.
+    pub request_post_incr: usize,
+    /// The most unexpected receives a context keeps posted (default 8192). At that bound further
+    /// requests wait in the transport (held by inproc, queued by libfabric) until a buffer is
+    /// reposted, which happens as soon as the request's body has been copied out.
+    pub request_post_max: usize,
     /// Largest encoded input or output carried by the overflow path (an RMA transfer of the
     /// whole payload, `HG_CORE_MORE_DATA`); beyond it forward and respond fail with
     /// [`Error::MsgSize`]. Default 16 MiB. Zero disables overflow (`no_overflow`).
@@ -35,6 +42,8 @@ impl Default for InitOptions {
         InitOptions {
             checksum_level: ChecksumLevel::None,
             request_post_init: 512,
+            request_post_incr: 512,
+            request_post_max: 8192,
             max_overflow_size: 16 << 20,
         }
     }

@@ -137,6 +137,8 @@ enum Op {
 struct CtxState {
     ops: HashMap<u64, Op>,
     unexpected_posted: usize,
+    /// How many unexpected receives to keep posted (grows by `request_post_incr`).
+    unexpected_target: usize,
 }
 
 pub(crate) struct CtxInner {
@@ -194,13 +196,18 @@ impl Context {
             self_addr: na.self_addr(),
             waker: na.waker(),
             na: Mutex::new(Some(na)),
-            class,
+            class: class.clone(),
             id,
             cq: CompletionQueue::new(),
             handoff: HandOff::new(),
             st: Mutex::new(CtxState {
                 ops: HashMap::new(),
                 unexpected_posted: 0,
+                unexpected_target: class
+                    .options()
+                    .request_post_init
+                    .min(class.options().request_post_max)
+                    .max(1),
             }),
             data: Mutex::new(None),
             next_tag: AtomicU32::new(1),
@@ -276,6 +283,7 @@ impl Context {
             }
             na.drain_into(&mut comps);
             activity += comps.len();
+            inner.maybe_grow(&comps);
             for c in comps.drain(..) {
                 inner.on_completion(inner, Some(na), c);
             }
@@ -395,6 +403,12 @@ impl ContextRef {
             self.inner.clone(),
             HandleState::new(addr.clone(), id, None),
         ))
+    }
+
+    /// Unexpected receives currently posted (grows from `request_post_init` by
+    /// `request_post_incr` up to `request_post_max`).
+    pub fn posted_receives(&self) -> usize {
+        lock(&self.inner.st).unexpected_posted
     }
 
     /// Requests that arrived with a header or body that failed to decode or verify (each also
@@ -569,12 +583,32 @@ impl CtxInner {
         if !self.class.na().is_listening() || self.closed.load(Ordering::Acquire) {
             return;
         }
-        let want = self.class.options().request_post_init;
         let size = self.class.na().max_unexpected_size();
         let mut st = lock(&self.st);
-        while st.unexpected_posted < want {
+        while st.unexpected_posted < st.unexpected_target {
             na.recv_unexpected(MsgBuf::new(size), UNEXPECTED);
             st.unexpected_posted += 1;
+        }
+    }
+
+    /// Posts `request_post_incr` more unexpected receives (up to `request_post_max`) when one
+    /// round of completions used every posted one (Mercury's `request_post_incr`).
+    fn maybe_grow(&self, comps: &[na::Completion]) {
+        let n = comps
+            .iter()
+            .filter(|c| {
+                c.user == UNEXPECTED && c.kind == OpKind::RecvUnexpected && c.result.is_ok()
+            })
+            .count();
+        let o = self.class.options();
+        let mut st = lock(&self.st);
+        if n > 0 && n >= st.unexpected_target && st.unexpected_target < o.request_post_max {
+            st.unexpected_target =
+                (st.unexpected_target + o.request_post_incr).min(o.request_post_max);
+            tracing::debug!(
+                target = st.unexpected_target,
+                "hg: more unexpected receives posted"
+            );
         }
     }
 

@@ -814,3 +814,28 @@ fn fault_injection_every_callback_exactly_once() {
         assert!(handles.iter().all(|h| h.ref_count() == 1));
     }
 }
+
+#[test]
+fn unexpected_receives_grow_by_incr_up_to_the_cap() {
+    let p = pair_opt(InitOptions {
+        request_post_init: 2,
+        request_post_incr: 2,
+        request_post_max: 6,
+        ..InitOptions::default()
+    });
+    p.sctx.progress(Duration::ZERO).unwrap();
+    assert_eq!(p.sctx.posted_receives(), 2);
+    let done = Arc::new(AtomicUsize::new(0));
+    for i in 0..40u32 {
+        let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+        let d = done.clone();
+        h.forward(&EchoIn { data: vec![], n: i }, move |_, r| {
+            assert_eq!(r, Ok(()));
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+    }
+    drive(&[&p.sctx, &p.cctx], || done.load(Ordering::SeqCst) == 40);
+    // Bursts larger than what was posted made it grow, never past the cap.
+    assert_eq!(p.sctx.posted_receives(), 6);
+}
