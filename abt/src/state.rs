@@ -114,7 +114,7 @@ impl UltState {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod tests {
     use super::*;
     use crate::sync::{Arc, AtomicUsize};

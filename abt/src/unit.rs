@@ -67,7 +67,8 @@ pub(crate) struct UnitInner {
     pub(crate) pool: StdArc<dyn Pool>,
     /// Id of the stream that first ran it (0: not started); set once by that stream.
     pub(crate) home_id: AtomicUsize,
-    /// That stream, kept only for units of multi-consumer pools (whose requeues go to its inbox).
+    /// That stream, kept for units of every pool but MPSC ones (requeues that must not touch the
+    /// pool go to its inbox: see `requeue`).
     pub(crate) home: OnceLock<StdArc<StreamShared>>,
     /// Whether a key value was ever set (skips the key lock at exit otherwise).
     pub(crate) has_keys: std::sync::atomic::AtomicBool,
@@ -116,7 +117,15 @@ impl Unit {
     /// else (a started unit from a multi-consumer pool) its home stream's inbox, so it can never be
     /// popped by another stream.
     pub(crate) fn requeue(self) {
-        if self.0.pool.access().multi_consumer() {
+        let a = self.0.pool.access();
+        // A started unit must not enter a multi-consumer pool (another stream could pop it), nor
+        // a single-producer pool from a thread other than its stream (a second producer).
+        if self.is_started()
+            && (a.multi_consumer()
+                || (!a.multi_producer()
+                    && crate::xstream::current_uid()
+                        != self.0.home_id.load(std::sync::atomic::Ordering::Relaxed)))
+        {
             if let Some(home) = self.0.home.get() {
                 let home = home.clone();
                 home.push_inbox(self);

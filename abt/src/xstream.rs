@@ -120,6 +120,13 @@ pub(crate) struct StreamLocal {
 thread_local! {
     static CURRENT: RefCell<Option<Rc<StreamLocal>>> = const { RefCell::new(None) };
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
+    static CURRENT_UID: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Unique id of the stream running on this OS thread (0: none).
+#[inline]
+pub(crate) fn current_uid() -> usize {
+    CURRENT_UID.with(|c| c.get())
 }
 
 pub(crate) fn in_tasklet() -> bool {
@@ -169,7 +176,7 @@ impl StreamLocal {
         let hid = u.home_id.load(Ordering::Relaxed);
         if hid == 0 {
             u.home_id.store(self.shared.uid, Ordering::Relaxed);
-            if u.pool.access().multi_consumer() {
+            if u.pool.access() != crate::pool::Access::Mpsc {
                 let _ = u.home.set(self.shared.clone());
             }
         } else if hid != self.shared.uid {
@@ -350,7 +357,11 @@ impl StreamLocal {
             };
             self.shared.parker.park(Some(timeout));
         } else {
-            std::thread::yield_now();
+            // Idle streams over plain FIFO pools spin, as Argobots' do; a short pause keeps the
+            // spin off the memory bus without giving the CPU away.
+            for _ in 0..64 {
+                std::hint::spin_loop();
+            }
         }
     }
 }
@@ -447,6 +458,7 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
     context::ensure_altstack();
     shared.tid.store(gettid(), Ordering::Release);
     CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
+    CURRENT_UID.with(|c| c.set(shared.uid));
     if !local.notify_registered.replace(true) {
         for p in &sched.pools {
             if p.kind() == PoolKind::FifoWait {
@@ -464,6 +476,7 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
     tracing::debug!(rank = shared.rank, "abt.xstream start");
     sched.def.run(&ctx);
     CURRENT.with(|c| *c.borrow_mut() = None);
+    CURRENT_UID.with(|c| c.set(0));
     tracing::debug!(rank = shared.rank, "abt.xstream end");
 }
 

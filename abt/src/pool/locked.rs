@@ -85,7 +85,7 @@ impl Pool for LockPool {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod tests {
     use super::*;
     use crate::sync::Arc;

@@ -85,7 +85,7 @@ impl Parker {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod tests {
     use super::*;
     use crate::sync::{Arc, AtomicBool};

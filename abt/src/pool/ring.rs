@@ -241,7 +241,7 @@ impl Pool for RingPool {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod tests {
     use super::*;
     use crate::sync::Arc;

@@ -35,13 +35,13 @@ impl<T: Clone> Eventual<T> {
     /// Waits until set and returns the value (`ABT_eventual_wait`).
     #[doc(alias = "ABT_eventual_wait")]
     pub fn wait(&self) -> T {
-        loop {
-            {
-                let g = lock(&self.inner);
-                if let Some(v) = &g.value {
-                    return v.clone();
-                }
+        if !crate::context::in_ult() {
+            // An OS thread allocates its parker in `prepare`: check first.
+            if let Some(v) = &lock(&self.inner).value {
+                return v.clone();
             }
+        }
+        loop {
             let w = Waiter::prepare();
             {
                 let mut g = lock(&self.inner);
@@ -54,6 +54,10 @@ impl<T: Clone> Eventual<T> {
                 g.waiters.push(w.clone());
             }
             w.wait();
+            // Woken by `set`; a `reset` racing in between sends us round again.
+            if let Some(v) = &lock(&self.inner).value {
+                return v.clone();
+            }
         }
     }
     /// The value if set, without waiting (`ABT_eventual_test`).
@@ -84,10 +88,48 @@ impl<T: Clone> Eventual<T> {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod tests {
     use super::*;
     use crate::sync::Arc;
+
+    /// The ULT state machine around a real eventual: the waiter ULT on stream A has registered
+    /// and is mid-suspend (SUSPENDING, switch not yet finished) while stream B sets the eventual.
+    /// Whichever side wins, the ULT is pushed back into its pool exactly once and ends READY.
+    #[test]
+    fn loom_eventual_set_while_waiter_mid_suspend() {
+        use crate::pool::{Access, LockPool, Pool, PoolKind};
+        use crate::sync::StdArc;
+        use crate::unit::{Unit, UnitInner, Waiter};
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let pool: StdArc<dyn Pool> = StdArc::new(LockPool::new(PoolKind::Fifo, Access::Mpsc));
+            let u = StdArc::new(UnitInner::new(
+                None,
+                false,
+                0,
+                false,
+                pool.clone(),
+                Box::new(|| {}),
+            ));
+            let ev = Arc::new(Eventual::<u32>::new());
+            assert!(u.state.begin_run());
+            // Stream A, inside `Eventual::wait`: mark SUSPENDING, then register under the lock.
+            u.state.begin_suspend();
+            lock(&ev.inner).waiters.push(Waiter::Ult(u.clone()));
+            let e2 = ev.clone();
+            let setter = loom::thread::spawn(move || e2.set(1).unwrap());
+            // Stream A, after the switch out: finish the suspend (or requeue if B came first).
+            if !u.state.finish_suspend() {
+                Unit(u.clone()).requeue();
+            }
+            setter.join().unwrap();
+            assert_eq!(pool.len(), 1, "pushed back exactly once");
+            assert_eq!(u.state.get(), crate::state::READY);
+            assert_eq!(ev.test(), Some(1));
+        });
+    }
 
     /// A setter and a waiter race; the waiter always returns the value (no lost wake-up).
     #[test]

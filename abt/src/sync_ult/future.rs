@@ -90,7 +90,7 @@ impl<T: Clone> Future<T> {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod tests {
     use super::*;
     use crate::sync::{Arc, AtomicUsize, Ordering};

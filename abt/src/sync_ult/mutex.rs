@@ -17,6 +17,7 @@ pub struct Mutex {
 }
 
 /// Holds a [`Mutex`] locked; dropping it unlocks (`ABT_mutex_unlock`).
+#[doc(alias = "ABT_mutex_unlock")]
 #[must_use = "dropping the guard unlocks at once"]
 pub struct MutexGuard<'a> {
     m: &'a Mutex,
@@ -107,7 +108,7 @@ impl Drop for MutexGuard<'_> {
     }
 }
 
-#[cfg(loom)]
+#[cfg(all(test, loom))]
 mod tests {
     use super::*;
     use crate::sync::{Arc, AtomicUsize, Ordering};
