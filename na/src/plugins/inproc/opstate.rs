@@ -73,7 +73,9 @@ impl<T> OpCell<T> {
     /// Marks a claimed operation done with `outcome` (0 = success, else an error code).
     pub(crate) fn finish(&self, outcome: u32) {
         self.outcome.store(outcome, Ordering::Relaxed);
-        self.state.store(DONE, PUBLISH);
+        // A read-modify-write, not a store: a canceller's CAS that set CANCEL_REQ is then
+        // ordered before DONE and cannot overwrite it (loom found the plain store lost to it).
+        self.state.swap(DONE, PUBLISH);
     }
 
     /// Requests cancellation.
@@ -185,7 +187,12 @@ mod loom_tests {
             } else {
                 0
             };
-            assert_eq!(c.outcome(), Some(want));
+            assert_eq!(
+                c.outcome(),
+                Some(want),
+                "state {}",
+                c.state.load(Ordering::SeqCst)
+            );
         });
     }
 
@@ -216,9 +223,8 @@ mod loom_tests {
             let c = Arc::new(OpCell::new(5u32));
             let c2 = c.clone();
             let t = thread::spawn(move || {
-                let p = c2.claim().unwrap();
+                assert_eq!(c2.claim(), Some(5));
                 c2.finish(42);
-                drop(p);
             });
             loop {
                 if let Some(o) = c.outcome() {
