@@ -435,6 +435,12 @@ pub enum Post {
     },
 }
 
+impl Post {
+    fn is_receive(&self) -> bool {
+        matches!(self, Post::Recv | Post::TRecv { .. })
+    }
+}
+
 struct Slot {
     ctx: FiCtx,
     op: Option<Op>,
@@ -485,7 +491,10 @@ pub struct Done {
 
 struct EpState {
     inflight: HashMap<OpId, *mut Slot, ahash::RandomState>,
-    retry: VecDeque<*mut Slot>,
+    /// Posts that met `FI_EAGAIN`, in order, per queue: [transmit, receive]. Separate, because the
+    /// two queues have separate credits: a receive waiting for room must not hold back the sends
+    /// whose replies would free it.
+    retry: [VecDeque<*mut Slot>; 2],
     // Boxed on purpose: a slot's address is its libfabric context, so slots never move.
     #[allow(clippy::vec_box)]
     free: Vec<Box<Slot>>,
@@ -554,7 +563,7 @@ impl Endpoint {
             waiting: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(EpState {
                 inflight: HashMap::with_hasher(ahash::RandomState::new()),
-                retry: VecDeque::new(),
+                retry: [VecDeque::new(), VecDeque::new()],
                 free: Vec::new(),
                 closed: false,
             }),
@@ -656,10 +665,12 @@ impl Endpoint {
                 c.slot = raw;
             }
         }
-        if !st.retry.is_empty() {
+        // SAFETY: `raw` is valid and exclusively ours under the lock.
+        let q = usize::from(unsafe { (*raw).post.is_receive() });
+        if !st.retry[q].is_empty() {
             // Keep posting order behind operations waiting for queue space.
             st.inflight.insert(id, raw);
-            st.retry.push_back(raw);
+            st.retry[q].push_back(raw);
             return Ok(());
         }
         // SAFETY: `raw` is valid and exclusively ours under the lock.
@@ -671,7 +682,7 @@ impl Endpoint {
             }
             Err(errno::EAGAIN) => {
                 st.inflight.insert(id, raw);
-                st.retry.push_back(raw);
+                st.retry[q].push_back(raw);
                 Ok(())
             }
             Err(e) => {
@@ -855,22 +866,24 @@ impl Endpoint {
 
     fn retry_posts(&self, out: &mut Vec<Done>) {
         let mut st = lock(&self.state);
-        while let Some(&raw) = st.retry.front() {
-            // SAFETY: slots in `retry` are live and only touched under the lock.
-            match unsafe { self.issue(raw) } {
-                Ok(()) => {
-                    st.retry.pop_front();
-                }
-                Err(errno::EAGAIN) => break,
-                Err(e) => {
-                    st.retry.pop_front();
-                    // SAFETY: live slot, under the lock.
-                    let s = unsafe { &mut *raw };
-                    s.stopped = true;
-                    s.err = e;
-                    if s.finished() {
-                        // SAFETY: finished slots are removed and owned here.
-                        unsafe { self.finish(&mut st, raw, out) };
+        for q in 0..2 {
+            while let Some(&raw) = st.retry[q].front() {
+                // SAFETY: slots in `retry` are live and only touched under the lock.
+                match unsafe { self.issue(raw) } {
+                    Ok(()) => {
+                        st.retry[q].pop_front();
+                    }
+                    Err(errno::EAGAIN) => break,
+                    Err(e) => {
+                        st.retry[q].pop_front();
+                        // SAFETY: live slot, under the lock.
+                        let s = unsafe { &mut *raw };
+                        s.stopped = true;
+                        s.err = e;
+                        if s.finished() {
+                            // SAFETY: finished slots are removed and owned here.
+                            unsafe { self.finish(&mut st, raw, out) };
+                        }
                     }
                 }
             }
@@ -923,8 +936,10 @@ impl Endpoint {
         let mut b = unsafe { Box::from_raw(raw) };
         let op = b.op.take().expect("slot holds its op");
         st.inflight.remove(&op.id);
-        if let Some(pos) = st.retry.iter().position(|&p| p == raw) {
-            st.retry.remove(pos);
+        for q in st.retry.iter_mut() {
+            if let Some(pos) = q.iter().position(|&p| p == raw) {
+                q.remove(pos);
+            }
         }
         out.push(Done {
             op,
@@ -1036,7 +1051,7 @@ impl Endpoint {
 
     /// True when posts wait for queue space (progress must not block long then).
     pub fn has_retry(&self) -> bool {
-        !lock(&self.state).retry.is_empty()
+        lock(&self.state).retry.iter().any(|q| !q.is_empty())
     }
 
     /// True while a thread is blocked in [`Endpoint::wait`].
@@ -1100,7 +1115,7 @@ impl Endpoint {
             // SAFETY: as above.
             unsafe { self.finish(&mut st, raw, out) };
         }
-        st.retry.clear();
+        st.retry.iter_mut().for_each(VecDeque::clear);
     }
 }
 
