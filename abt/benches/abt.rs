@@ -124,7 +124,11 @@ fn remote_create(c: &mut Criterion) {
     });
 }
 
-/// Round trips between two ULTs through two eventuals, reset by their waiters.
+/// Untimed round trips first: both streams up and running.
+const WARM: u64 = 200;
+
+/// Round trips between two ULTs through two eventuals, reset by their waiters; the first
+/// `WARM` are not timed.
 fn pingpong(
     pa: &Arc<dyn Pool>,
     pb: &Arc<dyn Pool>,
@@ -135,8 +139,11 @@ fn pingpong(
     let out = Arc::new(StdMutex::new(Duration::ZERO));
     let (a1, a2, o) = (e1.clone(), e2.clone(), out.clone());
     let a = Thread::create(pa, move || {
-        let t0 = Instant::now();
-        for _ in 0..iters {
+        let mut t0 = Instant::now();
+        for i in 0..iters + WARM {
+            if i == WARM {
+                t0 = Instant::now();
+            }
             a1.set(()).unwrap();
             a2.wait();
             a2.reset();
@@ -144,7 +151,7 @@ fn pingpong(
         *o.lock().unwrap() = t0.elapsed();
     });
     let b = Thread::create(pb, move || {
-        for _ in 0..iters {
+        for _ in 0..iters + WARM {
             e1.wait();
             e1.reset();
             e2.set(()).unwrap();

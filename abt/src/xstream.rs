@@ -115,6 +115,7 @@ pub(crate) struct StreamLocal {
     timer_seq: Cell<u64>,
     locals: RefCell<Vec<(TypeId, Box<dyn Any>)>>,
     notify_registered: Cell<bool>,
+    idle_rounds: Cell<u32>,
 }
 
 thread_local! {
@@ -150,6 +151,7 @@ impl StreamLocal {
             timer_seq: Cell::new(0),
             locals: RefCell::new(Vec::new()),
             notify_registered: Cell::new(false),
+            idle_rounds: Cell::new(0),
         }
     }
 
@@ -169,6 +171,7 @@ impl StreamLocal {
             .store(u.dispatches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let d = &self.shared.dispatches;
         d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+        self.idle_rounds.set(0);
         if u.is_task {
             self.run_task(unit);
             return;
@@ -357,10 +360,16 @@ impl StreamLocal {
             };
             self.shared.parker.park(Some(timeout));
         } else {
-            // Idle streams over plain FIFO pools spin, as Argobots' do; a short pause keeps the
-            // spin off the memory bus without giving the CPU away.
-            for _ in 0..64 {
-                std::hint::spin_loop();
+            // Idle streams over plain FIFO pools spin, as Argobots' do: briefly on the CPU, then
+            // yielding it each round, so a loaded machine still runs the thread that has work.
+            let n = self.idle_rounds.get();
+            self.idle_rounds.set(n.saturating_add(1));
+            if n < 256 {
+                for _ in 0..64 {
+                    std::hint::spin_loop();
+                }
+            } else {
+                std::thread::yield_now();
             }
         }
     }
