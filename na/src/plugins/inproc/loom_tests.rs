@@ -90,6 +90,28 @@ fn loom_mailbox_cancel_vs_delivery() {
     });
 }
 
+/// The sender closes its context while the receiver's progress delivers: close returns only
+/// once the send has its one completion, and both sides agree on whether the bytes arrived.
+#[test]
+fn loom_mailbox_close_vs_delivery() {
+    model(|| {
+        let f = Fabric::new(FaultConfig::none());
+        let class = f.class(true);
+        let r = class.context_create(0).unwrap();
+        let a = class.context_create(1).unwrap();
+        r.recv_expected(MsgBuf::new(8), &a.self_addr(), 1, 0);
+        a.send_expected(MsgBuf::from_slice(b"x"), 1, &r.self_addr(), 1, 0);
+        let tr = thread::spawn(move || {
+            r.progress(Duration::ZERO).unwrap();
+            r
+        });
+        let sent = a.close();
+        let recvd = tr.join().unwrap().close();
+        assert_eq!((sent.len(), recvd.len()), (1, 1));
+        assert_eq!(sent[0].result, recvd[0].result, "both Ok or both Canceled");
+    });
+}
+
 /// A ring from another thread is never lost, whether it lands before or during the sleep.
 #[test]
 fn loom_doorbell_no_lost_wakeup() {
