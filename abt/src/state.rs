@@ -54,6 +54,19 @@ impl UltState {
             .is_ok()
     }
 
+    /// Its home stream claims a started unit. While a unit is READY nobody but that stream writes
+    /// its state (resumers only touch SUSPENDING / SUSPENDED units, and a started unit is never
+    /// in a pool another stream pops), so a load and a store replace the CAS.
+    #[inline]
+    pub(crate) fn claim_owned(&self) -> bool {
+        if self.0.load(Ordering::Acquire) == READY {
+            self.0.store(RUNNING, Ordering::Relaxed);
+            true
+        } else {
+            false
+        }
+    }
+
     /// The running unit yields: it goes back to READY (its stream pushes it).
     #[inline]
     pub(crate) fn yielded(&self) {

@@ -157,7 +157,13 @@ impl StreamLocal {
 
     #[inline]
     pub(crate) fn run_unit(&self, unit: Unit, pools: &[StdArc<dyn Pool>]) {
-        if unit.0.state.begin_run() {
+        let u = &unit.0;
+        let claimed = if u.home_id.load(Ordering::Relaxed) == self.shared.uid {
+            u.state.claim_owned()
+        } else {
+            u.state.begin_run()
+        };
+        if claimed {
             self.run_claimed(unit, pools);
         }
     }
