@@ -201,7 +201,7 @@ impl Fabric {
     pub fn revive(&self, addr: &Addr) -> Result<()> {
         let n = endpoint_of(addr)?;
         let ep = self.inner.endpoint(n).ok_or(Error::NoEntry)?;
-        ep.vanished.store(false, Ordering::Release);
+        ep.vanished.swap(false, Ordering::AcqRel);
         self.inner
             .trace(|t| writeln!(t, "ep{n} revived").unwrap_or(()));
         Ok(())
@@ -341,6 +341,8 @@ impl Plugin for InprocClass {
             vanished: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             woken: AtomicBool::new(false),
+            dirty: AtomicBool::new(true),
+            ticking: AtomicBool::new(false),
         });
         eps.push(Some(ep.clone()));
         drop(eps);
@@ -634,6 +636,12 @@ pub(crate) struct Endpoint {
     vanished: AtomicBool,
     closed: AtomicBool,
     woken: AtomicBool,
+    /// Set (after the mailbox lock is released) whenever something is queued here; a progress
+    /// pass with nothing new and nothing ticking skips the mailbox lock entirely, so a spinning
+    /// receiver does not contend with its senders.
+    dirty: AtomicBool,
+    /// The last pass left work that later ticks will run (delays, an exhaustion).
+    ticking: AtomicBool,
 }
 
 impl Endpoint {
@@ -812,6 +820,7 @@ impl Endpoint {
                 mb.incoming.push_back(d);
             }
         }
+        peer.dirty.swap(true, Ordering::AcqRel);
         peer.sink.bell.ring();
     }
 
@@ -894,6 +903,7 @@ impl Endpoint {
         let due = mb.tick + u64::from(f.delay);
         mb.local.push_back((due, cell));
         drop(mb);
+        self.dirty.swap(true, Ordering::AcqRel);
         self.sink.bell.ring();
     }
 
@@ -1126,6 +1136,9 @@ impl Endpoint {
     /// One progress pass: advances the clock one tick, runs due RMA, delivers due messages, and
     /// retries held ones. Returns whether work is still queued that later ticks will run.
     fn pass(&self) -> bool {
+        if !self.dirty.swap(false, Ordering::AcqRel) && !self.ticking.load(Ordering::Acquire) {
+            return false; // nothing queued since the last pass, and no clock-driven work
+        }
         let mut guard = lock(&self.state);
         let mb = &mut *guard;
         mb.tick += 1;
@@ -1197,9 +1210,11 @@ impl Endpoint {
                 }
             }
         }
-        !mb.local.is_empty()
+        let more = !mb.local.is_empty()
             || !mb.incoming.is_empty()
-            || (mb.exhausted_until > tick && !mb.held_unexpected.is_empty())
+            || (mb.exhausted_until > tick && !mb.held_unexpected.is_empty());
+        self.ticking.store(more, Ordering::Release);
+        more
     }
 
     /// Takes every message queued or held here (vanish, close) and fails their senders.
@@ -1282,6 +1297,7 @@ impl Endpoint {
             Request::RecvUnexpected { .. } => {
                 let cell = self.new_cell(op);
                 lock(&self.state).posted_unexpected.push_back(cell);
+                self.dirty.swap(true, Ordering::AcqRel);
                 self.sink.bell.ring();
             }
             Request::RecvExpected { source, tag, .. } => {
@@ -1297,6 +1313,7 @@ impl Endpoint {
                 mb.posted_expected.entry(key).or_default().push_back(cell);
                 mb.fresh_expected.push(key);
                 drop(mb);
+                self.dirty.swap(true, Ordering::AcqRel);
                 self.sink.bell.ring();
             }
             Request::Put { .. } | Request::Get { .. } => self.post_rma(op),
@@ -1342,7 +1359,7 @@ impl Endpoint {
     }
 
     fn wake(&self) {
-        self.woken.store(true, Ordering::Release);
+        self.woken.swap(true, Ordering::AcqRel);
         self.sink.bell.ring();
     }
 
