@@ -1,0 +1,189 @@
+//! Interoperation with a real Mercury 2.4 `hg_perf_server` over ofi+tcp, when one is available.
+//!
+//! Set `HG_MERCURY_PERF_SERVER` to the path of an `hg_perf_server` built from Mercury's public
+//! source outside this repository (e.g. `cmake -DNA_USE_OFI=ON -DBUILD_TESTING=ON` then
+//! `make hg_perf_server`); without it the test is skipped. The server registers `HG_PERF_RATE`
+//! (id 2) with an "iovec" input (u32 length, then the bytes) and no output.
+
+use hg::na::{self, MsgBuf};
+use hg::proc::{Decoder, Encoder};
+use hg::{Class, Error, InitOptions, Proc};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// `hg_perf_proc_iovec`: u32 length, then the raw bytes.
+#[derive(Debug, Clone, PartialEq)]
+struct Iov(Vec<u8>);
+
+impl Proc for Iov {
+    fn encoded_size(&self) -> usize {
+        4 + self.0.len()
+    }
+    fn encode(&self, enc: &mut Encoder<'_>) -> hg::Result<()> {
+        (self.0.len() as u32).encode(enc)?;
+        enc.put_bytes(&self.0)
+    }
+    fn decode(dec: &mut Decoder<'_>) -> hg::Result<Self> {
+        let n = u32::decode(dec)? as usize;
+        Ok(Iov(dec.take(n)?.to_vec()))
+    }
+}
+
+const HG_PERF_RATE_INIT: u64 = 1;
+const HG_PERF_RATE: u64 = 2;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server() -> Option<(Server, String)> {
+    let path = std::env::var("HG_MERCURY_PERF_SERVER").ok()?;
+    let cfg = std::env::temp_dir().join(format!("hg-interop-{}.cfg", std::process::id()));
+    let _ = std::fs::remove_file(&cfg);
+    let child = Command::new(path)
+        .args([
+            "-c",
+            "ofi",
+            "-p",
+            "tcp",
+            "-H",
+            "127.0.0.1",
+            "-z",
+            "1048576",
+            "-f",
+        ])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start hg_perf_server");
+    let server = Server(child);
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(s) = std::fs::read_to_string(&cfg) {
+            if let Some(line) = s.lines().next().filter(|l| !l.trim().is_empty()) {
+                return Some((server, line.trim().to_string()));
+            }
+        }
+        assert!(Instant::now() < end, "hg_perf_server wrote no address");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Forwards `input` (or no input) to `id` and waits for the callback.
+fn call(ctx: &hg::Context, to: &na::Addr, id: u64, input: Option<Iov>) -> Result<(), Error> {
+    let got = Arc::new(Mutex::new(None));
+    let g = got.clone();
+    let h = ctx.create(to, id).unwrap();
+    let cb = move |_: &hg::Handle, r| *g.lock().unwrap() = Some(r);
+    match input {
+        Some(i) => h.forward_timed(&i, Duration::from_secs(30), cb).unwrap(),
+        None => h.forward_timed(&(), Duration::from_secs(30), cb).unwrap(),
+    }
+    let end = Instant::now() + Duration::from_secs(60);
+    while got.lock().unwrap().is_none() {
+        ctx.progress(Duration::from_millis(10)).unwrap();
+        ctx.trigger(usize::MAX).unwrap();
+        assert!(Instant::now() < end, "hang");
+    }
+    let r = got.lock().unwrap().unwrap();
+    r
+}
+
+fn client() -> (Class, hg::Context) {
+    let client = Class::init_opt("ofi+tcp://127.0.0.1", true, InitOptions::default()).unwrap();
+    client.register::<(), ()>(HG_PERF_RATE_INIT, None);
+    client.register::<Iov, ()>(HG_PERF_RATE, None);
+    client.register::<(), ()>(0x4242, None);
+    let ctx = client.context_create().unwrap();
+    (client, ctx)
+}
+
+#[test]
+fn rpcs_to_a_real_mercury_server() {
+    let Some((_server, addr)) = start_server() else {
+        eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
+        return;
+    };
+    let (client, ctx) = client();
+    let to = client.addr_lookup(&addr).unwrap();
+    // The server allocates its receive buffer in RATE_INIT (no input, no output).
+    assert_eq!(call(&ctx, &to, HG_PERF_RATE_INIT, None), Ok(()));
+    // Our request header and proc decoded by Mercury, its reply header decoded by us.
+    assert_eq!(
+        call(&ctx, &to, HG_PERF_RATE, Some(Iov((0..8).collect()))),
+        Ok(())
+    );
+    assert_eq!(
+        call(&ctx, &to, HG_PERF_RATE, Some(Iov(vec![7; 3000]))),
+        Ok(())
+    );
+    // Unknown id: Mercury answers HG_NOENTRY.
+    assert_eq!(call(&ctx, &to, 0x4242, None), Err(Error::NoEntry));
+
+    // A captured vector: Mercury's reply bytes to WIRE.md's example request, taken raw.
+    let raw = client.na().context_create(3).unwrap();
+    let uh = client.na().unexpected_header_size();
+    let mut body = vec![0u8; 16 + 12];
+    hg::header::encode_request(
+        &hg::header::RequestHeader {
+            id: HG_PERF_RATE,
+            flags: 0,
+            cookie: 0,
+        },
+        hg::ChecksumLevel::None,
+        &mut body,
+        12,
+    )
+    .unwrap();
+    body[16..].copy_from_slice(&[8, 0, 0, 0, 0, 1, 2, 3, 4, 5, 6, 7]);
+    let mut buf = MsgBuf::new(uh + body.len());
+    raw.msg_init_unexpected(&mut buf);
+    buf.as_mut_slice()[uh..].copy_from_slice(&body);
+    raw.recv_expected(MsgBuf::new(4096), &to, 99, 1);
+    raw.send_unexpected(buf, uh + body.len(), &to, 99, 2);
+    let reply = wait_reply(&raw);
+    // 0: ret 0 | 1: flags 0 | 2..4: cookie 0 | 4..12: padding | 12..16: HG header padding.
+    assert_eq!(reply, vec![0u8; 16]);
+}
+
+/// Input above the eager size: Mercury reads our bulk descriptor (accepted up to the NA handle)
+/// and must deserialize the NA memory handle inside it. Ignored for now: na's ofi plugin
+/// serializes a 28-byte handle, while Mercury's `na_ofi_mem_handle_deserialize` expects its own
+/// `na_ofi_mem_desc_info` (key, length, segment count: u64 each, flags u8, padded to 32 bytes)
+/// followed by one `struct iovec` per segment, and rejects it ("Buffer size too small (28)"),
+/// dropping the request. Run with `--ignored` once na's handle format matches Mercury's.
+#[test]
+#[ignore = "na's ofi memory-handle format differs from Mercury's na_ofi (see doc comment)"]
+fn overflow_to_a_real_mercury_server() {
+    let Some((_server, addr)) = start_server() else {
+        return;
+    };
+    let (client, ctx) = client();
+    let to = client.addr_lookup(&addr).unwrap();
+    assert_eq!(call(&ctx, &to, HG_PERF_RATE_INIT, None), Ok(()));
+    assert_eq!(
+        call(&ctx, &to, HG_PERF_RATE, Some(Iov(vec![0x5A; 100_000]))),
+        Ok(())
+    );
+}
+
+fn wait_reply(raw: &na::Context) -> Vec<u8> {
+    let end = Instant::now() + Duration::from_secs(60);
+    loop {
+        raw.progress(Duration::from_millis(10)).unwrap();
+        while let Some(c) = raw.pop() {
+            if c.user == 1 {
+                assert_eq!(c.result, Ok(()));
+                return c.buf.unwrap().as_slice()[..c.len].to_vec();
+            }
+        }
+        assert!(Instant::now() < end, "no raw reply");
+    }
+}
