@@ -377,3 +377,136 @@ fn held_unexpected_messages_stay_ahead_of_new_arrivals() {
     let tags: Vec<_> = (0..3).map(|_| next(&b, &[&a]).tag).collect();
     assert_eq!(tags, [0, 1, 9]);
 }
+
+/// A fabric where only `f` fires, always.
+fn only(f: impl FnOnce(&mut FaultConfig)) -> (Fabric, Class, Context, Context) {
+    let mut cfg = FaultConfig::none();
+    f(&mut cfg);
+    world(cfg)
+}
+
+/// Sends `n` unexpected messages of 16 payload bytes (byte i of message k is k * 16 + i) from
+/// `a` to `b`, with tags 0..n.
+fn burst(a: &Context, b: &Context, n: u8) {
+    for k in 0..n {
+        let payload: Vec<u8> = (0..16).map(|i| k * 16 + i).collect();
+        let (buf, len) = unexpected(a, &payload);
+        a.send_unexpected(buf, len, &b.self_addr(), u32::from(k), 0);
+    }
+}
+
+/// Posts receives on `b` and collects what arrives within `rounds` progress calls.
+fn collect(b: &Context, posts: usize, rounds: usize) -> Vec<Completion> {
+    for _ in 0..posts {
+        b.recv_unexpected(MsgBuf::new(64), 0);
+    }
+    let mut out = Vec::new();
+    for _ in 0..rounds {
+        b.progress(Duration::ZERO).unwrap();
+        while let Some(c) = b.pop() {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[test]
+fn fault_error_and_drop_complete_the_send_without_delivery() {
+    let (_f, _c, a, b) = only(|c| c.error = 1_000_000);
+    burst(&a, &b, 1);
+    assert_eq!(a.pop().unwrap().result, Err(Error::IoError));
+    assert!(collect(&b, 1, 5).is_empty());
+    let (_f, _c, a, b) = only(|c| c.drop = 1_000_000);
+    burst(&a, &b, 1);
+    assert_eq!(a.pop().unwrap().result, Ok(()), "a dropped send looks sent");
+    assert!(collect(&b, 1, 5).is_empty());
+}
+
+#[test]
+fn fault_duplicate_delivers_twice_and_completes_once() {
+    let (_f, _c, a, b) = only(|c| c.duplicate = 1_000_000);
+    burst(&a, &b, 1);
+    let got = collect(&b, 2, 5);
+    assert_eq!(got.len(), 2);
+    assert_eq!(got[0].buf, got[1].buf);
+    let sends: Vec<_> = std::iter::from_fn(|| a.pop()).collect();
+    assert_eq!(sends.len(), 1);
+}
+
+#[test]
+fn fault_truncate_and_corrupt_change_the_bytes_past_the_header() {
+    let (_f, _c, a, b) = only(|c| c.truncate = 1_000_000);
+    burst(&a, &b, 1);
+    let got = collect(&b, 1, 5);
+    assert_eq!(got[0].result, Ok(()));
+    assert!(
+        (HEADER_SIZE..HEADER_SIZE + 16).contains(&got[0].len),
+        "{}",
+        got[0].len
+    );
+    let (_f, _c, a, b) = only(|c| c.corrupt = 1_000_000);
+    burst(&a, &b, 1);
+    let got = collect(&b, 1, 5);
+    let bytes = got[0].buf.as_ref().unwrap().as_slice();
+    assert_eq!(&bytes[..4], b"inpc", "the header is spared");
+    let body = &bytes[HEADER_SIZE..HEADER_SIZE + 16];
+    let diff = body
+        .iter()
+        .enumerate()
+        .filter(|(i, &x)| x != *i as u8)
+        .count();
+    assert_eq!(diff, 1, "exactly one byte flipped");
+}
+
+#[test]
+fn fault_reorder_and_delay_change_the_arrival_order_and_time() {
+    let (_f, _c, a, b) = only(|c| c.reorder = 1_000_000);
+    burst(&a, &b, 6);
+    let tags: Vec<_> = collect(&b, 6, 3).iter().map(|c| c.tag).collect();
+    assert_eq!(tags.len(), 6);
+    assert_ne!(tags, [0, 1, 2, 3, 4, 5], "some message overtook another");
+    let (_f, _c, a, b) = only(|c| {
+        c.delay = 1_000_000;
+        c.max_delay_ticks = 3;
+    });
+    burst(&a, &b, 1);
+    b.recv_unexpected(MsgBuf::new(64), 0);
+    let mut ticks = 0;
+    while b.pop().is_none() {
+        b.progress(Duration::ZERO).unwrap();
+        ticks += 1;
+        assert!(ticks < 10);
+    }
+    assert!(
+        ticks >= 2,
+        "delivered only after the delay's ticks ({ticks})"
+    );
+}
+
+#[test]
+fn fault_exhaust_holds_messages_for_some_ticks() {
+    let (_f, _c, a, b) = only(|c| {
+        c.exhaust = 1_000_000;
+        c.exhaust_ticks = 4;
+    });
+    burst(&a, &b, 1);
+    b.recv_unexpected(MsgBuf::new(64), 0);
+    b.progress(Duration::ZERO).unwrap();
+    assert!(b.pop().is_none(), "exhausted: the buffer is not used yet");
+    let got = collect(&b, 0, 6);
+    assert_eq!(got.len(), 1, "delivered once the exhaustion ended");
+}
+
+#[test]
+fn fault_vanish_kills_the_destination() {
+    let (f, _c, a, b) = only(|c| c.vanish = 1_000_000);
+    burst(&a, &b, 1);
+    assert_eq!(a.pop().unwrap().result, Err(Error::HostUnreach));
+    assert!(f.trace().is_empty(), "trace off unless asked");
+    // Operations from a vanished endpoint fail too (on a quiet fabric, so no fault is involved).
+    let (f, _c, a, b) = world(FaultConfig::none());
+    f.vanish(&b.self_addr()).unwrap();
+    let (buf, len) = unexpected(&b, b"x");
+    b.send_unexpected(buf, len, &a.self_addr(), 0, 0);
+    assert_eq!(b.pop().unwrap().result, Err(Error::HostUnreach));
+}
