@@ -17,7 +17,7 @@
 //! - **RMA** runs during the *initiator's* progress against the fabric's table of registered
 //!   regions: an unknown (deregistered) key is `Access`, missing rights `Permission`, a vanished
 //!   target `HostUnreach`.
-//! - **Cancel and teardown** go through an op state machine ([`opstate`]): exactly one completion
+//! - **Cancel and teardown** go through an op state machine (`opstate.rs`): exactly one completion
 //!   per operation whether delivery, cancel or `close` gets there first.
 //! - **Faults** ([`FaultConfig`]) are drawn per post from a PRNG per endpoint; with one thread
 //!   driving the contexts, a seed gives a byte-identical [`Fabric::trace`].
