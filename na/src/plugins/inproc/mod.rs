@@ -110,7 +110,10 @@ struct RegionEntry {
 }
 
 struct FabricInner {
-    cfg: FaultConfig,
+    /// Read per post only when faults are on (`quiet` is false).
+    cfg: RwLock<FaultConfig>,
+    quiet: AtomicBool,
+    hold_cap: AtomicUsize,
     endpoints: RwLock<Vec<Option<Arc<Endpoint>>>>,
     regions: RwLock<HashMap<u64, RegionEntry, Hasher>>,
     next_key: AtomicU64,
@@ -138,7 +141,9 @@ impl Fabric {
         let trace = faults.trace.then(|| Mutex::new(Vec::new()));
         Fabric {
             inner: Arc::new(FabricInner {
-                cfg: faults,
+                quiet: AtomicBool::new(faults.is_quiet()),
+                hold_cap: AtomicUsize::new(faults.hold_cap),
+                cfg: RwLock::new(faults),
                 endpoints: RwLock::new(Vec::new()),
                 regions: RwLock::new(HashMap::with_hasher(hasher())),
                 next_key: AtomicU64::new(1),
@@ -182,8 +187,26 @@ impl Fabric {
     }
 
     /// The fault configuration.
-    pub fn faults(&self) -> &FaultConfig {
-        &self.inner.cfg
+    pub fn faults(&self) -> FaultConfig {
+        read(&self.inner.cfg).clone()
+    }
+
+    /// Changes the faults from now on (e.g. after a test's set-up ran fault-free). Every endpoint's
+    /// PRNG restarts from the new seed, so a run stays reproducible; `trace` is fixed at creation.
+    pub fn set_faults(&self, faults: FaultConfig) {
+        let eps: Vec<Arc<Endpoint>> = read(&self.inner.endpoints)
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        for ep in &eps {
+            *lock(&ep.rng) = Rng::new(faults.seed, u64::from(ep.id));
+        }
+        self.inner.quiet.swap(faults.is_quiet(), Ordering::AcqRel);
+        self.inner.hold_cap.swap(faults.hold_cap, Ordering::AcqRel);
+        self.inner
+            .trace(|t| writeln!(t, "faults set: seed {}", faults.seed).unwrap_or(()));
+        *write(&self.inner.cfg) = faults;
     }
 
     /// Makes the endpoint at `addr` vanish, as a killed peer process: messages queued or held for
@@ -235,7 +258,7 @@ impl Fabric {
 impl std::fmt::Debug for Fabric {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Fabric")
-            .field("faults", &self.inner.cfg)
+            .field("faults", &*read(&self.inner.cfg))
             .finish()
     }
 }
@@ -336,8 +359,7 @@ impl Plugin for InprocClass {
                 outstanding: Mutex::new(HashMap::with_hasher(hasher())),
             }),
             state: Mutex::new(Mailbox::default()),
-            rng: Mutex::new(Rng::new(fabric.cfg.seed, u64::from(n))),
-            quiet: fabric.cfg.is_quiet(),
+            rng: Mutex::new(Rng::new(read(&fabric.cfg).seed, u64::from(n))),
             vanished: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             woken: AtomicBool::new(false),
@@ -632,7 +654,6 @@ pub(crate) struct Endpoint {
     sink: Arc<Sink>,
     state: Mutex<Mailbox>,
     rng: Mutex<Rng>,
-    quiet: bool,
     vanished: AtomicBool,
     closed: AtomicBool,
     woken: AtomicBool,
@@ -698,15 +719,16 @@ impl Endpoint {
     }
 
     fn draw(&self, len: usize, header: usize, rma: bool) -> SendFaults {
-        if self.quiet {
+        let fabric = self.fabric();
+        if fabric.quiet.load(Ordering::Acquire) {
             return SendFaults::default();
         }
-        let cfg = &self.fabric().cfg;
+        let cfg = read(&fabric.cfg);
         let mut rng = lock(&self.rng);
         if rma {
-            SendFaults::draw_rma(cfg, &mut rng)
+            SendFaults::draw_rma(&cfg, &mut rng)
         } else {
-            SendFaults::draw(cfg, &mut rng, len, header)
+            SendFaults::draw(&cfg, &mut rng, len, header)
         }
     }
 
@@ -1035,14 +1057,15 @@ impl Endpoint {
             } else {
                 mb.held_unexpected.len()
             };
-            let held = if held >= fabric.cfg.hold_cap && !env.expected {
+            let cap = fabric.hold_cap.load(Ordering::Relaxed);
+            let held = if held >= cap && !env.expected {
                 // Senders may have cancelled some held messages: do not count those.
                 mb.held_unexpected.retain(|e| !e.is_dead());
                 mb.held_unexpected.len()
             } else {
                 held
             };
-            if held >= fabric.cfg.hold_cap && !from_hold {
+            if held >= cap && !from_hold {
                 fabric.refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     endpoint = self.id,

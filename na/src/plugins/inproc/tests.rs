@@ -510,3 +510,24 @@ fn fault_vanish_kills_the_destination() {
     b.send_unexpected(buf, len, &a.self_addr(), 0, 0);
     assert_eq!(b.pop().unwrap().result, Err(Error::HostUnreach));
 }
+
+#[test]
+fn faults_can_be_switched_on_after_set_up_and_off_again() {
+    let (f, _c, a, b) = world(FaultConfig::none());
+    burst(&a, &b, 1);
+    assert_eq!(collect(&b, 1, 3).len(), 1);
+    f.set_faults(FaultConfig {
+        drop: 1_000_000,
+        ..FaultConfig::none()
+    });
+    assert_eq!(f.faults().drop, 1_000_000);
+    burst(&a, &b, 1);
+    assert!(collect(&b, 1, 3).is_empty(), "dropped");
+    f.set_faults(FaultConfig::none());
+    burst(&a, &b, 1);
+    assert_eq!(
+        collect(&b, 0, 3).len(),
+        1,
+        "the receive posted earlier takes it"
+    );
+}
