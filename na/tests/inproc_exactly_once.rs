@@ -266,3 +266,91 @@ fn quiet_fabric_delivers_everything() {
     assert_eq!((c.result, c.len, c.tag), (Ok(()), HEADER_SIZE + 24, 3));
     assert!(!fabric.trace().is_empty());
 }
+
+/// The same accounting with a thread per context (not reproducible, but real races: deliveries,
+/// cancels and a close while the other side progresses), over fewer seeds.
+#[test]
+fn exactly_once_with_a_thread_per_context() {
+    for seed in 0..300u64 {
+        let fabric = Fabric::new(FaultConfig {
+            trace: false,
+            vanish: 0, // a vanished server would stop answering: fine, but keep runs long enough
+            ..FaultConfig::seeded(seed)
+        });
+        let class = fabric.class(true);
+        let server = class.context_create(0).unwrap();
+        let client = class.context_create(1).unwrap();
+        let sa = server.self_addr();
+        std::thread::scope(|s| {
+            let fabric = &fabric;
+            s.spawn(move || {
+                let mut ledger = Ledger {
+                    name: "server",
+                    ..Ledger::default()
+                };
+                let mut log = String::new();
+                for _ in 0..8 {
+                    ledger.post(server.recv_unexpected(MsgBuf::new(64), 0));
+                }
+                // Serve until the client's endpoint is gone.
+                while fabric.endpoints() == 2 {
+                    server.progress(Duration::from_millis(1)).unwrap();
+                    while let Some(c) = server.pop() {
+                        ledger.record(&c, &mut log);
+                        if c.kind == OpKind::RecvUnexpected && c.result.is_ok() {
+                            let buf = c.buf.unwrap();
+                            let body = buf.as_slice()[HEADER_SIZE.min(c.len)..c.len].to_vec();
+                            let src = c.source.unwrap();
+                            ledger.post(server.send_expected(
+                                MsgBuf::from(body.clone()),
+                                body.len(),
+                                &src,
+                                c.tag,
+                                0,
+                            ));
+                            ledger.post(server.recv_unexpected(buf, 0));
+                        }
+                    }
+                }
+                for c in server.close() {
+                    ledger.record(&c, &mut log);
+                }
+                ledger.check(seed);
+            });
+            let mut ledger = Ledger {
+                name: "client",
+                ..Ledger::default()
+            };
+            let mut log = String::new();
+            let mut pick = Pick(seed);
+            for i in 0..32u32 {
+                ledger.post(client.recv_expected(MsgBuf::new(64), &sa, i, 0));
+                let mut m = MsgBuf::new(HEADER_SIZE + 24);
+                client.msg_init_unexpected(&mut m);
+                m.as_mut_slice()[HEADER_SIZE..].copy_from_slice(&payload(i));
+                ledger.post(client.send_unexpected(m, HEADER_SIZE + 24, &sa, i, 0));
+                if pick.next() % 4 == 0 {
+                    let ops: Vec<_> = ledger.posted.iter().copied().collect();
+                    client
+                        .cancel(ops[(pick.next() % ops.len() as u64) as usize])
+                        .unwrap();
+                }
+                client.progress(Duration::ZERO).unwrap();
+                while let Some(c) = client.pop() {
+                    ledger.record(&c, &mut log);
+                }
+            }
+            for _ in 0..(pick.next() % 20) {
+                client.progress(Duration::from_millis(1)).unwrap();
+                while let Some(c) = client.pop() {
+                    ledger.record(&c, &mut log);
+                }
+            }
+            // Close while the server may be delivering to us.
+            for c in client.close() {
+                ledger.record(&c, &mut log);
+            }
+            ledger.check(seed);
+        });
+    }
+}
