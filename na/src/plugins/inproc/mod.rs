@@ -645,6 +645,26 @@ struct Mailbox {
     local: VecDeque<(u64, Arc<Cell>)>,
     exhausted_until: u64,
     scratch: Vec<u8>,
+    /// (source, tag) of recently cancelled expected receives: a late message for one of them is
+    /// discarded instead of held forever (its sender's send has completed already). Bounded.
+    cancelled_expected: HashSet<(u32, Tag), Hasher>,
+    cancelled_order: VecDeque<(u32, Tag)>,
+}
+
+/// How many cancelled expected receives an endpoint remembers for discarding late replies.
+const CANCELLED_MEMORY: usize = 4096;
+
+impl Mailbox {
+    fn remember_cancelled(&mut self, key: (u32, Tag)) {
+        if self.cancelled_expected.insert(key) {
+            self.cancelled_order.push_back(key);
+            if self.cancelled_order.len() > CANCELLED_MEMORY {
+                if let Some(old) = self.cancelled_order.pop_front() {
+                    self.cancelled_expected.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 /// One inproc endpoint: a context's plugin half.
@@ -1050,6 +1070,28 @@ impl Endpoint {
             }
             found
         };
+        if recv.is_none() && env.expected && mb.cancelled_expected.remove(&(env.src, env.tag)) {
+            // A late reply to a receive that was cancelled (a timeout above): nobody will post
+            // for it again, so it is not held.
+            tracing::debug!(
+                endpoint = self.id,
+                from = env.src,
+                tag = env.tag,
+                "na.inproc: late message for a cancelled receive discarded"
+            );
+            fabric.trace(|t| {
+                writeln!(
+                    t,
+                    "ep{} discard late from ep{} tag={}",
+                    self.id, env.src, env.tag
+                )
+                .unwrap_or(())
+            });
+            if let (Body::Send(cell, _), Some(p)) = (&env.body, send) {
+                complete(fabric, cell, p, Ok(()), len, None, 0);
+            }
+            return None;
+        }
         let Some((rcell, mut rp)) = recv else {
             // No receive: hold the message, or refuse it at the cap.
             let held = if env.expected {
@@ -1272,18 +1314,26 @@ impl Endpoint {
         self.flush_mailbox(Error::HostUnreach);
     }
 
-    fn cancel_cell(&self, cell: &Cell) -> bool {
+    /// Cancels `cell`'s operation if it had no effect. Returns whether it did, and for an
+    /// expected receive, the (source, tag) it was waiting for.
+    fn cancel_cell(&self, cell: &Cell) -> (bool, Option<(u32, Tag)>) {
         match cell.cancel() {
             Cancel::Won(p) => {
+                let key = match &p.op.req {
+                    Request::RecvExpected { source, tag, .. } => {
+                        endpoint_of(source).ok().map(|n| (n, *tag))
+                    }
+                    _ => None,
+                };
                 let mut c = p.op.complete(Err(Error::Canceled));
                 c.len = 0;
                 self.trace(|t| {
                     writeln!(t, "ep{} cancel op{} {:?}", self.id, c.op.0, c.kind).unwrap_or(())
                 });
                 p.sink.complete(c);
-                true
+                (true, key)
             }
-            Cancel::Deferred => false,
+            Cancel::Deferred => (false, None),
             Cancel::NoOp => {
                 if let Some(outcome) = cell.outcome() {
                     tracing::trace!(
@@ -1292,7 +1342,7 @@ impl Endpoint {
                         "na.inproc: cancel after completion is a no-op"
                     );
                 }
-                false
+                (false, None)
             }
         }
     }
@@ -1333,6 +1383,7 @@ impl Endpoint {
                 };
                 let cell = self.new_cell(op);
                 let mut mb = lock(&self.state);
+                mb.cancelled_expected.remove(&key); // posted again: later messages are wanted
                 mb.posted_expected.entry(key).or_default().push_back(cell);
                 mb.fresh_expected.push(key);
                 drop(mb);
@@ -1368,7 +1419,8 @@ impl Endpoint {
     fn cancel(&self, op: OpId) -> Result<()> {
         let cell = lock(&self.sink.outstanding).get(&op).cloned();
         let Some(cell) = cell else { return Ok(()) };
-        if self.cancel_cell(&cell) {
+        let (cancelled, key) = self.cancel_cell(&cell);
+        if cancelled {
             // Drop our queues' references to a cancelled receive now: expected tags are unique,
             // so its slot would otherwise never be popped.
             let mut mb = lock(&self.state);
@@ -1377,6 +1429,9 @@ impl Endpoint {
                 !q.is_empty()
             });
             mb.posted_unexpected.retain(|c| c.is_pending());
+            if let Some(key) = key {
+                mb.remember_cancelled(key);
+            }
         }
         Ok(())
     }
@@ -1410,7 +1465,7 @@ impl Endpoint {
             .collect();
         cells.sort_unstable_by_key(|(k, _)| *k);
         for (_, c) in &cells {
-            self.cancel_cell(c);
+            let _ = self.cancel_cell(c);
         }
         drop(cells);
         while !lock(&self.sink.outstanding).is_empty() {

@@ -531,3 +531,26 @@ fn faults_can_be_switched_on_after_set_up_and_off_again() {
         "the receive posted earlier takes it"
     );
 }
+
+#[test]
+fn a_late_reply_to_a_cancelled_receive_is_discarded_not_held() {
+    let (_f, _c, a, b) = world(FaultConfig::none());
+    let r = a.recv_expected(MsgBuf::new(8), &b.self_addr(), 5, 0);
+    a.cancel(r).unwrap();
+    assert_eq!(next(&a, &[]).result, Err(Error::Canceled));
+    b.send_expected(MsgBuf::from_slice(b"late"), 4, &a.self_addr(), 5, 0);
+    assert_eq!(
+        next(&b, &[&a]).result,
+        Ok(()),
+        "the sender's part went fine"
+    );
+    // Posting for the same (source, tag) again wants later messages, not the discarded one.
+    let r2 = a.recv_expected(MsgBuf::new(8), &b.self_addr(), 5, 0);
+    for _ in 0..5 {
+        a.progress(Duration::ZERO).unwrap();
+    }
+    assert!(a.pop().is_none(), "the late message was not held");
+    b.send_expected(MsgBuf::from_slice(b"new"), 3, &a.self_addr(), 5, 0);
+    let c = next(&a, &[&b]);
+    assert_eq!((c.op, c.len), (r2, 3));
+}
