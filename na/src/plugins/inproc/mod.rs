@@ -209,9 +209,10 @@ impl Fabric {
         *write(&self.inner.cfg) = faults;
     }
 
-    /// Makes the endpoint at `addr` vanish, as a killed peer process: messages queued or held for
-    /// it complete their sends with `HostUnreach`, and every later operation towards it (or posted
-    /// by it) fails `HostUnreach`. Its own posted receives stay until its context closes.
+    /// Makes the endpoint at `addr` vanish, as a killed peer process: messages queued for it and
+    /// not yet taken complete their sends with `HostUnreach` (held ones are lost with it; their
+    /// sends had completed), and every later operation towards it (or posted by it) fails
+    /// `HostUnreach`. Its own posted receives stay until its context closes.
     pub fn vanish(&self, addr: &Addr) -> Result<()> {
         let n = endpoint_of(addr)?;
         let ep = self.inner.endpoint(n).ok_or(Error::NoEntry)?;
@@ -1282,7 +1283,8 @@ impl Endpoint {
         more
     }
 
-    /// Takes every message queued or held here (vanish, close) and fails their senders.
+    /// Takes every message queued or held here (vanish, close) and fails the senders of those not
+    /// yet taken (held ones have no sender operation any more).
     fn flush_mailbox(&self, e: Error) {
         let mut envs = Vec::new();
         {
