@@ -67,8 +67,7 @@ pub(crate) struct UnitInner {
     pub(crate) pool: StdArc<dyn Pool>,
     /// Id of the stream that first ran it (0: not started); set once by that stream.
     pub(crate) home_id: AtomicUsize,
-    /// That stream, kept for units of every pool but MPSC ones (requeues that must not touch the
-    /// pool go to its inbox: see `requeue`).
+    /// That stream, kept for units of multi-consumer pools, whose every requeue goes to its inbox.
     pub(crate) home: OnceLock<StdArc<StreamShared>>,
     /// Whether a key value was ever set (skips the key lock at exit otherwise).
     pub(crate) has_keys: std::sync::atomic::AtomicBool,
@@ -128,6 +127,12 @@ impl Unit {
         {
             if let Some(home) = self.0.home.get() {
                 let home = home.clone();
+                home.push_inbox(self);
+                return;
+            }
+            // Single-producer pool, woken from another stream: find its stream (rare path).
+            let hid = self.0.home_id.load(std::sync::atomic::Ordering::Relaxed);
+            if let Some(home) = crate::xstream::lookup_stream(hid) {
                 home.push_inbox(self);
                 return;
             }

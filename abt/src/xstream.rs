@@ -24,6 +24,10 @@ const RUN: u8 = 0;
 const JOIN: u8 = 1;
 const STOP: u8 = 2;
 
+/// Idle rounds a stream over plain FIFO pools spins before it starts yielding its CPU between
+/// rounds (≈ 2–3 µs a round: about half a second of pure spinning, as Argobots' idle loop).
+const SPIN_ROUNDS: u32 = 200_000;
+
 /// Longest idle park; only a hang guard, since every wake source unparks the stream.
 const MAX_PARK: Duration = Duration::from_secs(1);
 
@@ -43,7 +47,7 @@ pub(crate) struct StreamShared {
 static STREAMS: StdMutex<Vec<(usize, Weak<StreamShared>)>> = StdMutex::new(Vec::new());
 static NEXT_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
-fn lookup_stream(uid: usize) -> Option<StdArc<StreamShared>> {
+pub(crate) fn lookup_stream(uid: usize) -> Option<StdArc<StreamShared>> {
     let mut s = STREAMS.lock().unwrap_or_else(|p| p.into_inner());
     s.retain(|(_, w)| w.strong_count() > 0);
     s.iter()
@@ -185,7 +189,7 @@ impl StreamLocal {
         let hid = u.home_id.load(Ordering::Relaxed);
         if hid == 0 {
             u.home_id.store(self.shared.uid, Ordering::Relaxed);
-            if u.pool.access() != crate::pool::Access::Mpsc {
+            if u.pool.access().multi_consumer() {
                 let _ = u.home.set(self.shared.clone());
             }
         } else if hid != self.shared.uid {
@@ -370,7 +374,7 @@ impl StreamLocal {
             // yielding it each round, so a loaded machine still runs the thread that has work.
             let n = self.idle_rounds.get();
             self.idle_rounds.set(n.saturating_add(1));
-            if n < 256 {
+            if n < SPIN_ROUNDS {
                 for _ in 0..64 {
                     std::hint::spin_loop();
                 }
