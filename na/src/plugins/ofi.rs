@@ -292,6 +292,8 @@ mod imp {
         max_unexpected: usize,
         max_expected: usize,
         max_contexts: u8,
+        /// Ask for a CQ wait fd (`NA_OFI_WAIT_FD=0` turns it off for pure spin-polling).
+        wait_fd: bool,
         virt_addr: bool,
         prov_key: bool,
         next_key: AtomicU64,
@@ -366,6 +368,7 @@ mod imp {
                     .clamp(UNEXPECTED_HEADER_SIZE, max_msg),
                 max_expected: opts.max_expected_size.min(max_msg),
                 max_contexts: opts.max_contexts,
+                wait_fd: std::env::var("NA_OFI_WAIT_FD").map_or(true, |v| v != "0"),
                 virt_addr: mr_mode & flags::MR_VIRT_ADDR != 0,
                 prov_key: mr_mode & flags::MR_PROV_KEY != 0,
                 next_key: AtomicU64::new(1),
@@ -420,7 +423,7 @@ mod imp {
                 }
             }
             let port = if id == 0 { sh.port } else { 0 };
-            let ep = sys::Endpoint::open(sh.fabric.clone(), port, true).map_err(|e| {
+            let ep = sys::Endpoint::open(sh.fabric.clone(), port, sh.wait_fd).map_err(|e| {
                 tracing::error!(id, port, fi_error = %sys::strerror(e), "na.ofi: endpoint open failed");
                 map_fi_errno(e)
             })?;
