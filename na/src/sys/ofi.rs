@@ -583,6 +583,12 @@ impl Endpoint {
 
     /// `fi_av_insert` of a 16-byte `sockaddr_in` the caller has validated.
     pub fn av_insert(&self, addr: &[u8; 16]) -> Result<u64, i32> {
+        // Held across the call: a closed endpoint's AV is gone (a class may still reach a closed
+        // context through `addr_set_remove` while a `Waker` keeps it alive).
+        let st = lock(&self.state);
+        if st.closed {
+            return Err(errno::ECANCELED);
+        }
         let mut out = 0u64;
         // SAFETY: `av` is open; `addr` is 16 readable bytes; `out` is valid.
         let rc = unsafe { na_ofi_av_insert(self.av, addr.as_ptr(), &mut out) };
@@ -594,6 +600,10 @@ impl Endpoint {
 
     /// `fi_av_remove`.
     pub fn av_remove(&self, fi_addr: u64) -> Result<(), i32> {
+        let st = lock(&self.state);
+        if st.closed {
+            return Err(errno::ECANCELED);
+        }
         // SAFETY: `av` is open; removing an unknown address is an error return, not UB.
         let rc = unsafe { na_ofi_av_remove(self.av, fi_addr) };
         if rc != 0 {
@@ -1000,7 +1010,6 @@ impl Endpoint {
             std::thread::sleep(timeout.min(Duration::from_millis(1)));
             return;
         };
-        let deadline = Instant::now() + timeout;
         self.waiting.store(true, Ordering::SeqCst);
         let mut fds = [
             libc::pollfd {
@@ -1032,7 +1041,6 @@ impl Endpoint {
             timeout.min(Duration::from_millis(1))
         };
         let ms = slice.as_millis().clamp(1, i32::MAX as u128) as i32;
-        let _ = deadline;
         // SAFETY: `fds` holds `nfds` valid pollfd entries.
         let rc = unsafe { libc::poll(fds.as_mut_ptr(), nfds, ms) };
         self.waiting.store(false, Ordering::SeqCst);
