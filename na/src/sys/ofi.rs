@@ -510,6 +510,8 @@ pub struct Endpoint {
     wait_fd: Option<RawFd>,
     wake_fd: Option<OwnedFd>,
     waiting: std::sync::atomic::AtomicBool,
+    /// Mirrors "some retry queue is non-empty", so progress skips the lock when none is.
+    retrying: std::sync::atomic::AtomicBool,
     state: Mutex<EpState>,
 }
 
@@ -561,6 +563,7 @@ impl Endpoint {
             wait_fd: (fd >= 0).then_some(fd),
             wake_fd,
             waiting: std::sync::atomic::AtomicBool::new(false),
+            retrying: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(EpState {
                 inflight: HashMap::with_hasher(ahash::RandomState::new()),
                 retry: [VecDeque::new(), VecDeque::new()],
@@ -681,6 +684,7 @@ impl Endpoint {
             // Keep posting order behind operations waiting for queue space.
             st.inflight.insert(id, raw);
             st.retry[q].push_back(raw);
+            self.sync_retrying(&st);
             return Ok(());
         }
         // SAFETY: `raw` is valid and exclusively ours under the lock.
@@ -693,6 +697,7 @@ impl Endpoint {
             Err(errno::EAGAIN) => {
                 st.inflight.insert(id, raw);
                 st.retry[q].push_back(raw);
+                self.sync_retrying(&st);
                 Ok(())
             }
             Err(e) => {
@@ -870,12 +875,15 @@ impl Endpoint {
             }
             break;
         }
-        self.retry_posts(out);
+        if self.retrying.load(std::sync::atomic::Ordering::Acquire) {
+            self.retry_posts(out);
+        }
         out.len() - start
     }
 
     fn retry_posts(&self, out: &mut Vec<Done>) {
         let mut st = lock(&self.state);
+        self.sync_retrying(&st);
         for q in 0..2 {
             while let Some(&raw) = st.retry[q].front() {
                 // SAFETY: slots in `retry` are live and only touched under the lock.
@@ -898,6 +906,14 @@ impl Endpoint {
                 }
             }
         }
+        self.sync_retrying(&st);
+    }
+
+    /// Publishes whether any post waits for queue space (read without the lock by progress).
+    fn sync_retrying(&self, st: &EpState) {
+        let any = st.retry.iter().any(|q| !q.is_empty());
+        self.retrying
+            .store(any, std::sync::atomic::Ordering::Release);
     }
 
     /// Accounts one libfabric completion of a slot's piece.
@@ -1059,7 +1075,7 @@ impl Endpoint {
 
     /// True when posts wait for queue space (progress must not block long then).
     pub fn has_retry(&self) -> bool {
-        lock(&self.state).retry.iter().any(|q| !q.is_empty())
+        self.retrying.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// True while a thread is blocked in [`Endpoint::wait`].
