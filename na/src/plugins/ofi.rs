@@ -186,6 +186,7 @@ const MEM_VERSION: u8 = 1;
 const MAX_SEGMENTS: usize = 4096;
 
 /// Decodes a serialized ofi memory handle; anything malformed is `Fault`.
+#[doc(alias = "na_ofi_mem_handle_deserialize")]
 pub fn decode_mem(bytes: &[u8]) -> Result<RemoteMem> {
     let bad = |why: &str| {
         tracing::warn!(len = bytes.len(), why, "na.ofi: garbage memory handle");
@@ -645,10 +646,15 @@ mod imp {
 
     impl OfiContext {
         fn resolve(&self, addr: &Addr) -> Result<u64> {
+            self.resolve_ready(addr).map(|(fi, _)| fi)
+        }
+
+        /// The peer's `fi_addr_t` (inserting it if new), and whether sends may go straight to it.
+        fn resolve_ready(&self, addr: &Addr) -> Result<(u64, bool)> {
             let raw = check_addr(addr)?;
             let mut av = lock(&self.av);
             if let Some(p) = av.get(&raw) {
-                return Ok(p.fi);
+                return Ok((p.fi, matches!(p.state, PeerState::Ready)));
             }
             let fi = self.ep.av_insert(&raw).map_err(|e| {
                 tracing::warn!(?addr, fi_error = %sys::strerror(e), "na.ofi: fi_av_insert failed");
@@ -661,7 +667,7 @@ mod imp {
                     state: PeerState::Unknown,
                 },
             );
-            Ok(fi)
+            Ok((fi, false))
         }
 
         /// Drops a peer's AV entry so the next send probes and reconnects (a peer with a probe
@@ -813,9 +819,16 @@ mod imp {
             self.cq.push(op.complete(Err(err)));
         }
 
-        fn prepare(&self, op: &Op) -> Result<Post> {
+        /// The libfabric arguments of `op`, and whether its peer is known up (no gate needed).
+        fn prepare(&self, op: &Op) -> Result<(Post, bool)> {
             let sh = &self.shared;
-            Ok(match &op.req {
+            let mut ready = true;
+            let mut dest_of = |a: &Addr| -> Result<u64> {
+                let (fi, r) = self.resolve_ready(a)?;
+                ready = r;
+                Ok(fi)
+            };
+            let post = match &op.req {
                 Request::SendUnexpected {
                     buf,
                     len,
@@ -836,7 +849,7 @@ mod imp {
                     }
                     Post::SendData {
                         len: *len,
-                        dest: self.resolve(dest)?,
+                        dest: dest_of(dest)?,
                         data: u64::from(*tag),
                     }
                 }
@@ -861,7 +874,7 @@ mod imp {
                     }
                     Post::TSend {
                         len: *len,
-                        dest: self.resolve(dest)?,
+                        dest: dest_of(dest)?,
                         tag: u64::from(*tag),
                     }
                 }
@@ -905,11 +918,12 @@ mod imp {
                     };
                     Post::Rma {
                         write,
-                        dest: self.resolve(dest)?,
+                        dest: dest_of(dest)?,
                         pieces: pieces(mem, *local_offset, remote, *remote_offset, *len),
                     }
                 }
-            })
+            };
+            Ok((post, ready))
         }
 
         /// Turns a libfabric completion into the operation's one `Completion`.
@@ -948,7 +962,7 @@ mod imp {
                     "na.ofi: send on a closed connection, resending"
                 );
                 let post = match self.prepare(&op) {
-                    Ok(p) => p,
+                    Ok((p, _)) => p,
                     Err(e) => return self.fail(op, e),
                 };
                 // Give rxm a few progress passes to retire the dead connection first.
@@ -1121,7 +1135,7 @@ mod imp {
         }
 
         fn post(&self, op: Op) {
-            let post = match self.prepare(&op) {
+            let (post, ready) = match self.prepare(&op) {
                 Ok(p) => p,
                 Err(e) => return self.fail(op, e),
             };
@@ -1130,6 +1144,10 @@ mod imp {
                     self.cq.push(op.complete(Ok(())));
                     return;
                 }
+            }
+            if ready {
+                // Hot path: the peer is known up, no second look at the AV map.
+                return self.submit(op, post);
             }
             if let Some((op, post)) = self.gate(op, post, None) {
                 self.submit(op, post);
