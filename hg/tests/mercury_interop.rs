@@ -187,3 +187,87 @@ fn wait_reply(raw: &na::Context) -> Vec<u8> {
         assert!(Instant::now() < end, "no raw reply");
     }
 }
+
+const HG_PERF_FIRST: u64 = 3;
+const HG_PERF_DONE: u64 = 7;
+
+/// The other direction: Mercury's own `hg_rate` client (`HG_MERCURY_RATE`) against our server,
+/// which registers the ids `hg_perf_server` does for the rate test. `hg_rate` exits 0 only if
+/// every RPC (RATE_INIT, FIRST, RATE at each size, DONE) was answered as it expects.
+#[test]
+fn real_mercury_client_against_our_server() {
+    let Ok(rate) = std::env::var("HG_MERCURY_RATE") else {
+        eprintln!("skipping: HG_MERCURY_RATE not set");
+        return;
+    };
+    let server = Class::init_opt("ofi+tcp://127.0.0.1", true, InitOptions::default()).unwrap();
+    let rpcs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let empty = |rpcs: Arc<std::sync::atomic::AtomicUsize>| -> hg::Handler {
+        Arc::new(move |h: hg::Handle| {
+            rpcs.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            h.respond(&(), |_| {})
+        })
+    };
+    server.register::<(), ()>(HG_PERF_RATE_INIT, Some(empty(rpcs.clone())));
+    server.register::<(), ()>(HG_PERF_FIRST, Some(empty(rpcs.clone())));
+    let r2 = rpcs.clone();
+    server.register::<Iov, ()>(
+        HG_PERF_RATE,
+        Some(Arc::new(move |h: hg::Handle| {
+            let _: Iov = h.get_input()?;
+            r2.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            h.respond(&(), |_| {})
+        })),
+    );
+    let d2 = done.clone();
+    server.register::<(), ()>(
+        HG_PERF_DONE,
+        Some(Arc::new(move |h: hg::Handle| {
+            d2.store(true, std::sync::atomic::Ordering::Relaxed);
+            h.respond(&(), |_| {})
+        })),
+    );
+    let ctx = server.context_create().unwrap();
+    let cfg = std::env::temp_dir().join(format!("hg-interop-rate-{}.cfg", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!("{}\n", server.addr_to_string(&ctx.self_addr()).unwrap()),
+    )
+    .unwrap();
+    let mut child = Command::new(rate)
+        .args([
+            "-c",
+            "ofi",
+            "-p",
+            "tcp",
+            "-H",
+            "127.0.0.1",
+            "-y",
+            "0",
+            "-z",
+            "2048",
+        ])
+        .args(["-x", "4", "-l", "50", "-f"])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        ctx.progress(Duration::from_millis(5)).unwrap();
+        ctx.trigger(usize::MAX).unwrap();
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("hg_rate did not finish");
+        }
+    };
+    assert!(status.success(), "hg_rate failed: {status}");
+    assert!(done.load(std::sync::atomic::Ordering::Relaxed));
+    // 13 sizes (0, 1, 2, …, 2048) of 50 loops × 4 in flight, plus warm-up and control RPCs.
+    assert!(rpcs.load(std::sync::atomic::Ordering::Relaxed) >= 12 * 50 * 4);
+}
