@@ -839,3 +839,41 @@ fn unexpected_receives_grow_by_incr_up_to_the_cap() {
     // Bursts larger than what was posted made it grow, never past the cap.
     assert_eq!(p.sctx.posted_receives(), 6);
 }
+
+#[test]
+fn multi_context_server_routes_by_target_id() {
+    let fabric = Fabric::new(FaultConfig::none());
+    let opts = InitOptions {
+        request_post_init: 4,
+        ..InitOptions::default()
+    };
+    let server = Class::from_na(fabric.class(true), opts.clone());
+    let client = Class::from_na(fabric.class(false), opts);
+    let seen = slot();
+    let s = seen.clone();
+    server.register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+        s.lock()
+            .unwrap()
+            .push((h.info().context_id, h.context().id()));
+        h.respond(&EchoOut::default(), |_| {})
+    })));
+    client.register_rpc::<Echo>(None);
+    let s0 = server.context_create_id(0).unwrap();
+    let s1 = server.context_create_id(1).unwrap();
+    let c = client.context_create().unwrap();
+    assert_eq!((s0.id(), s1.id()), (0, 1));
+    let got = slot();
+    for (ctx, id) in [(&s0, 0u8), (&s1, 1u8)] {
+        let h = c.create(&ctx.self_addr(), Echo::id()).unwrap();
+        h.set_target_id(id);
+        let g = got.clone();
+        h.forward(&EchoIn::default(), move |_, r| g.lock().unwrap().push(r))
+            .unwrap();
+    }
+    drive(&[&s0, &s1, &c], || got.lock().unwrap().len() == 2);
+    assert_eq!(*got.lock().unwrap(), vec![Ok(()), Ok(())]);
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    // Each request reached the context it was addressed to, carrying that id as its cookie.
+    assert_eq!(seen, vec![(0, 0), (1, 1)]);
+}
