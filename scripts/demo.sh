@@ -39,7 +39,7 @@ wait "$server_pid" 2>/dev/null || true
 server_pid=""
 
 sed -n '1p' "$client_log"
-echo "-- one ping, hop by hop (timestamps are per process):"
+echo "-- one ping, hop by hop ([process wall-clock seconds.µs]):"
 grep -E '^  \[client .*\] [12]\.|^ {20,}' "$client_log"
 grep -E '^  \[server' "$log"
 grep -E '^  \[client .*\] 5\.' "$client_log"
