@@ -158,7 +158,7 @@ impl Unit {
     /// Records the unit's outcome and wakes its joiners.
     pub(crate) fn finish(&self, r: Result<()>) {
         let waiters = {
-            let mut j = lock(&self.0.join);
+            let mut j = crate::sync::spin_lock(&self.0.join);
             j.result = Some(r);
             std::mem::take(&mut j.waiters)
         };

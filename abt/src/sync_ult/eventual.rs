@@ -1,7 +1,7 @@
 //! `Eventual` (`ABT_eventual`): a value set once that waiters block on.
 
 use crate::error::{Error, Result};
-use crate::sync::{lock, Mutex};
+use crate::sync::{spin_lock as lock, Mutex};
 use crate::unit::Waiter;
 
 struct Inner<T> {
