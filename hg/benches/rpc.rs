@@ -4,9 +4,11 @@
 //! PUSH of 64 KiB and 1 MiB (the target transfers from/to the origin's region, then answers, as
 //! Mercury's `hg_bw_read` / `hg_bw_write` do). Over ofi+tcp the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1`); over inproc it is a second thread. Each case runs
-//! `REPEATS` times; the median and the spread (min–max) are printed.
+//! 5 times; the median and the spread (min–max) are printed.
 //!
-//! Arguments: `--quick` (fewer operations), `--only inproc|ofi`.
+//! Arguments: `--quick` (fewer operations), `--only inproc|ofi`. Without `--bench` (which
+//! `cargo bench` passes; `cargo test --all-targets` does not) it runs a smoke pass: every case
+//! once with a handful of operations, so the workspace test run stays short.
 
 use hg::na::plugins::inproc::{Fabric, FaultConfig};
 use hg::na::{self, Access};
@@ -43,7 +45,19 @@ hg::rpc! {
     }
 }
 
-const REPEATS: usize = 5;
+/// Repeats per case (1 in a smoke pass).
+fn repeats() -> usize {
+    if smoke() {
+        1
+    } else {
+        5
+    }
+}
+
+/// True when not run by `cargo bench`.
+fn smoke() -> bool {
+    !std::env::args().any(|a| a == "--bench")
+}
 
 /// Issues one operation on a handle; the boxed function is called from its completion.
 type Start<'a> = &'a dyn Fn(&Handle, Box<dyn FnOnce() + Send>);
@@ -154,10 +168,16 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
         // The encoded input is the u64 length plus the bytes; size counts the whole body.
         let payload = vec![7u8; size.saturating_sub(8)];
         for inflight in [1usize, 16, 64] {
-            let n = if quick { 2_000 } else { 20_000 };
+            let n = if smoke() {
+                20
+            } else if quick {
+                2_000
+            } else {
+                20_000
+            };
             let mut rates = Vec::new();
             let lat: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
-            for _ in 0..REPEATS {
+            for _ in 0..repeats() {
                 let input = RateIn {
                     data: payload.clone(),
                 };
@@ -184,17 +204,17 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
     for len in [64usize << 10, 1 << 20] {
         for pull in [true, false] {
             let bulk = hg::Bulk::create(class, vec![vec![3u8; len]], Access::READWRITE).unwrap();
-            let n = if quick {
+            let n = if smoke() {
+                4
+            } else if quick {
                 100
+            } else if len > 100_000 {
+                500
             } else {
-                if len > 100_000 {
-                    500
-                } else {
-                    2_000
-                }
+                2_000
             };
             let mut bws = Vec::new();
-            for _ in 0..REPEATS {
+            for _ in 0..repeats() {
                 let input = BwIn {
                     bulk: bulk.to_ref(),
                     len: len as u64,
