@@ -167,9 +167,14 @@ impl Thread {
     }
 
     /// Resumes a ULT suspended by [`suspend`] (`ABT_thread_resume`). `Error::NotSuspended` if it is
-    /// running, ready or finished.
+    /// running, ready, finished, or blocked in a ULT primitive (only that primitive wakes it).
     #[doc(alias = "ABT_thread_resume")]
     pub fn resume(&self) -> Result<()> {
+        // A ULT blocked in a mutex, eventual, join… is not "suspended" in this sense: waking it
+        // here would be a spurious wake-up of that primitive.
+        if !self.u.user_suspended.swap(false, Ordering::AcqRel) {
+            return Err(Error::NotSuspended);
+        }
         match self.u.state.resume() {
             Resume::Push => {
                 Unit(self.u.clone()).requeue();
@@ -229,7 +234,10 @@ pub fn yield_to(target: &Thread) -> Result<()> {
 #[doc(alias = "ABT_self_suspend")]
 pub fn suspend() -> Result<()> {
     check_ult()?;
-    context::with_current(|c| c.state.begin_suspend());
+    context::with_current(|c| {
+        c.user_suspended.store(true, Ordering::Release);
+        c.state.begin_suspend();
+    });
     context::switch_out(Switch::Suspend)
 }
 

@@ -69,6 +69,9 @@ pub(crate) struct UnitInner {
     pub(crate) home_id: AtomicUsize,
     /// That stream, kept for units of multi-consumer pools, whose every requeue goes to its inbox.
     pub(crate) home: OnceLock<StdArc<StreamShared>>,
+    /// Set by `suspend()`, consumed by `Thread::resume`: only a ULT that suspended itself may be
+    /// resumed from outside; one blocked in a primitive is woken only by that primitive.
+    pub(crate) user_suspended: std::sync::atomic::AtomicBool,
     /// Whether a key value was ever set (skips the key lock at exit otherwise).
     pub(crate) has_keys: std::sync::atomic::AtomicBool,
     /// Index of its coroutine in the home stream's slab.
@@ -99,6 +102,7 @@ impl UnitInner {
             home_id: AtomicUsize::new(0),
             home: OnceLock::new(),
             has_keys: std::sync::atomic::AtomicBool::new(false),
+            user_suspended: std::sync::atomic::AtomicBool::new(false),
             slot: AtomicUsize::new(usize::MAX),
             dispatches: AtomicU64::new(0),
             body: Mutex::new(Some(body)),

@@ -107,6 +107,24 @@ fn suspend_resume_and_resume_misuse() {
 }
 
 #[test]
+fn resume_of_a_ult_blocked_in_a_primitive_is_an_error() {
+    let p = wait_pool();
+    let ev = Arc::new(Eventual::<u32>::new());
+    let e2 = ev.clone();
+    let t = Thread::create(&p, move || assert_eq!(e2.wait(), 3));
+    let mut xs = stream(vec![p]);
+    let t0 = Instant::now();
+    while !t.is_suspended() && t0.elapsed() < HANG {
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(t.resume(), Err(Error::NotSuspended));
+    assert!(t.is_suspended(), "still waiting on the eventual");
+    ev.set(3).unwrap();
+    t.join().unwrap();
+    xs.join().unwrap();
+}
+
+#[test]
 fn resume_of_a_running_ult_is_an_error() {
     let r = in_ult(|| Thread::current().unwrap().resume());
     assert_eq!(r, Err(Error::NotSuspended));
