@@ -1,4 +1,4 @@
-//! Conformance suites for the crate's swap points: every [`Pool`] and every [`Scheduler`]
+//! Conformance suites for the crate's swap points: every [`Pool`] and every [`Scheduler`](crate::Scheduler)
 //! implementation must pass them (feature `conformance`). Each check panics with a message saying
 //! which property failed.
 

@@ -556,7 +556,8 @@ impl XstreamHandle {
     }
 }
 
-/// A secondary execution stream: its own OS thread (`ABT_xstream`).
+/// A secondary execution stream: its own OS thread (`ABT_xstream`). Dropping it joins it, which
+/// waits for all its work, suspended ULTs included: stop it first if that may never finish.
 #[doc(alias = "ABT_xstream")]
 pub struct Xstream {
     handle: XstreamHandle,

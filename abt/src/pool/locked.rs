@@ -41,7 +41,8 @@ impl<T> LockQueue<T> {
     }
 }
 
-/// A pool over [`LockQueue`]: `create_basic` uses it for `Priv` and `Mpmc` access.
+/// A pool over a `VecDeque` under a mutex, for every access mode: the second `Pool`
+/// implementation, the reference the conformance suite also runs.
 pub struct LockPool {
     q: LockQueue<Unit>,
     common: Common,
