@@ -153,14 +153,10 @@ fn rpcs_to_a_real_mercury_server() {
     assert_eq!(reply, vec![0u8; 16]);
 }
 
-/// Input above the eager size: Mercury reads our bulk descriptor (accepted up to the NA handle)
-/// and must deserialize the NA memory handle inside it. Ignored for now: na's ofi plugin
-/// serializes a 28-byte handle, while Mercury's `na_ofi_mem_handle_deserialize` expects its own
-/// `na_ofi_mem_desc_info` (key, length, segment count: u64 each, flags u8, padded to 32 bytes)
-/// followed by one `struct iovec` per segment, and rejects it ("Buffer size too small (28)"),
-/// dropping the request. Run with `--ignored` once na's handle format matches Mercury's.
+/// Input above the eager size: Mercury reads our bulk descriptor, deserializes the NA memory
+/// handle inside it (na's ofi plugin serializes Mercury's `na_ofi` layout: the 32-byte
+/// `na_ofi_mem_desc_info`, then one `struct iovec`), pulls the input from our memory and answers.
 #[test]
-#[ignore = "na's ofi memory-handle format differs from Mercury's na_ofi (see doc comment)"]
 fn overflow_to_a_real_mercury_server() {
     let Some((_server, addr)) = start_server() else {
         return;

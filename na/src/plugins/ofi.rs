@@ -183,42 +183,69 @@ pub fn map_fi_errno(err: i32) -> Error {
     }
 }
 
-/// Serialized memory handle: version, access, segment count, then (base, len, key) per segment.
-const MEM_VERSION: u8 = 1;
+/// Bytes of the serialized descriptor info (`struct na_ofi_mem_desc_info`): MR key `u64` @0,
+/// total length `u64` @8, segment count `u64` @16, access flags `u8` @24, 7 padding bytes @25.
+pub const MEM_INFO_SIZE: usize = 32;
+/// Bytes of one serialized segment (`struct iovec` on a 64-bit host): base `u64` @0, length @8.
+pub const MEM_IOV_SIZE: usize = 16;
 /// Most segments a handle may carry (beyond it a handle is refused as garbage).
-const MAX_SEGMENTS: usize = 4096;
+const MAX_SEGMENTS: u64 = 4096;
 
-/// Decodes a serialized ofi memory handle; anything malformed is `Fault`.
+/// Decodes a serialized ofi memory handle in Mercury's `na_ofi` layout (native byte order, as
+/// Mercury `memcpy`s its structs): the 32-byte info, then one `(base, len)` per segment. The
+/// bases are virtual addresses; with `virt_addr` (the provider's `FI_MR_VIRT_ADDR`) RMA addresses
+/// them as such, otherwise each segment is addressed from 0 (Mercury's `iov_base - iov[0].iov_base`
+/// for the one segment it registers per handle on tcp). Segment `i`'s key is the info key plus the
+/// number of non-empty segments before it (one MR per segment, consecutive keys; a single-segment
+/// handle — all Mercury sends over tcp, whose `mr_iov_limit` is 1 — has exactly Mercury's key).
+/// Anything malformed is `Fault` with a `warn` event.
 #[doc(alias = "na_ofi_mem_handle_deserialize")]
-pub fn decode_mem(bytes: &[u8]) -> Result<RemoteMem> {
+pub fn decode_mem(bytes: &[u8], virt_addr: bool) -> Result<RemoteMem> {
     let bad = |why: &str| {
         tracing::warn!(len = bytes.len(), why, "na.ofi: garbage memory handle");
         Error::Fault
     };
-    if bytes.len() < 4 {
-        return Err(bad("shorter than its header"));
+    if bytes.len() < MEM_INFO_SIZE {
+        return Err(bad("shorter than its descriptor info"));
     }
-    if bytes[0] != MEM_VERSION {
-        return Err(bad("unknown version"));
-    }
-    let access = Access::from_bits(bytes[1])
+    let rd = |i: usize| u64::from_ne_bytes(bytes[i..i + 8].try_into().expect("8 bytes"));
+    let (key, total, count, flags) = (rd(0), rd(8), rd(16), bytes[24]);
+    let access = Access::from_bits(flags)
         .filter(|a| !a.is_empty())
-        .ok_or_else(|| bad("bad access bits"))?;
-    let n = u16::from_le_bytes([bytes[2], bytes[3]]) as usize;
-    if n == 0 || n > MAX_SEGMENTS {
+        .ok_or_else(|| bad("bad access flags"))?;
+    if count == 0 || count > MAX_SEGMENTS {
         return Err(bad("bad segment count"));
     }
-    if bytes.len() != 4 + n * 24 {
+    // count <= MAX_SEGMENTS: no overflow.
+    if bytes.len() as u64 != MEM_INFO_SIZE as u64 + count * MEM_IOV_SIZE as u64 {
         return Err(bad("length does not match the segment count"));
     }
     let mut segments = smallvec::SmallVec::new();
-    for c in bytes[4..].chunks_exact(24) {
-        let rd = |i: usize| u64::from_le_bytes(c[i..i + 8].try_into().expect("8 bytes"));
-        let (base, len, key) = (rd(0), rd(8), rd(16));
+    let mut sum: u64 = 0;
+    let mut nonempty: u64 = 0;
+    for c in bytes[MEM_INFO_SIZE..].chunks_exact(MEM_IOV_SIZE) {
+        let base = u64::from_ne_bytes(c[0..8].try_into().expect("8 bytes"));
+        let len = u64::from_ne_bytes(c[8..16].try_into().expect("8 bytes"));
         if base.checked_add(len).is_none() {
             return Err(bad("segment wraps around"));
         }
-        segments.push(crate::mem::RemoteSegment { base, len, key });
+        sum = sum
+            .checked_add(len)
+            .ok_or_else(|| bad("total length overflows"))?;
+        let seg_key = key
+            .checked_add(nonempty)
+            .ok_or_else(|| bad("key overflows"))?;
+        if len > 0 {
+            nonempty += 1;
+        }
+        segments.push(crate::mem::RemoteSegment {
+            base: if virt_addr { base } else { 0 },
+            len,
+            key: seg_key,
+        });
+    }
+    if sum != total {
+        return Err(bad("total length is not the sum of the segments"));
     }
     Ok(RemoteMem {
         plugin: NAME,
@@ -227,15 +254,21 @@ pub fn decode_mem(bytes: &[u8]) -> Result<RemoteMem> {
     })
 }
 
-fn encode_mem(access: Access, segs: &[(u64, u64, u64)], out: &mut Vec<u8>) {
-    out.reserve(4 + segs.len() * 24);
-    out.push(MEM_VERSION);
+/// Encodes a handle in Mercury's `na_ofi` layout (see [`decode_mem`]): `key` is the first
+/// segment's MR key, `iov` the `(virtual address, length)` of every segment.
+#[doc(alias = "na_ofi_mem_handle_serialize")]
+pub fn encode_mem(access: Access, key: u64, iov: &[(u64, u64)], out: &mut Vec<u8>) {
+    out.reserve(MEM_INFO_SIZE + iov.len() * MEM_IOV_SIZE);
+    // Real registrations cannot overflow; wrapping keeps hand-made (test) input panic-free.
+    let total = iov.iter().fold(0u64, |t, s| t.wrapping_add(s.1));
+    out.extend_from_slice(&key.to_ne_bytes());
+    out.extend_from_slice(&total.to_ne_bytes());
+    out.extend_from_slice(&(iov.len() as u64).to_ne_bytes());
     out.push(access.bits());
-    out.extend_from_slice(&(segs.len() as u16).to_le_bytes());
-    for (b, l, k) in segs {
-        out.extend_from_slice(&b.to_le_bytes());
-        out.extend_from_slice(&l.to_le_bytes());
-        out.extend_from_slice(&k.to_le_bytes());
+    out.extend_from_slice(&[0u8; 7]);
+    for (b, l) in iov {
+        out.extend_from_slice(&b.to_ne_bytes());
+        out.extend_from_slice(&l.to_ne_bytes());
     }
 }
 
@@ -515,7 +548,7 @@ mod imp {
         }
 
         fn mem_deserialize(&self, bytes: &[u8]) -> Result<RemoteMem> {
-            decode_mem(bytes)
+            decode_mem(bytes, self.shared.virt_addr)
         }
     }
 
@@ -534,15 +567,27 @@ mod imp {
             if access.contains(Access::WRITE) {
                 fi_access |= flags::REMOTE_WRITE;
             }
+            // One MR per non-empty segment, with consecutive keys (see `decode_mem`): the handle
+            // carries the first key only, as Mercury's does.
+            let nonempty = segments.iter().filter(|s| s.len > 0).count() as u64;
+            if sh.prov_key && nonempty > 1 {
+                tracing::warn!(
+                    nonempty,
+                    "na.ofi: several segments in one handle need keys we choose (FI_MR_PROV_KEY set)"
+                );
+                return Err(Error::OpNotSupported);
+            }
+            let first = sh.next_key.fetch_add(nonempty.max(1), Ordering::Relaxed);
+            let mut key = first;
             let mut mrs = Vec::with_capacity(segments.len());
-            let mut segs = Vec::with_capacity(segments.len());
+            let mut j = 0;
             for s in segments {
                 if s.len == 0 {
                     mrs.push(None);
-                    segs.push((0, 0, 0));
                     continue;
                 }
-                let want = sh.next_key.fetch_add(1, Ordering::Relaxed);
+                let want = first + j;
+                j += 1;
                 let mr = sh
                     .fabric
                     .mr_reg(s.addr, s.len, fi_access, want)
@@ -550,14 +595,19 @@ mod imp {
                         tracing::warn!(len = s.len, fi_error = %sys::strerror(e), "na.ofi: fi_mr_reg failed");
                         map_fi_errno(e)
                     })?;
-                let key = if sh.prov_key { mr.key } else { want };
-                let base = if sh.virt_addr { s.addr as u64 } else { 0 };
-                segs.push((base, s.len as u64, key));
+                if sh.prov_key {
+                    key = mr.key;
+                }
                 mrs.push(Some(mr));
             }
+            let iov = segments
+                .iter()
+                .map(|s| (s.addr as u64, s.len as u64))
+                .collect();
             Ok(Box::new(OfiMem {
                 access,
-                segs,
+                key,
+                iov,
                 local: segments.to_vec(),
                 mrs,
                 _region: region,
@@ -574,7 +624,10 @@ mod imp {
     /// A registration: one MR per non-empty segment (`na_ofi_mem_handle`).
     struct OfiMem {
         access: Access,
-        segs: Vec<(u64, u64, u64)>,
+        /// The first segment's MR key (the others follow it).
+        key: u64,
+        /// (virtual address, length) per segment, as serialized.
+        iov: Vec<(u64, u64)>,
         local: Vec<Segment>,
         mrs: Vec<Option<sys::Mr>>,
         // Declared after `mrs`: the memory outlives its registrations.
@@ -583,7 +636,7 @@ mod imp {
 
     impl PluginMem for OfiMem {
         fn serialize(&self, out: &mut Vec<u8>) {
-            encode_mem(self.access, &self.segs, out);
+            encode_mem(self.access, self.key, &self.iov, out);
         }
         fn as_any(&self) -> &dyn Any {
             self
@@ -1274,26 +1327,94 @@ mod tests {
         let mut out = Vec::new();
         encode_mem(
             Access::READWRITE,
-            &[(0x1000, 64, 7), (0x9000, 32, 8)],
+            7,
+            &[(0x1000, 64), (0x5000, 0), (0x9000, 32)],
             &mut out,
         );
-        let r = decode_mem(&out).unwrap();
+        assert_eq!(out.len(), MEM_INFO_SIZE + 3 * MEM_IOV_SIZE);
+        let r = decode_mem(&out, false).unwrap();
         assert_eq!(r.len(), 96);
-        assert_eq!(r.segments[1].key, 8);
         assert_eq!(r.access, Access::READWRITE);
-        assert_eq!(decode_mem(&out[..out.len() - 1]), Err(Error::Fault));
-        assert_eq!(decode_mem(&[]), Err(Error::Fault));
-        assert_eq!(decode_mem(&[9, 3, 1, 0]), Err(Error::Fault));
+        // Keys count non-empty segments only; without VIRT_ADDR each segment is addressed from 0.
+        let keys: Vec<u64> = r.segments.iter().map(|s| s.key).collect();
+        assert_eq!(keys, [7, 8, 8]);
+        assert!(r.segments.iter().all(|s| s.base == 0));
+        let v = decode_mem(&out, true).unwrap();
+        let bases: Vec<u64> = v.segments.iter().map(|s| s.base).collect();
+        assert_eq!(bases, [0x1000, 0x5000, 0x9000]);
+
+        let fault = |b: &[u8]| assert_eq!(decode_mem(b, false), Err(Error::Fault), "{b:?}");
+        fault(&out[..out.len() - 1]);
+        fault(&out[..MEM_INFO_SIZE + MEM_IOV_SIZE]);
+        fault(&[out.as_slice(), &[0u8; 16]].concat());
+        fault(&[]);
+        fault(&out[..28]);
         let mut b = out.clone();
-        b[1] = 0;
-        assert_eq!(decode_mem(&b), Err(Error::Fault));
+        b[24] = 0; // no access
+        fault(&b);
         let mut b = out.clone();
-        b[2] = 0;
-        b[3] = 0;
-        assert_eq!(decode_mem(&b), Err(Error::Fault));
+        b[24] = 4; // unknown access bit
+        fault(&b);
+        let mut b = out.clone();
+        b[16..24].fill(0); // zero segments
+        fault(&b);
+        let mut b = out.clone();
+        b[16..24].copy_from_slice(&u64::MAX.to_ne_bytes()); // count * 16 would overflow
+        fault(&b);
+        let mut b = out.clone();
+        b[8..16].copy_from_slice(&95u64.to_ne_bytes()); // total != sum of segments
+        fault(&b);
         let mut wrap = Vec::new();
-        encode_mem(Access::READ, &[(u64::MAX, 2, 1)], &mut wrap);
-        assert_eq!(decode_mem(&wrap), Err(Error::Fault));
+        encode_mem(Access::READ, 1, &[(u64::MAX, 2)], &mut wrap);
+        fault(&wrap);
+        let mut big = Vec::new();
+        encode_mem(Access::READ, 1, &[(0, u64::MAX), (0, 2)], &mut big);
+        fault(&big);
+        let mut keywrap = Vec::new();
+        encode_mem(
+            Access::READ,
+            u64::MAX,
+            &[(0x10, 1), (0x20, 1)],
+            &mut keywrap,
+        );
+        fault(&keywrap);
+    }
+
+    /// One segment of 4096 bytes at 0x7f00_1234_5000, key 3, read-only, as Mercury 2.4's
+    /// `na_ofi_mem_handle_serialize` lays it out on x86-64 (`struct na_ofi_mem_desc_info` then
+    /// one `struct iovec`). Written by hand from the struct definitions.
+    #[cfg(target_endian = "little")]
+    #[test]
+    fn mem_handle_golden_bytes() {
+        #[rustfmt::skip]
+        let golden: [u8; 48] = [
+            // @0  fi_mr_key  u64 = 3
+            0x03, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            // @8  len        u64 = 4096 (sum of the segments)
+            0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            // @16 iovcnt     u64 = 1
+            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            // @24 flags      u8  = NA_MEM_READ_ONLY (0x01); @25..@32 struct padding
+            0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            // @32 iov[0].iov_base = 0x7f00_1234_5000
+            0x00, 0x50, 0x34, 0x12, 0x00, 0x7f, 0x00, 0x00,
+            // @40 iov[0].iov_len  = 4096
+            0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let mut out = Vec::new();
+        encode_mem(Access::READ_ONLY, 3, &[(0x7f00_1234_5000, 4096)], &mut out);
+        assert_eq!(out, golden);
+        let r = decode_mem(&golden, true).unwrap();
+        assert_eq!(r.access, Access::READ_ONLY);
+        assert_eq!(r.segments.len(), 1);
+        assert_eq!(
+            (r.segments[0].base, r.segments[0].len, r.segments[0].key),
+            (0x7f00_1234_5000, 4096, 3)
+        );
+        // Padding is not checked (Mercury copies whatever its struct held).
+        let mut padded = golden;
+        padded[30] = 0xaa;
+        assert!(decode_mem(&padded, false).is_ok());
     }
 
     #[test]
