@@ -43,8 +43,16 @@ impl Drop for Server {
 }
 
 fn start_server() -> Option<(Server, String)> {
+    start_server_logging(Stdio::null())
+}
+
+/// `start_server` with the server's stderr (Mercury's error log) going to `stderr`.
+fn start_server_logging(stderr: Stdio) -> Option<(Server, String)> {
     let path = std::env::var("HG_MERCURY_PERF_SERVER").ok()?;
-    let cfg = std::env::temp_dir().join(format!("hg-interop-{}.cfg", std::process::id()));
+    // One file per server: the tests of this binary run in parallel.
+    static SERVERS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = SERVERS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let cfg = std::env::temp_dir().join(format!("hg-interop-{}-{n}.cfg", std::process::id()));
     let _ = std::fs::remove_file(&cfg);
     let child = Command::new(path)
         .args([
@@ -60,7 +68,7 @@ fn start_server() -> Option<(Server, String)> {
         ])
         .arg(&cfg)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("start hg_perf_server");
     let server = Server(child);
@@ -78,14 +86,24 @@ fn start_server() -> Option<(Server, String)> {
 
 /// Forwards `input` (or no input) to `id` and waits for the callback.
 fn call(ctx: &hg::Context, to: &na::Addr, id: u64, input: Option<Iov>) -> Result<(), Error> {
+    match input {
+        Some(i) => call_with(ctx, to, id, &i),
+        None => call_with(ctx, to, id, &()),
+    }
+}
+
+/// Forwards `input` to `id` and waits for the callback.
+fn call_with<T: Proc + 'static>(
+    ctx: &hg::Context,
+    to: &na::Addr,
+    id: u64,
+    input: &T,
+) -> Result<(), Error> {
     let got = Arc::new(Mutex::new(None));
     let g = got.clone();
     let h = ctx.create(to, id).unwrap();
     let cb = move |_: &hg::Handle, r| *g.lock().unwrap() = Some(r);
-    match input {
-        Some(i) => h.forward_timed(&i, Duration::from_secs(30), cb).unwrap(),
-        None => h.forward_timed(&(), Duration::from_secs(30), cb).unwrap(),
-    }
+    h.forward_timed(input, Duration::from_secs(30), cb).unwrap();
     let end = Instant::now() + Duration::from_secs(60);
     while got.lock().unwrap().is_none() {
         ctx.progress(Duration::from_millis(10)).unwrap();
@@ -168,6 +186,186 @@ fn overflow_to_a_real_mercury_server() {
         call(&ctx, &to, HG_PERF_RATE, Some(Iov(vec![0x5A; 100_000]))),
         Ok(())
     );
+}
+
+const HG_PERF_BW_INIT: u64 = 4;
+const HG_PERF_BW_READ: u64 = 5;
+const HG_PERF_BW_WRITE: u64 = 6;
+/// `hg_bulk_op_t`.
+const HG_BULK_PUSH: u32 = 0;
+const HG_BULK_PULL: u32 = 1;
+
+/// `struct hg_perf_bulk_init_info` as `hg_perf_proc_bulk_init_info` encodes it: the bulk
+/// handle, then eight u32 and a u8.
+#[derive(Debug, Clone)]
+struct BulkInitInfo {
+    bulk: hg::BulkRef,
+    bulk_op: u32,
+    global_handle_id: u32,
+    handle_max: u32,
+    bulk_count: u32,
+    size_max: u32,
+    comm_size: u32,
+    target_rank: u32,
+    target_addr_max: u32,
+    verify: u8,
+}
+
+impl Proc for BulkInitInfo {
+    fn encoded_size(&self) -> usize {
+        self.bulk.encoded_size() + 8 * 4 + 1
+    }
+    fn encode(&self, enc: &mut Encoder<'_>) -> hg::Result<()> {
+        self.bulk.encode(enc)?;
+        for v in [
+            self.bulk_op,
+            self.global_handle_id,
+            self.handle_max,
+            self.bulk_count,
+            self.size_max,
+            self.comm_size,
+            self.target_rank,
+            self.target_addr_max,
+        ] {
+            v.encode(enc)?;
+        }
+        self.verify.encode(enc)
+    }
+    fn decode(_: &mut Decoder<'_>) -> hg::Result<Self> {
+        Err(Error::OpNotSupported)
+    }
+}
+
+/// `struct hg_perf_bulk_info`: bulk handle (NULL: the one sent in BW_INIT), handle id, size.
+#[derive(Debug, Clone)]
+struct BulkInfo {
+    bulk: hg::BulkRef,
+    handle_id: u32,
+    size: u32,
+}
+
+impl Proc for BulkInfo {
+    fn encoded_size(&self) -> usize {
+        self.bulk.encoded_size() + 8
+    }
+    fn encode(&self, enc: &mut Encoder<'_>) -> hg::Result<()> {
+        self.bulk.encode(enc)?;
+        self.handle_id.encode(enc)?;
+        self.size.encode(enc)
+    }
+    fn decode(_: &mut Decoder<'_>) -> hg::Result<Self> {
+        Err(Error::OpNotSupported)
+    }
+}
+
+/// Bulk chunk geometry for the bulk tests: `BULK_COUNT` transfers of `CHUNK` bytes each.
+const CHUNK: usize = 64 * 1024;
+const BULK_COUNT: usize = 4;
+
+/// `hg_perf_init_data` plus the handle id in the first int, per chunk: what Mercury's verify
+/// expects in a pulled chunk and writes into a pushed one.
+fn perf_pattern(handle_id: i32) -> Vec<u8> {
+    let mut v = Vec::with_capacity(CHUNK * BULK_COUNT);
+    for _ in 0..BULK_COUNT {
+        v.extend_from_slice(&handle_id.to_ne_bytes());
+        for i in 1..(CHUNK / 4) as i32 {
+            v.extend_from_slice(&i.to_ne_bytes());
+        }
+    }
+    v
+}
+
+fn bulk_client() -> (Class, hg::Context) {
+    let client = Class::init_opt("ofi+tcp://127.0.0.1", true, InitOptions::default()).unwrap();
+    client.register::<BulkInitInfo, ()>(HG_PERF_BW_INIT, None);
+    client.register::<BulkInfo, ()>(HG_PERF_BW_READ, None);
+    client.register::<BulkInfo, ()>(HG_PERF_BW_WRITE, None);
+    client.register::<(), ()>(HG_PERF_DONE, None);
+    let ctx = client.context_create().unwrap();
+    (client, ctx)
+}
+
+fn bw_init(op: u32, bulk: &hg::Bulk) -> BulkInitInfo {
+    BulkInitInfo {
+        bulk: bulk.to_ref(),
+        bulk_op: op,
+        global_handle_id: 0,
+        handle_max: 1,
+        bulk_count: BULK_COUNT as u32,
+        size_max: CHUNK as u32,
+        comm_size: 1,
+        target_rank: 0,
+        target_addr_max: 1,
+        verify: 1,
+    }
+}
+
+const BW_STEP: BulkInfo = BulkInfo {
+    bulk: hg::BulkRef::NULL,
+    handle_id: 0,
+    size: CHUNK as u32,
+};
+
+/// Mercury's server pulls from our registered memory (`hg_bw_write`'s RPC, `HG_PERF_BW_WRITE`)
+/// and checks every chunk against its pattern. A mismatch is only logged (the server still
+/// answers), so the test reads the server's error log — and corrupts one int to show that the
+/// check sees our bytes.
+#[test]
+fn mercury_server_pulls_from_our_bulk() {
+    let log = std::env::temp_dir().join(format!("hg-interop-pull-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let Some((mut server, addr)) = start_server_logging(Stdio::from(file)) else {
+        eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
+        return;
+    };
+    let (client, ctx) = bulk_client();
+    let to = client.addr_lookup(&addr).unwrap();
+    let bulk = hg::Bulk::create(&client, vec![perf_pattern(0)], na::Access::READ_ONLY).unwrap();
+    let init = bw_init(HG_BULK_PULL, &bulk);
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
+    for _ in 0..3 {
+        assert_eq!(call_with(&ctx, &to, HG_PERF_BW_WRITE, &BW_STEP), Ok(()));
+    }
+    let mismatch = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("Error detected in bulk transfer")
+    };
+    assert!(!mismatch(&log), "Mercury saw wrong bytes");
+    // Chunk 2, int 100: Mercury must now see the wrong value.
+    bulk.write_at(2 * CHUNK + 400, &(-5i32).to_ne_bytes())
+        .unwrap();
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_WRITE, &BW_STEP), Ok(()));
+    assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
+    let _ = server.0.wait();
+    assert!(
+        mismatch(&log),
+        "Mercury's check did not see our corrupted int"
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Mercury's server pushes its pattern into our registered memory (`hg_bw_read`'s RPC,
+/// `HG_PERF_BW_READ`).
+#[test]
+fn mercury_server_pushes_into_our_bulk() {
+    let Some((_server, addr)) = start_server() else {
+        eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
+        return;
+    };
+    let (client, ctx) = bulk_client();
+    let to = client.addr_lookup(&addr).unwrap();
+    let bulk = hg::Bulk::create(
+        &client,
+        vec![vec![0xEE; CHUNK * BULK_COUNT]],
+        na::Access::WRITE_ONLY,
+    )
+    .unwrap();
+    let init = bw_init(HG_BULK_PUSH, &bulk);
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_READ, &BW_STEP), Ok(()));
+    assert!(bulk.to_vec() == perf_pattern(0), "pushed bytes differ");
+    assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
 }
 
 fn wait_reply(raw: &na::Context) -> Vec<u8> {
