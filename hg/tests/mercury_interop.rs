@@ -3,7 +3,10 @@
 //! Set `HG_MERCURY_PERF_SERVER` to the path of an `hg_perf_server` built from Mercury's public
 //! source outside this repository (e.g. `cmake -DNA_USE_OFI=ON -DBUILD_TESTING=ON` then
 //! `make hg_perf_server`); without it the test is skipped. The server registers `HG_PERF_RATE`
-//! (id 2) with an "iovec" input (u32 length, then the bytes) and no output.
+//! (id 2) with an "iovec" input (u32 length, then the bytes) and no output, and the bulk RPCs
+//! (`HG_PERF_BW_INIT` / `BW_READ` / `BW_WRITE`). `HG_MERCURY_RATE`, `HG_MERCURY_BW_WRITE` and
+//! `HG_MERCURY_BW_READ` (paths of `hg_rate`, `hg_bw_write`, `hg_bw_read`) run Mercury's clients
+//! against our server; each unset variable skips its test.
 
 use hg::na::{self, MsgBuf};
 use hg::proc::{Decoder, Encoder};
@@ -231,8 +234,24 @@ impl Proc for BulkInitInfo {
         }
         self.verify.encode(enc)
     }
-    fn decode(_: &mut Decoder<'_>) -> hg::Result<Self> {
-        Err(Error::OpNotSupported)
+    fn decode(dec: &mut Decoder<'_>) -> hg::Result<Self> {
+        let bulk = hg::BulkRef::decode(dec)?;
+        let mut u = [0u32; 8];
+        for v in &mut u {
+            *v = u32::decode(dec)?;
+        }
+        Ok(BulkInitInfo {
+            bulk,
+            bulk_op: u[0],
+            global_handle_id: u[1],
+            handle_max: u[2],
+            bulk_count: u[3],
+            size_max: u[4],
+            comm_size: u[5],
+            target_rank: u[6],
+            target_addr_max: u[7],
+            verify: u8::decode(dec)?,
+        })
     }
 }
 
@@ -253,8 +272,12 @@ impl Proc for BulkInfo {
         self.handle_id.encode(enc)?;
         self.size.encode(enc)
     }
-    fn decode(_: &mut Decoder<'_>) -> hg::Result<Self> {
-        Err(Error::OpNotSupported)
+    fn decode(dec: &mut Decoder<'_>) -> hg::Result<Self> {
+        Ok(BulkInfo {
+            bulk: hg::BulkRef::decode(dec)?,
+            handle_id: u32::decode(dec)?,
+            size: u32::decode(dec)?,
+        })
     }
 }
 
@@ -464,4 +487,198 @@ fn real_mercury_client_against_our_server() {
     assert!(done.load(std::sync::atomic::Ordering::Relaxed));
     // 13 sizes (0, 1, 2, …, 2048) of 50 loops × 4 in flight, plus warm-up and control RPCs.
     assert!(rpcs.load(std::sync::atomic::Ordering::Relaxed) >= 12 * 50 * 4);
+}
+
+/// What our bulk server keeps per client handle (`hg_perf_bulk_init_cb`'s state).
+struct BwState {
+    remote: hg::BulkDesc,
+    global_id: u32,
+    bulk_count: u64,
+    size_max: u64,
+    verify: bool,
+    local: hg::Bulk,
+}
+
+/// Mercury's own bulk clients (`hg_bw_write`: we pull from its memory; `hg_bw_read`: we push into
+/// it) against our server, which implements the perf server's BW_INIT / BW_WRITE / BW_READ /
+/// DONE. The client's descriptors carry Mercury's NA memory handles, so every transfer goes
+/// through our decoding of them. Gated by `HG_MERCURY_BW_WRITE` / `HG_MERCURY_BW_READ` (paths of
+/// the tools); each runs with `-v`: for a read the client checks what we pushed (and exits non-zero
+/// on a mismatch), for a write we check what we pulled.
+#[test]
+fn real_mercury_bulk_clients_against_our_server() {
+    let mut ran = false;
+    for (var, id) in [
+        ("HG_MERCURY_BW_WRITE", HG_PERF_BW_WRITE),
+        ("HG_MERCURY_BW_READ", HG_PERF_BW_READ),
+    ] {
+        let Ok(tool) = std::env::var(var) else {
+            eprintln!("skipping {var}: not set");
+            continue;
+        };
+        ran = true;
+        bulk_client_run(&tool, id);
+    }
+    if !ran {
+        eprintln!("skipping: neither HG_MERCURY_BW_WRITE nor HG_MERCURY_BW_READ set");
+    }
+}
+
+fn bulk_client_run(tool: &str, op_id: u64) {
+    use std::collections::HashMap;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    let server = Class::init_opt("ofi+tcp://127.0.0.1", true, InitOptions::default()).unwrap();
+    let states: Arc<Mutex<HashMap<u32, Arc<BwState>>>> = Arc::default();
+    let transfers = Arc::new(AtomicUsize::new(0));
+    let bad = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+
+    let (st, srv) = (states.clone(), server.clone());
+    server.register::<BulkInitInfo, ()>(
+        HG_PERF_BW_INIT,
+        Some(Arc::new(move |h: hg::Handle| {
+            let i: BulkInitInfo = h.get_input()?;
+            let remote = i.bulk.desc().cloned().ok_or(Error::InvalidArg)?;
+            let (count, max) = (i.bulk_count as usize, i.size_max as usize);
+            // A push sends `hg_perf_init_data` with the handle id in each chunk's first int.
+            let mut buf = vec![0u8; count * max];
+            if i.bulk_op == HG_BULK_PUSH {
+                for c in buf.chunks_mut(max) {
+                    c[..4].copy_from_slice(&(i.global_handle_id as i32).to_ne_bytes());
+                    for (k, w) in c.chunks_exact_mut(4).enumerate().skip(1) {
+                        w.copy_from_slice(&(k as i32).to_ne_bytes());
+                    }
+                }
+            }
+            let access = if i.bulk_op == HG_BULK_PUSH {
+                na::Access::READ_ONLY
+            } else {
+                na::Access::WRITE_ONLY
+            };
+            let local = hg::Bulk::create(&srv, vec![buf], access)?;
+            let handle_id = i.global_handle_id / i.target_addr_max.max(1);
+            st.lock().unwrap().insert(
+                handle_id,
+                Arc::new(BwState {
+                    remote,
+                    global_id: i.global_handle_id,
+                    bulk_count: count as u64,
+                    size_max: max as u64,
+                    verify: i.verify != 0,
+                    local,
+                }),
+            );
+            h.respond(&(), |_| {})
+        })),
+    );
+    let (st, n, b) = (states.clone(), transfers.clone(), bad.clone());
+    server.register::<BulkInfo, ()>(
+        op_id,
+        Some(Arc::new(move |h: hg::Handle| {
+            let i: BulkInfo = h.get_input()?;
+            let s = st
+                .lock()
+                .unwrap()
+                .get(&i.handle_id)
+                .cloned()
+                .ok_or(Error::NoEntry)?;
+            let remote = i.bulk.desc().cloned().unwrap_or_else(|| s.remote.clone());
+            let op = if op_id == HG_PERF_BW_WRITE {
+                hg::BulkOp::Pull
+            } else {
+                hg::BulkOp::Push
+            };
+            let left = Arc::new(AtomicUsize::new(s.bulk_count as usize));
+            let size = i.size as u64;
+            for k in 0..s.bulk_count {
+                let (h2, s2, left, n, b) =
+                    (h.clone(), s.clone(), left.clone(), n.clone(), b.clone());
+                h.context().bulk_transfer(
+                    op,
+                    &h.info().addr,
+                    &remote,
+                    k * s.size_max,
+                    &s.local,
+                    k * s.size_max,
+                    size,
+                    move |r| {
+                        if r.is_err() {
+                            b.fetch_add(1, Ordering::Relaxed);
+                        }
+                        n.fetch_add(1, Ordering::Relaxed);
+                        if left.fetch_sub(1, Ordering::AcqRel) != 1 {
+                            return;
+                        }
+                        if op == hg::BulkOp::Pull && s2.verify {
+                            let v = s2.local.to_vec();
+                            for c in v.chunks(s2.size_max as usize) {
+                                let c = &c[..size as usize];
+                                let int = |k: usize| {
+                                    i32::from_ne_bytes(c[4 * k..4 * k + 4].try_into().unwrap())
+                                };
+                                let ok = int(0) == s2.global_id as i32
+                                    && (1..c.len() / 4).all(|k| int(k) == k as i32);
+                                if !ok {
+                                    b.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        let _ = h2.respond(&(), |_| {});
+                    },
+                )?;
+            }
+            Ok(())
+        })),
+    );
+    let d = done.clone();
+    server.register::<(), ()>(
+        HG_PERF_DONE,
+        Some(Arc::new(move |h: hg::Handle| {
+            d.store(true, Ordering::Relaxed);
+            h.respond(&(), |_| {})
+        })),
+    );
+    let ctx = server.context_create().unwrap();
+    let cfg =
+        std::env::temp_dir().join(format!("hg-interop-bw-{}-{op_id}.cfg", std::process::id()));
+    std::fs::write(
+        &cfg,
+        format!("{}\n", server.addr_to_string(&ctx.self_addr()).unwrap()),
+    )
+    .unwrap();
+    let mut child = Command::new(tool)
+        .args(["-c", "ofi", "-p", "tcp", "-H", "127.0.0.1"])
+        .args([
+            "-y", "4096", "-z", "65536", "-w", "8", "-l", "20", "-x", "2", "-v", "-f",
+        ])
+        .arg(&cfg)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let end = Instant::now() + Duration::from_secs(180);
+    let status = loop {
+        ctx.progress(Duration::from_millis(5)).unwrap();
+        ctx.trigger(usize::MAX).unwrap();
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if Instant::now() > end {
+            let _ = child.kill();
+            panic!("{tool} did not finish");
+        }
+    };
+    let _ = std::fs::remove_file(&cfg);
+    assert!(status.success(), "{tool} failed: {status}");
+    assert!(done.load(Ordering::Relaxed), "{tool}: no DONE RPC");
+    assert_eq!(
+        bad.load(Ordering::Relaxed),
+        0,
+        "{tool}: failed or wrong transfers"
+    );
+    // 5 sizes (4 KiB … 64 KiB) × (20 loops + warm-up) × 2 handles × 8 transfers.
+    assert!(
+        transfers.load(Ordering::Relaxed) >= 5 * 20 * 2 * 8,
+        "{tool}: too few transfers"
+    );
 }
