@@ -1417,6 +1417,42 @@ mod tests {
         assert!(decode_mem(&padded, false).is_ok());
     }
 
+    proptest::proptest! {
+        /// Any bytes: a handle or `Fault`, never a panic; whatever decodes re-encodes to itself.
+        #[test]
+        fn mem_handle_decode_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            if let Ok(r) = decode_mem(&bytes, true) {
+                let iov: Vec<(u64, u64)> = r.segments.iter().map(|s| (s.base, s.len)).collect();
+                let mut again = Vec::new();
+                encode_mem(r.access, r.segments[0].key, &iov, &mut again);
+                proptest::prop_assert_eq!(&again[..25], &bytes[..25]);
+                proptest::prop_assert_eq!(&again[32..], &bytes[32..]);
+            }
+        }
+
+        /// Valid handles round-trip: lengths, access, keys counting non-empty segments.
+        #[test]
+        fn mem_handle_round_trip(
+            access in 1u8..4,
+            key in 0u64..u64::MAX / 2,
+            iov in proptest::collection::vec((0u64..1 << 47, 0u64..1 << 20), 1..20),
+        ) {
+            let access = Access::from_bits(access).unwrap();
+            let mut out = Vec::new();
+            encode_mem(access, key, &iov, &mut out);
+            proptest::prop_assert_eq!(out.len(), MEM_INFO_SIZE + MEM_IOV_SIZE * iov.len());
+            let r = decode_mem(&out, false).unwrap();
+            proptest::prop_assert_eq!(r.access, access);
+            let mut k = key;
+            for (s, (_, len)) in r.segments.iter().zip(&iov) {
+                proptest::prop_assert_eq!((s.base, s.len, s.key), (0, *len, k));
+                if *len > 0 {
+                    k += 1;
+                }
+            }
+        }
+    }
+
     #[test]
     fn errno_mapping() {
         assert_eq!(map_fi_errno(libc::ECONNREFUSED), Error::HostUnreach);
