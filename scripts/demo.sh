@@ -56,7 +56,7 @@ echo "   'update' (as the engine does), which pulls the bulk over na.get, waits 
 echo "   by the transfer's callback, stores the bytes and responds; progress sends the reply."
 grep -h '^@' "$client_log" "$log" | sort -s -k1,1 | cut -d' ' -f2-
 grep -E '^client: update done' "$client_log"
-echo "-- throughput, tracing off (client and engine spin on progress; round trip = request + reply):"
+echo "-- throughput, tracing off (client and engine spin on progress; round trip = request + reply; load average $(cut -d" " -f1-3 /proc/loadavg)):"
 sed -n '/^  *input/,$p' "$client_log"
 grep -E '^server: stopped' "$log" || true
 
