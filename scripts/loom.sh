@@ -17,3 +17,13 @@ for c in "${crates[@]}"; do args+=(-p "$c"); done
 export LOOM_MAX_PREEMPTIONS="${LOOM_MAX_PREEMPTIONS:-2}"
 RUSTFLAGS="--cfg loom ${RUSTFLAGS:-}" \
   cargo test --release --target-dir target/loom "${args[@]}" --lib --tests -- loom_ --test-threads=2
+
+# The negative control: with `--cfg loom_weak` one ordering in na's op state is weakened on purpose,
+# and the model must catch it (the test is `should_panic` under that cfg). Own target dir, na only.
+for c in "${crates[@]}"; do
+  if [ "$c" = "na" ]; then
+    echo "== loom negative control: na with --cfg loom_weak (loom must find the stale outcome)"
+    RUSTFLAGS="--cfg loom --cfg loom_weak ${RUSTFLAGS:-}" \
+      cargo test --release --target-dir target/loom-weak -p na --lib -- --exact plugins::inproc::opstate::loom_tests::loom_op_outcome_is_published
+  fi
+done
