@@ -2,7 +2,10 @@
 //!
 //! Cases: RPC rate with 0 B, 64 B and 4 KiB of input at 1, 16 and 64 in flight; bulk PULL and
 //! PUSH of 64 KiB and 1 MiB (the target transfers from/to the origin's region, then answers, as
-//! Mercury's `hg_bw_read` / `hg_bw_write` do). Over ofi+tcp the target is a second process (this
+//! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
+//! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
+//! `HG_BENCH_POLL=1` busy-polls; `HG_BENCH_SPIN_US` sets the progress spin window;
+//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind). Over ofi+tcp the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1`); over inproc it is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
 //!
@@ -31,13 +34,16 @@ hg::rpc! {
 }
 
 hg::rpc! {
-    /// The bandwidth RPC: the target moves `len` bytes between `bulk` and its own buffer.
+    /// The bandwidth RPC: the target moves `count` × `len` bytes between `bulk` and its own
+    /// buffer, `count` transfers of `len` bytes at once (Mercury's `hg_bw_*`: 64 per RPC).
     pub rpc Bw(BwIn, BwOut) {
         input {
-            /// The origin's region.
+            /// The origin's region (`count` × `len` bytes).
             pub bulk: BulkRef,
-            /// Bytes to move.
+            /// Bytes per transfer.
             pub len: u64,
+            /// Transfers, all in flight together.
+            pub count: u32,
             /// True: the target pulls (origin → target); false: it pushes.
             pub pull: bool,
         }
@@ -62,11 +68,20 @@ fn smoke() -> bool {
 /// Issues one operation on a handle; the boxed function is called from its completion.
 type Start<'a> = &'a dyn Fn(&Handle, Box<dyn FnOnce() + Send>);
 
+/// `HG_BENCH_SPIN_US=<µs>` overrides `InitOptions::progress_spin` (0 for instruction counts
+/// under callgrind, where spinning would only add polling instructions).
 fn opts() -> InitOptions {
-    InitOptions {
+    let mut o = InitOptions {
         request_post_init: 256,
         ..InitOptions::default()
+    };
+    if let Some(us) = std::env::var("HG_BENCH_SPIN_US")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        o.progress_spin = Duration::from_micros(us);
     }
+    o
 }
 
 /// Registers the target's handlers; its bulk buffers are created once per size.
@@ -80,25 +95,64 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
     class.register_rpc::<Bw>(Some(Arc::new(move |h: Handle| {
         let i: BwIn = h.get_input()?;
         let desc = i.bulk.desc().cloned().ok_or(Error::InvalidArg)?;
+        let total = i.len * u64::from(i.count);
         let local = {
             let mut b = buffers.lock().unwrap();
-            match b.iter().position(|x| x.len() as u64 == i.len) {
+            match b.iter().position(|x| x.len() as u64 == total) {
                 Some(p) => b.swap_remove(p),
                 None => {
-                    hg::Bulk::create(&class2, vec![vec![1; i.len as usize]], Access::READWRITE)?
+                    hg::Bulk::create(&class2, vec![vec![1; total as usize]], Access::READWRITE)?
                 }
             }
         };
         let op = if i.pull { BulkOp::Pull } else { BulkOp::Push };
-        let (bufs, l2) = (buffers.clone(), local.clone());
-        ctx.bulk_transfer(op, &h.info().addr, &desc, 0, &local, 0, i.len, move |r| {
-            bufs.lock().unwrap().push(l2);
-            match r {
-                Ok(()) => h.respond(&BwOut {}, |_| {}).unwrap(),
-                Err(e) => h.respond_error(e).unwrap(),
-            }
-        })
+        let left = Arc::new(AtomicUsize::new(i.count as usize));
+        let failed: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
+        let addr = h.info().addr;
+        for k in 0..u64::from(i.count) {
+            let (bufs, l2, h, left, failed) = (
+                buffers.clone(),
+                local.clone(),
+                h.clone(),
+                left.clone(),
+                failed.clone(),
+            );
+            let off = k * i.len;
+            ctx.bulk_transfer(op, &addr, &desc, off, &local, off, i.len, move |r| {
+                if let Err(e) = r {
+                    failed.lock().unwrap().get_or_insert(e);
+                }
+                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    bufs.lock().unwrap().push(l2);
+                    match failed.lock().unwrap().take() {
+                        None => {
+                            let _ = h.respond(&BwOut {}, |_| {});
+                        }
+                        Some(e) => {
+                            let _ = h.respond_error(e);
+                        }
+                    }
+                }
+            })?;
+        }
+        Ok(())
     })));
+}
+
+/// Transfers per bandwidth RPC: `HG_BENCH_BW_TRANSFERS`, default 64 (Mercury's `-w`).
+fn bw_transfers() -> usize {
+    std::env::var("HG_BENCH_BW_TRANSFERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(64)
+}
+
+/// Bandwidth RPCs in flight: `HG_BENCH_BW_INFLIGHT`, default 1 (Mercury's `-x`).
+fn bw_inflight() -> usize {
+    std::env::var("HG_BENCH_BW_INFLIGHT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
 }
 
 /// How long `progress` may block: `HG_BENCH_POLL=1` busy-polls (timeout 0) instead.
@@ -161,9 +215,34 @@ fn stats(mut v: Vec<f64>) -> (f64, f64, f64) {
     (v[v.len() / 2], v[0], v[v.len() - 1])
 }
 
+/// `HG_BENCH_RATE=<size>,<inflight>,<n>`: run only that rate case once (for instruction counts
+/// under callgrind: the difference between two values of `n` is the per-RPC cost).
+fn one_case() -> Option<(usize, usize, usize)> {
+    let v = std::env::var("HG_BENCH_RATE").ok()?;
+    let p: Vec<usize> = v.split(',').map(|x| x.trim().parse().unwrap()).collect();
+    Some((p[0], p[1], p[2]))
+}
+
 fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: bool) {
     class.register_rpc::<Rate>(None);
     class.register_rpc::<Bw>(None);
+    if let Some((size, inflight, n)) = one_case() {
+        let input = RateIn {
+            data: vec![7u8; size.saturating_sub(8)],
+        };
+        let el = run(ctx, to, Rate::id(), n, inflight, &|h, done| {
+            h.forward(&input, move |_, r| {
+                r.unwrap();
+                done()
+            })
+            .unwrap();
+        });
+        println!(
+            "{name:6} rpc  {size:5} B  {inflight:2} in flight: {:8.0} RPC/s (one run of {n})",
+            n as f64 / el.as_secs_f64()
+        );
+        return;
+    }
     for size in [0usize, 64, 4096] {
         // The encoded input is the u64 length plus the bytes; size counts the whole body.
         let payload = vec![7u8; size.saturating_sub(8)];
@@ -201,37 +280,41 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
             );
         }
     }
+    // As Mercury's hg_bw_write / hg_bw_read by default: 1 RPC in flight, 64 transfers per RPC.
+    let (count, bw_inflight) = (bw_transfers(), bw_inflight());
     for len in [64usize << 10, 1 << 20] {
         for pull in [true, false] {
-            let bulk = hg::Bulk::create(class, vec![vec![3u8; len]], Access::READWRITE).unwrap();
+            let bulk =
+                hg::Bulk::create(class, vec![vec![3u8; len * count]], Access::READWRITE).unwrap();
+            // About 256 MiB (quick) or 1 GiB moved per repeat, at least 8 RPCs.
+            let per_rpc = len * count;
             let n = if smoke() {
-                4
+                2
             } else if quick {
-                100
-            } else if len > 100_000 {
-                500
+                ((256usize << 20) / per_rpc).max(8)
             } else {
-                2_000
+                ((1usize << 30) / per_rpc).max(8)
             };
             let mut bws = Vec::new();
             for _ in 0..repeats() {
                 let input = BwIn {
                     bulk: bulk.to_ref(),
                     len: len as u64,
+                    count: count as u32,
                     pull,
                 };
-                let el = run(ctx, to, Bw::id(), n, 8, &|h, done| {
+                let el = run(ctx, to, Bw::id(), n, bw_inflight, &|h, done| {
                     h.forward(&input, move |_, r| {
                         r.unwrap();
                         done()
                     })
                     .unwrap();
                 });
-                bws.push((n * len) as f64 / el.as_secs_f64() / 1e9);
+                bws.push((n * per_rpc) as f64 / el.as_secs_f64() / 1e9);
             }
             let (m, lo, hi) = stats(bws);
             println!(
-                "{name:6} bulk {:4} {:5} KiB  8 in flight: {m:6.2} GB/s (min {lo:.2}, max {hi:.2})",
+                "{name:6} bulk {:4} {:5} KiB  {bw_inflight} RPC x {count} transfers in flight: {m:6.2} GB/s (min {lo:.2}, max {hi:.2})",
                 if pull { "PULL" } else { "PUSH" },
                 len >> 10
             );

@@ -35,6 +35,12 @@ pub struct InitOptions {
     /// whole payload, `HG_CORE_MORE_DATA`); beyond it forward and respond fail with
     /// [`Error::MsgSize`]. Default 16 MiB. Zero disables overflow (`no_overflow`).
     pub max_overflow_size: usize,
+    /// How long a blocking [`Context::progress`](crate::Context::progress) polls NA without
+    /// blocking before it sleeps (spin-then-block, as CaRT's progress does; Mercury's own perf
+    /// tools spin for a whole second after each wake-up). A reply that arrives within the window
+    /// costs no eventfd/epoll wake-up. Default 50 µs; zero always blocks at once. Never longer
+    /// than the timeout passed to `progress`.
+    pub progress_spin: std::time::Duration,
 }
 
 impl Default for InitOptions {
@@ -45,6 +51,7 @@ impl Default for InitOptions {
             request_post_incr: 512,
             request_post_max: 8192,
             max_overflow_size: 16 << 20,
+            progress_spin: std::time::Duration::from_micros(50),
         }
     }
 }
@@ -176,6 +183,16 @@ impl Class {
     /// What is registered under `id`.
     pub fn lookup(&self, id: RpcId) -> Result<RpcInfo<Handler>> {
         self.read_registry().lookup(id)
+    }
+
+    /// Runs `f` on what is registered under `id` under the registry's read lock (the RPC hot
+    /// path: no clone of the record), or `NoEntry`.
+    pub(crate) fn with_rpc<R>(
+        &self,
+        id: RpcId,
+        f: impl FnOnce(&RpcInfo<Handler>) -> R,
+    ) -> Result<R> {
+        self.read_registry().get(id).map(f).ok_or(Error::NoEntry)
     }
 
     /// `HG_Addr_lookup`.

@@ -25,13 +25,13 @@ use crate::handle::{Handle, HandleState, ServerSide};
 use crate::header::{self, flags, ChecksumLevel, RequestHeader, ResponseHeader};
 use crate::proc::{self, Proc};
 use crate::queue::{CompletionQueue, HandOff};
-use crate::registry::RpcId;
+use crate::registry::{RpcId, U64Map};
 use crate::sync::{
     lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UserArc,
 };
 use na::{Access, MemHandle, MsgBuf, OpKind, RemoteMem, Tag};
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::fmt;
 use std::ops::Deref;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -134,8 +134,17 @@ enum Op {
     Discard,
 }
 
+/// Buffers `progress` reuses from call to call (only the driving thread touches them).
+#[derive(Default)]
+struct Scratch {
+    comps: Vec<na::Completion>,
+    posts: VecDeque<Post>,
+}
+
 struct CtxState {
-    ops: HashMap<u64, Op>,
+    ops: U64Map<Op>,
+    /// Forwards in `ops` that have a deadline: while zero, progress skips the deadline scans.
+    timed: usize,
     unexpected_posted: usize,
     /// How many unexpected receives to keep posted (grows by `request_post_incr`).
     unexpected_target: usize,
@@ -150,6 +159,10 @@ pub(crate) struct CtxInner {
     pub(crate) cq: CompletionQueue<Entry>,
     handoff: HandOff<Post>,
     st: Mutex<CtxState>,
+    /// Expected-receive buffers (`max_expected_size` bytes) returned by finished forwards, reused
+    /// by the next ones instead of allocating and zeroing a fresh buffer per RPC.
+    recv_bufs: Mutex<Vec<MsgBuf>>,
+    scratch: Mutex<Scratch>,
     data: Mutex<Option<UserArc<dyn Any + Send + Sync>>>,
     next_tag: AtomicU32,
     next_token: AtomicU64,
@@ -201,7 +214,8 @@ impl Context {
             cq: CompletionQueue::new(),
             handoff: HandOff::new(),
             st: Mutex::new(CtxState {
-                ops: HashMap::new(),
+                ops: U64Map::default(),
+                timed: 0,
                 unexpected_posted: 0,
                 unexpected_target: class
                     .options()
@@ -209,6 +223,8 @@ impl Context {
                     .min(class.options().request_post_max)
                     .max(1),
             }),
+            recv_bufs: Mutex::new(Vec::new()),
+            scratch: Mutex::new(Scratch::default()),
             data: Mutex::new(None),
             next_tag: AtomicU32::new(1),
             next_token: AtomicU64::new(1),
@@ -250,24 +266,30 @@ impl Context {
         let _g = self.drive()?;
         let _s = tracing::debug_span!("hg.progress").entered();
         let inner = &self.inner;
-        let end = Instant::now() + timeout;
+        // No clock reads at all for a zero timeout without deadlines (the busy-polling caller).
+        let end = (!timeout.is_zero()).then(|| Instant::now() + timeout);
         let na_guard = lock(&inner.na);
         let Some(na) = na_guard.as_ref() else {
             return Err(Error::Canceled);
         };
-        let mut comps = Vec::new();
+        // Reused buffers: no allocation per progress call once warmed up.
+        let mut scratch = lock(&inner.scratch);
+        let Scratch { comps, posts } = &mut *scratch;
         loop {
-            let mut activity = inner.post_pending(na);
+            let mut activity = inner.post_pending(na, posts);
             inner.ensure_unexpected(na);
-            let now = Instant::now();
-            inner.check_deadlines(na, now);
-            let mut wait = if inner.cq.len() > 0 || activity > 0 || !inner.handoff.is_empty() {
-                Duration::ZERO
-            } else {
-                end.saturating_duration_since(now)
+            inner.check_deadlines(na);
+            let mut wait = match end {
+                Some(end) if inner.cq.len() == 0 && activity == 0 && inner.handoff.is_empty() => {
+                    end.saturating_duration_since(Instant::now())
+                }
+                _ => Duration::ZERO,
             };
             if let Some(d) = inner.nearest_deadline() {
-                wait = wait.min(d.saturating_duration_since(now));
+                wait = wait.min(d.saturating_duration_since(Instant::now()));
+            }
+            if !wait.is_zero() {
+                wait = inner.spin(na, wait);
             }
             let slept = !wait.is_zero() && inner.handoff.prepare_sleep();
             if !slept {
@@ -281,18 +303,18 @@ impl Context {
                 Ok(_) | Err(na::Error::Timeout) | Err(na::Error::Interrupt) => {}
                 Err(e) => return Err(Error::from_na(e)),
             }
-            na.drain_into(&mut comps);
+            na.drain_into(comps);
             activity += comps.len();
-            inner.maybe_grow(&comps);
+            inner.maybe_grow(comps);
             for c in comps.drain(..) {
                 inner.on_completion(inner, Some(na), c);
             }
             // Work handed off while we waited (the wake-up that ended the wait) is posted now.
-            activity += inner.post_pending(na);
-            inner.check_deadlines(na, Instant::now());
+            activity += inner.post_pending(na, posts);
+            inner.check_deadlines(na);
             // Return once anything moved (or the time is up): a blocked caller woken by a
             // hand-off gets control back, as DESIGN §1 asks.
-            if activity > 0 || inner.cq.len() > 0 || Instant::now() >= end {
+            if activity > 0 || inner.cq.len() > 0 || end.is_none_or(|e| Instant::now() >= e) {
                 return Ok(inner.cq.len());
             }
         }
@@ -578,6 +600,34 @@ impl CtxInner {
         self.maybe_complete(&mut st, token);
     }
 
+    /// Spin-then-block (as CaRT's progress spins before it sleeps): polls NA without blocking for
+    /// up to `InitOptions::progress_spin` (never longer than `wait`). Returns what is left of
+    /// `wait` to block for: zero once a completion is ready or work was handed off, so the
+    /// caller never pays the blocking path's wake-up (eventfd, epoll) on a busy context.
+    fn spin(&self, na: &na::Context, wait: Duration) -> Duration {
+        let spin = self.class.options().progress_spin.min(wait);
+        if spin.is_zero() {
+            return wait;
+        }
+        let start = Instant::now();
+        loop {
+            match na.progress(Duration::ZERO) {
+                Ok(n) if n > 0 => return Duration::ZERO,
+                Ok(_) | Err(na::Error::Timeout) | Err(na::Error::Interrupt) => {}
+                // The blocking call that follows reports it.
+                Err(_) => return Duration::ZERO,
+            }
+            if !self.handoff.is_empty() {
+                return Duration::ZERO;
+            }
+            let spent = start.elapsed();
+            if spent >= spin {
+                return wait.saturating_sub(spent);
+            }
+            std::hint::spin_loop();
+        }
+    }
+
     /// Keeps `request_post_init` unexpected receives posted on a listening class.
     fn ensure_unexpected(&self, na: &na::Context) {
         if !self.class.na().is_listening() || self.closed.load(Ordering::Acquire) {
@@ -613,11 +663,10 @@ impl CtxInner {
     }
 
     /// Posts handed-off work; returns how many operations it posted.
-    fn post_pending(&self, na: &na::Context) -> usize {
-        let mut posts = Vec::new();
-        self.handoff.take_all(&mut posts);
+    fn post_pending(&self, na: &na::Context, posts: &mut VecDeque<Post>) -> usize {
+        self.handoff.take_all(posts);
         let n = posts.len();
-        for p in posts {
+        while let Some(p) = posts.pop_front() {
             self.post(na, p);
         }
         n
@@ -752,6 +801,9 @@ impl CtxInner {
 
     fn nearest_deadline(&self) -> Option<Instant> {
         let st = lock(&self.st);
+        if st.timed == 0 {
+            return None;
+        }
         st.ops
             .values()
             .filter_map(|o| match o {
@@ -761,8 +813,12 @@ impl CtxInner {
             .min()
     }
 
-    fn check_deadlines(&self, na: &na::Context, now: Instant) {
+    fn check_deadlines(&self, na: &na::Context) {
         let mut st = lock(&self.st);
+        if st.timed == 0 {
+            return;
+        }
+        let now = Instant::now();
         let due: Vec<u64> = st
             .ops
             .iter()
@@ -948,6 +1004,7 @@ impl CtxInner {
             f.handle.set_output(body.to_vec());
             Ok(Some(code))
         })();
+        self.give_recv_buf(buf);
         match r {
             Ok(Some(code)) => {
                 f.replied = true;
@@ -973,6 +1030,9 @@ impl CtxInner {
         let Some(Op::Forward(mut f)) = st.ops.remove(&token) else {
             return;
         };
+        if f.deadline.is_some() {
+            st.timed -= 1;
+        }
         let send = f.send_done.take().unwrap_or(Ok(()));
         let reply = f.reply.take().unwrap_or(Ok(()));
         let mut result = if f.replied {
@@ -1051,8 +1111,8 @@ impl CtxInner {
                 }
             }
         };
-        let handler = match self.class.lookup(h.id) {
-            Ok(info) => match info.handler {
+        let handler = match self.class.with_rpc(h.id, |i| i.handler.clone()) {
+            Ok(info) => match info {
                 Some(hd) => hd,
                 None => {
                     tracing::warn!(rpc_id = h.id, "hg: request for an id with no handler here");
@@ -1149,7 +1209,7 @@ impl CtxInner {
         }
         let na = lock(&self.na).take();
         // Work handed off but never posted: fail it.
-        let mut posts = Vec::new();
+        let mut posts = VecDeque::new();
         self.handoff.take_all(&mut posts);
         for p in posts {
             self.fail_post(p);
@@ -1218,7 +1278,10 @@ impl CtxInner {
         if dest == self.self_addr {
             // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
             let bytes = proc::encode_to_vec(input)?;
-            let handler = self.class.lookup(rpc_id)?.handler.ok_or(Error::NoEntry)?;
+            let handler = self
+                .class
+                .with_rpc(rpc_id, |i| i.handler.clone())?
+                .ok_or(Error::NoEntry)?;
             let server = Handle::new(
                 this.clone(),
                 HandleState::new(
@@ -1235,6 +1298,7 @@ impl CtxInner {
                 ),
             );
             let mut st = lock(&self.st);
+            st.timed += usize::from(deadline.is_some());
             st.ops.insert(
                 token,
                 Op::Forward(Box::new(Fwd {
@@ -1320,7 +1384,7 @@ impl CtxInner {
         let more = extra.is_some();
         let ack_only = no_response && more;
         let recv = if !no_response {
-            Some(MsgBuf::new(nac.max_expected_size()))
+            Some(self.take_recv_buf(nac.max_expected_size()))
         } else if more {
             Some(MsgBuf::new(1))
         } else {
@@ -1328,6 +1392,7 @@ impl CtxInner {
         };
         let tag = self.tag();
         let mut st = lock(&self.st);
+        st.timed += usize::from(deadline.is_some());
         st.ops.insert(
             token,
             Op::Forward(Box::new(Fwd {
@@ -1477,6 +1542,26 @@ impl CtxInner {
             ack,
         });
         Ok(())
+    }
+
+    /// An expected-receive buffer of `size` bytes: a returned one if any (its old bytes are never
+    /// read: only the received length is), else a fresh one.
+    fn take_recv_buf(&self, size: usize) -> MsgBuf {
+        match lock(&self.recv_bufs).pop() {
+            Some(b) if b.capacity() == size => b,
+            _ => MsgBuf::new(size),
+        }
+    }
+
+    /// Returns a reply's buffer for the next forward (a bounded number are kept).
+    fn give_recv_buf(&self, buf: MsgBuf) {
+        const KEEP: usize = 256;
+        if buf.capacity() == self.class.na().max_expected_size() {
+            let mut b = lock(&self.recv_bufs);
+            if b.len() < KEEP {
+                b.push(buf);
+            }
+        }
     }
 
     /// Queues a respond callback (self forwards, one-way handles).

@@ -180,11 +180,15 @@ impl Handle {
             (st.addr.clone(), st.id, st.target_id)
         };
         let _s = tracing::debug_span!("hg.forward", rpc_id = id).entered();
-        let info = self.inner.ctx.class.lookup(id)?;
-        if !info.input.is::<T>() {
+        let (input_ok, input_name, no_response) = self
+            .inner
+            .ctx
+            .class
+            .with_rpc(id, |i| (i.input.is::<T>(), i.input.name(), i.no_response))?;
+        if !input_ok {
             tracing::warn!(
                 rpc_id = id,
-                registered = info.input.name(),
+                registered = input_name,
                 "hg: forward with the wrong input type"
             );
             return Err(Error::InvalidArg);
@@ -196,7 +200,7 @@ impl Handle {
             id,
             cookie,
             input,
-            info.no_response,
+            no_response,
             deadline,
             cb,
         )
@@ -236,15 +240,18 @@ impl Handle {
     #[doc(alias = "HG_Get_output")]
     #[doc(alias = "HG_Free_output")]
     pub fn get_output<T: Proc + 'static>(&self) -> Result<T> {
-        let (id, bytes) = {
+        let (id, r) = {
             let st = lock(&self.inner.st);
-            (st.id, st.output.clone().ok_or(Error::NoEntry)?)
+            // Decoded in place: no copy of the reply bytes.
+            (
+                st.id,
+                proc::decode_exact::<T>(st.output.as_deref().ok_or(Error::NoEntry)?),
+            )
         };
-        let info = self.inner.ctx.class.lookup(id)?;
-        if !info.output.is::<T>() {
+        if !self.inner.ctx.class.with_rpc(id, |i| i.output.is::<T>())? {
             return Err(Error::InvalidArg);
         }
-        proc::decode_exact(&bytes)
+        r
     }
 
     /// `HG_Get_input`: decodes the request's input (on the target). The result owns its data.
@@ -259,8 +266,7 @@ impl Handle {
                 proc::decode_exact::<T>(s.input.as_deref().ok_or(Error::NoEntry)?),
             )
         };
-        let info = self.inner.ctx.class.lookup(id)?;
-        if !info.input.is::<T>() {
+        if !self.inner.ctx.class.with_rpc(id, |i| i.input.is::<T>())? {
             return Err(Error::InvalidArg);
         }
         r.inspect_err(|e| tracing::warn!(rpc_id = id, error = %e, "hg: input does not decode"))
@@ -315,11 +321,8 @@ impl Handle {
             s.responded = true;
             (addr, id, s.tag, s.cookie, s.no_response, s.self_client)
         };
-        if output.is_some() {
-            let info = self.inner.ctx.class.lookup(id)?;
-            if !info.output.is::<T>() {
-                return Err(Error::InvalidArg);
-            }
+        if output.is_some() && !self.inner.ctx.class.with_rpc(id, |i| i.output.is::<T>())? {
+            return Err(Error::InvalidArg);
         }
         let ctx = &self.inner.ctx;
         if let Some(token) = self_client {

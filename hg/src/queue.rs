@@ -79,12 +79,18 @@ impl<T> HandOff<T> {
     }
 
     /// Moves every queued item into `out`.
-    pub(crate) fn take_all(&self, out: &mut Vec<T>) {
+    pub(crate) fn take_all(&self, out: &mut VecDeque<T>) {
         if self.len.load(Ordering::Acquire) == 0 {
             return;
         }
         let mut q = lock(&self.q);
-        out.extend(q.items.drain(..));
+        if out.is_empty() {
+            // Swap the queues: no item is copied, and the caller's emptied buffer becomes the
+            // queue's, so steady state allocates nothing.
+            std::mem::swap(&mut q.items, out);
+        } else {
+            out.extend(q.items.drain(..));
+        }
         self.len.store(0, Ordering::Release);
     }
 
@@ -165,7 +171,7 @@ mod loom_tests {
                     }
                 })
             };
-            let mut got = Vec::new();
+            let mut got = VecDeque::new();
             let slept = h.prepare_sleep();
             if !slept {
                 h.take_all(&mut got);

@@ -4,6 +4,32 @@ use crate::error::{Error, Result};
 use crate::proc::Proc;
 use std::any::{type_name, TypeId};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Hasher for u64 keys that are already well spread or sequential (RPC ids, operation tokens):
+/// one multiply instead of SipHash on every lookup of the RPC hot path. Keys come from this
+/// process (tokens) or from registration (ids), so there is no untrusted-key flooding to resist;
+/// an id off the wire is only looked up, never inserted.
+#[derive(Default, Clone, Copy)]
+pub(crate) struct U64Hasher(u64);
+
+impl Hasher for U64Hasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+    fn write_u64(&mut self, x: u64) {
+        // Fibonacci hashing: spreads sequential keys over the high bits hashbrown uses too.
+        self.0 = (self.0 ^ x).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+/// A `HashMap` keyed by `u64` with [`U64Hasher`].
+pub(crate) type U64Map<V> = HashMap<u64, V, BuildHasherDefault<U64Hasher>>;
 
 /// An RPC id (`hg_id_t`, 64 bits on the wire).
 #[doc(alias = "hg_id_t")]
@@ -83,13 +109,13 @@ pub struct RpcInfo<H> {
 /// The id → [`RpcInfo`] map of a class (`rpc_map`). `H` is the handler type.
 #[derive(Debug)]
 pub struct Registry<H> {
-    map: HashMap<RpcId, RpcInfo<H>>,
+    map: U64Map<RpcInfo<H>>,
 }
 
 impl<H> Default for Registry<H> {
     fn default() -> Self {
         Registry {
-            map: HashMap::new(),
+            map: U64Map::default(),
         }
     }
 }
@@ -201,6 +227,11 @@ impl<H: Clone> Registry<H> {
             .get(&id)
             .map(|i| i.no_response)
             .ok_or(Error::NoEntry)
+    }
+
+    /// What is registered under `id`, borrowed (the hot path: no clone of the name).
+    pub(crate) fn get(&self, id: RpcId) -> Option<&RpcInfo<H>> {
+        self.map.get(&id)
     }
 
     /// The record for `id` (a clone: the map may change while an RPC runs), or `NoEntry`
