@@ -41,6 +41,7 @@ mod sched;
 mod state;
 mod sync;
 mod sync_ult;
+mod sys;
 mod task;
 #[cfg(feature = "conformance")]
 pub mod testing;

@@ -17,14 +17,7 @@ impl Task {
     /// Creates a tasklet running `f` in `pool` (`ABT_task_create`).
     #[doc(alias = "ABT_task_create")]
     pub fn create(pool: &StdArc<dyn Pool>, f: impl FnOnce() + Send + 'static) -> Task {
-        let u = StdArc::new(UnitInner::new(
-            None,
-            true,
-            0,
-            false,
-            pool.clone(),
-            Box::new(f),
-        ));
+        let u = crate::unit::new_unit(None, true, 0, false, pool, Box::new(f));
         pool.push(Unit(u.clone()));
         Task { u }
     }
@@ -35,11 +28,12 @@ impl Task {
     /// Waits for the tasklet to finish (`ABT_task_join`); a panic comes back as an error.
     #[doc(alias = "ABT_task_join")]
     pub fn join(&self) -> Result<()> {
-        if let Some(r) = &lock(&self.u.join).result {
-            return r.clone();
+        if let Some(r) = self.u.outcome() {
+            return r;
         }
         loop {
             let w = Waiter::prepare();
+            let h = w.handle();
             {
                 let mut j = lock(&self.u.join);
                 if let Some(r) = &j.result {
@@ -48,14 +42,20 @@ impl Task {
                     w.cancel();
                     return r;
                 }
-                j.waiters.push(w.clone());
+                j.waiters.push(w);
             }
-            w.wait();
+            h.wait();
         }
     }
     /// Joins and releases the tasklet (`ABT_task_free`).
     #[doc(alias = "ABT_task_free")]
     pub fn free(self) -> Result<()> {
         self.join()
+    }
+}
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        crate::unit::recycle_from_handle(&self.u);
     }
 }

@@ -87,14 +87,14 @@ impl Thread {
         attr: &ThreadAttr,
         f: impl FnOnce() + Send + 'static,
     ) -> Thread {
-        let u = StdArc::new(UnitInner::new(
+        let u = crate::unit::new_unit(
             attr.name.clone(),
             false,
             attr.stack_size,
             attr.guard,
-            pool.clone(),
+            pool,
             Box::new(f),
-        ));
+        );
         pool.push(Unit(u.clone()));
         Thread { u }
     }
@@ -127,7 +127,7 @@ impl Thread {
     }
     /// Whether its body has returned.
     pub fn is_finished(&self) -> bool {
-        lock(&self.u.join).result.is_some()
+        self.u.done.load(Ordering::Acquire) != crate::unit::PENDING
     }
     /// Whether it is suspended (waiting for a resume, an eventual, a timer…).
     pub fn is_suspended(&self) -> bool {
@@ -141,11 +141,12 @@ impl Thread {
         if context::with_current(|c| std::ptr::eq(c, &*self.u)).unwrap_or(false) {
             return Err(Error::JoinSelf);
         }
-        if let Some(r) = &lock(&self.u.join).result {
-            return r.clone();
+        if let Some(r) = self.u.outcome() {
+            return r;
         }
         loop {
             let w = Waiter::prepare();
+            let h = w.handle();
             {
                 let mut j = lock(&self.u.join);
                 if let Some(r) = &j.result {
@@ -154,9 +155,9 @@ impl Thread {
                     w.cancel();
                     return r;
                 }
-                j.waiters.push(w.clone());
+                j.waiters.push(w);
             }
-            w.wait();
+            h.wait();
         }
     }
 
@@ -183,6 +184,12 @@ impl Thread {
             Resume::Handled => Ok(()),
             Resume::NotSuspended => Err(Error::NotSuspended),
         }
+    }
+}
+
+impl Drop for Thread {
+    fn drop(&mut self) {
+        crate::unit::recycle_from_handle(&self.u);
     }
 }
 

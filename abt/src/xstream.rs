@@ -11,6 +11,7 @@ use crate::error::{Error, Result};
 use crate::pool::{Parker, Pool, PoolKind, RingQueue};
 use crate::sched::{all_wait, Sched, SchedContext};
 use crate::sync::{AtomicU64, AtomicU8, Ordering, StdArc, StdMutex, Weak};
+use crate::sys::affinity::{get_affinity, gettid, set_affinity};
 use crate::unit::{panic_error, Unit};
 use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
@@ -249,6 +250,7 @@ impl StreamLocal {
                 }
                 self.free_slots.borrow_mut().push(slot);
                 self.live.set(self.live.get() - 1);
+                crate::unit::recycle(unit.0);
             }
         }
     }
@@ -300,6 +302,7 @@ impl StreamLocal {
         };
         unit.0.state.terminate();
         unit.finish(r);
+        crate::unit::recycle(unit.0);
     }
 
     pub(crate) fn add_timer(&self, at: Instant, unit: Unit) {
@@ -411,63 +414,6 @@ fn take_rank(rank: Option<usize>) -> Result<usize> {
 fn release_rank(rank: usize) {
     let mut r = RANKS.lock().unwrap_or_else(|p| p.into_inner());
     r.retain(|x| *x != rank);
-}
-
-fn gettid() -> u64 {
-    // SAFETY: gettid has no preconditions.
-    (unsafe { libc::syscall(libc::SYS_gettid) }) as u64
-}
-
-/// Binds OS thread `tid` (0 = the caller) to `cpus` with `sched_setaffinity`.
-pub(crate) fn set_affinity(tid: u64, cpus: &[usize]) -> Result<()> {
-    // SAFETY: a zeroed cpu_set_t is the empty set.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    for &c in cpus {
-        if c >= libc::CPU_SETSIZE as usize {
-            return Err(Error::Sys(format!("cpu {c} out of range")));
-        }
-        // SAFETY: `c` is below CPU_SETSIZE, checked above.
-        unsafe { libc::CPU_SET(c, &mut set) };
-    }
-    // SAFETY: `set` is a valid cpu_set_t of the size passed.
-    let rc = unsafe {
-        libc::sched_setaffinity(
-            tid as libc::pid_t,
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &set,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::Sys(format!(
-            "sched_setaffinity: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    Ok(())
-}
-
-/// The CPUs OS thread `tid` may run on.
-pub(crate) fn get_affinity(tid: u64) -> Result<Vec<usize>> {
-    // SAFETY: a zeroed cpu_set_t is a valid out-parameter.
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    // SAFETY: `set` is writable and of the size passed.
-    let rc = unsafe {
-        libc::sched_getaffinity(
-            tid as libc::pid_t,
-            std::mem::size_of::<libc::cpu_set_t>(),
-            &mut set,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::Sys(format!(
-            "sched_getaffinity: {}",
-            std::io::Error::last_os_error()
-        )));
-    }
-    // SAFETY: CPU_ISSET only reads the set; the index is below CPU_SETSIZE.
-    Ok((0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .collect())
 }
 
 /// Runs `sched` on the calling OS thread as the stream `local` belongs to.

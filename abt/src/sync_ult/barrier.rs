@@ -34,6 +34,7 @@ impl Barrier {
     #[doc(alias = "ABT_barrier_wait")]
     pub fn wait(&self) -> bool {
         let w = Waiter::prepare();
+        let h = w.handle();
         {
             let mut g = lock(&self.inner);
             g.arrived += 1;
@@ -48,10 +49,10 @@ impl Barrier {
                 }
                 return true;
             }
-            g.waiters.push(w.clone());
+            g.waiters.push(w);
         }
         // Only the last arrival wakes waiters, so one wake means the barrier opened.
-        w.wait();
+        h.wait();
         false
     }
 }

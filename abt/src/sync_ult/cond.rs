@@ -24,10 +24,11 @@ impl Cond {
     pub fn wait<'a>(&self, guard: MutexGuard<'a>) -> MutexGuard<'a> {
         let m = guard.mutex();
         let w = Waiter::prepare();
-        lock(&self.waiters).push_back(w.clone());
+        let h = w.handle();
+        lock(&self.waiters).push_back(w);
         // Registered before unlocking, so a signal sent right after the unlock finds us.
         drop(guard);
-        w.wait();
+        h.wait();
         m.lock()
     }
     /// Wakes one waiter (`ABT_cond_signal`).

@@ -43,6 +43,7 @@ impl<T: Clone> Eventual<T> {
         }
         loop {
             let w = Waiter::prepare();
+            let h = w.handle();
             {
                 let mut g = lock(&self.inner);
                 if let Some(v) = &g.value {
@@ -51,9 +52,9 @@ impl<T: Clone> Eventual<T> {
                     w.cancel();
                     return v;
                 }
-                g.waiters.push(w.clone());
+                g.waiters.push(w);
             }
-            w.wait();
+            h.wait();
             // Woken by `set`; a `reset` racing in between sends us round again.
             if let Some(v) = &lock(&self.inner).value {
                 return v.clone();
@@ -74,6 +75,9 @@ impl<T: Clone> Eventual<T> {
                 return Err(Error::EventualAlreadySet);
             }
             g.value = Some(v);
+            if g.waiters.is_empty() {
+                return Ok(());
+            }
             std::mem::take(&mut g.waiters)
         };
         for w in ws {

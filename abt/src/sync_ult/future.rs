@@ -70,6 +70,7 @@ impl<T: Clone> Future<T> {
     pub fn wait(&self) -> Vec<T> {
         loop {
             let w = Waiter::prepare();
+            let h = w.handle();
             {
                 let mut g = lock(&self.inner);
                 if self.ready(&g) {
@@ -78,9 +79,9 @@ impl<T: Clone> Future<T> {
                     w.cancel();
                     return v;
                 }
-                g.waiters.push(w.clone());
+                g.waiters.push(w);
             }
-            w.wait();
+            h.wait();
         }
     }
     /// Whether every compartment is set (`ABT_future_test`).

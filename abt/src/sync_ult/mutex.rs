@@ -52,6 +52,7 @@ impl Mutex {
             }
         }
         let w = Waiter::prepare();
+        let h = w.handle();
         {
             let mut g = lock(&self.inner);
             if !g.locked {
@@ -60,10 +61,10 @@ impl Mutex {
                 w.cancel();
                 return MutexGuard { m: self };
             }
-            g.waiters.push_back(w.clone());
+            g.waiters.push_back(w);
         }
         // Woken only by an unlock that handed us the lock.
-        w.wait();
+        h.wait();
         MutexGuard { m: self }
     }
 
