@@ -255,6 +255,7 @@ pub struct Client {
     pub class: Class,
     ctx: hg::Context,
     server: na::Addr,
+    yield_when_idle: bool,
 }
 
 /// One finished update as the client saw it.
@@ -267,7 +268,19 @@ impl Client {
         class.register_rpc::<Shutdown>(None);
         let ctx = class.context_create()?;
         let server = class.addr_lookup(server)?;
-        Ok(Client { class, ctx, server })
+        Ok(Client {
+            class,
+            ctx,
+            server,
+            yield_when_idle: false,
+        })
+    }
+
+    /// Whether a measuring loop yields the CPU (`sched_yield`) after a round that ran no
+    /// callback, which leaves the core to the engine on a small, busy machine; otherwise it
+    /// spins like `fi_pingpong`.
+    pub fn set_yield_when_idle(&mut self, on: bool) {
+        self.yield_when_idle = on;
     }
 
     /// Drives progress and trigger until `done()`; errors past the hang guard.
@@ -381,7 +394,9 @@ impl Client {
                 break;
             }
             self.ctx.progress(Duration::ZERO)?;
-            self.ctx.trigger(usize::MAX)?;
+            if self.ctx.trigger(usize::MAX)? == 0 && self.yield_when_idle {
+                std::thread::yield_now();
+            }
             let got: Vec<_> = std::mem::take(&mut *lock(&done));
             for (t, r) in got {
                 r?;

@@ -3,6 +3,7 @@
 //! ```text
 //! rpc_demo server ofi+tcp://127.0.0.1:0    # prints "server: listening on <addr>", serves until Shutdown
 //! rpc_demo client <addr> [--quick]         # one traced RPC, then the summary; stops the server
+//!                                          # (DEMO_YIELD=1: the client yields the CPU when idle)
 //! ```
 //!
 //! Each hop line starts with `@<epoch µs>` so `scripts/demo.sh` can merge both processes' lists
@@ -33,7 +34,8 @@ fn main() {
 }
 
 fn open(info: &str, listen: bool) -> Result<hg::Class, String> {
-    let na = na::Class::initialize_opt(info, listen, &na_options()).map_err(|e| e.to_string())?;
+    let na = na::Class::initialize_opt(info, listen, &na_options())
+        .map_err(|e| format!("opening {info}: {e}"))?;
     Ok(hg::Class::from_na(na, hg_options()))
 }
 
@@ -82,7 +84,8 @@ fn client(addr: &str, quick: bool) -> Result<(), String> {
     let tracer = HopTracer::new("client");
     rpc_demo::install(&tracer)?;
     let class = open("ofi+tcp://127.0.0.1", false).or_else(|_| open(addr, false))?;
-    let cl = Client::new(class, addr).map_err(|e| e.to_string())?;
+    let mut cl = Client::new(class, addr).map_err(|e| format!("client context / lookup: {e}"))?;
+    cl.set_yield_when_idle(std::env::var_os("DEMO_YIELD").is_some());
     println!("client: → server {addr}");
 
     // The traced RPC: a 64-byte inline payload plus a 64 KiB region the server pulls.
@@ -93,7 +96,9 @@ fn client(addr: &str, quick: bool) -> Result<(), String> {
         .chain(&bulk_data)
         .map(|b| u64::from(*b))
         .sum();
-    let bulk = cl.bulk(bulk_data).map_err(|e| e.to_string())?;
+    let bulk = cl
+        .bulk(bulk_data)
+        .map_err(|e| format!("registering the bulk region: {e}"))?;
     let input = UpdateIn {
         key: b"demo/dkey-1/akey-1".to_vec(),
         payload,
@@ -102,7 +107,7 @@ fn client(addr: &str, quick: bool) -> Result<(), String> {
     rpc_demo::set_tracing(true);
     let out = cl.update(&input);
     rpc_demo::set_tracing(false);
-    let out = out.map_err(|e| e.to_string())?;
+    let out = out.map_err(|e| format!("traced update: {e}"))?;
     print_hops(&tracer);
     println!(
         "client: update done: server stored {} bytes (64 inline + 65536 pulled), sum {} ({})",
