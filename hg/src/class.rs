@@ -38,8 +38,9 @@ pub struct InitOptions {
     /// How long a blocking [`Context::progress`](crate::Context::progress) polls NA without
     /// blocking before it sleeps (spin-then-block, as CaRT's progress does; Mercury's own perf
     /// tools spin for a whole second after each wake-up). A reply that arrives within the window
-    /// costs no eventfd/epoll wake-up. Default 50 µs; zero always blocks at once. Never longer
-    /// than the timeout passed to `progress`.
+    /// costs no eventfd/epoll wake-up. Never longer than the timeout passed to `progress`.
+    /// Default zero (block at once): on the shared 2-vCPU machine, 50 µs halved the 1-in-flight
+    /// rate over ofi+tcp (docs/perf.md, hg, 2026-11-26 01:45); worth trying on idle cores.
     pub progress_spin: std::time::Duration,
 }
 
@@ -51,7 +52,7 @@ impl Default for InitOptions {
             request_post_incr: 512,
             request_post_max: 8192,
             max_overflow_size: 16 << 20,
-            progress_spin: std::time::Duration::from_micros(50),
+            progress_spin: std::time::Duration::ZERO,
         }
     }
 }
