@@ -33,7 +33,7 @@ use crate::addr::Addr;
 use crate::class::Class;
 use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
-use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
+use crate::mem::{Access, MemHandle, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
 use crate::msg::Tag;
 use crate::op::{Completion, Op, OpId, Request};
 use crate::plugin::{InfoString, InitOptions, Plugin, PluginContext};
@@ -877,41 +877,7 @@ impl Endpoint {
     }
 
     fn post_rma(&self, op: Op) {
-        let (local, loff, remote, roff, len, dest, put) = match &op.req {
-            Request::Put {
-                local,
-                local_offset,
-                remote,
-                remote_offset,
-                len,
-                dest,
-            } => (
-                local,
-                *local_offset,
-                remote,
-                *remote_offset,
-                *len,
-                dest,
-                true,
-            ),
-            Request::Get {
-                local,
-                local_offset,
-                remote,
-                remote_offset,
-                len,
-                dest,
-            } => (
-                local,
-                *local_offset,
-                remote,
-                *remote_offset,
-                *len,
-                dest,
-                false,
-            ),
-            _ => unreachable!("post_rma gets RMA"),
-        };
+        let (local, loff, remote, roff, len, dest, put) = rma_args(&op.req);
         let in_range = |off: u64, total: u64| off.checked_add(len).is_some_and(|end| end <= total);
         if remote.plugin != NAME
             || endpoint_of(dest).is_err()
@@ -952,41 +918,7 @@ impl Endpoint {
 
     /// Runs one RMA operation (under our mailbox lock, for the scratch buffer).
     fn run_rma(&self, scratch: &mut Vec<u8>, p: &Pending) -> Result<usize> {
-        let (local, loff, remote, roff, len, dest, put) = match &p.op.req {
-            Request::Put {
-                local,
-                local_offset,
-                remote,
-                remote_offset,
-                len,
-                dest,
-            } => (
-                local,
-                *local_offset,
-                remote,
-                *remote_offset,
-                *len,
-                dest,
-                true,
-            ),
-            Request::Get {
-                local,
-                local_offset,
-                remote,
-                remote_offset,
-                len,
-                dest,
-            } => (
-                local,
-                *local_offset,
-                remote,
-                *remote_offset,
-                *len,
-                dest,
-                false,
-            ),
-            _ => unreachable!(),
-        };
+        let (local, loff, remote, roff, len, dest, put) = rma_args(&p.op.req);
         let target = self.peer(endpoint_of(dest)?)?;
         let key = remote
             .segments
@@ -1521,3 +1453,35 @@ mod tests;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
+
+/// The arguments of a put or get, borrowed from its request: (local, local offset, remote, remote
+/// offset, length, destination, is-put).
+fn rma_args(req: &Request) -> (&MemHandle, u64, &RemoteMem, u64, u64, &Addr, bool) {
+    match req {
+        Request::Put {
+            local,
+            local_offset,
+            remote,
+            remote_offset,
+            len,
+            dest,
+        }
+        | Request::Get {
+            local,
+            local_offset,
+            remote,
+            remote_offset,
+            len,
+            dest,
+        } => (
+            local,
+            *local_offset,
+            remote,
+            *remote_offset,
+            *len,
+            dest,
+            matches!(req, Request::Put { .. }),
+        ),
+        _ => unreachable!("only RMA requests reach the RMA path"),
+    }
+}
