@@ -3,7 +3,9 @@
 mod ofi_common;
 
 use na::{Access, Class, Error, MsgBuf, OpKind};
-use ofi_common::{class, wait_op};
+use ofi_common::{class, pair, wait_op};
+
+const LOOPBACK: &str = "ofi+tcp://127.0.0.1";
 
 /// A loopback port nobody listens on (bound then released).
 fn dead_port() -> u16 {
@@ -107,17 +109,9 @@ fn configurable_eager_size() {
     }
 }
 
-fn pair() -> Option<(Class, Class, na::Context, na::Context)> {
-    let server = class("ofi+tcp://127.0.0.1")?;
-    let client = class("ofi+tcp://127.0.0.1")?;
-    let sctx = server.context_create(0).unwrap();
-    let cctx = client.context_create(0).unwrap();
-    Some((server, client, sctx, cctx))
-}
-
 #[test]
 fn expected_receive_buffer_too_small_is_overflow() {
-    let Some((_s, _c, sctx, cctx)) = pair() else {
+    let Some((_s, _c, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
         return;
     };
     let dest = sctx.self_addr();
@@ -133,7 +127,7 @@ fn expected_receive_buffer_too_small_is_overflow() {
 
 #[test]
 fn unexpected_receive_buffer_too_small_is_overflow() {
-    let Some((_s, _c, sctx, cctx)) = pair() else {
+    let Some((_s, _c, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
         return;
     };
     let dest = sctx.self_addr();
@@ -221,14 +215,9 @@ fn garbage_memory_handle_is_fault() {
 
 #[test]
 fn rma_against_a_deregistered_key_is_an_error_completion() {
-    let Some(server) = class("ofi+tcp://127.0.0.1") else {
+    let Some((server, client, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
         return;
     };
-    let Some(client) = class("ofi+tcp://127.0.0.1") else {
-        return;
-    };
-    let sctx = server.context_create(0).unwrap();
-    let cctx = client.context_create(0).unwrap();
     let target = server
         .mem_register(vec![0u8; 4096], Access::READWRITE)
         .unwrap();
@@ -248,14 +237,9 @@ fn rma_against_a_deregistered_key_is_an_error_completion() {
 
 #[test]
 fn truncated_or_garbage_source_prefix_is_refused() {
-    let Some(server) = class("ofi+tcp://127.0.0.1") else {
+    let Some((_server, _client, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
         return;
     };
-    let Some(client) = class("ofi+tcp://127.0.0.1") else {
-        return;
-    };
-    let sctx = server.context_create(0).unwrap();
-    let cctx = client.context_create(0).unwrap();
     let dest = sctx.self_addr();
     let mut good = MsgBuf::new(64);
     cctx.msg_init_unexpected(&mut good);

@@ -3,19 +3,15 @@
 mod ofi_common;
 
 use na::{Access, Error, MsgBuf, OpKind};
-use ofi_common::{class, wait_op};
+use ofi_common::{class, pair, wait_op};
 use std::time::Duration;
 
 #[test]
 fn unexpected_then_expected_round_trip() {
-    let Some(server) = class("ofi+tcp://127.0.0.1:0") else {
+    let Some((server, client, sctx, cctx)) = pair("ofi+tcp://127.0.0.1:0", "ofi+tcp://127.0.0.1")
+    else {
         return;
     };
-    let Some(client) = class("ofi+tcp://127.0.0.1") else {
-        return;
-    };
-    let sctx = server.context_create(0).unwrap();
-    let cctx = client.context_create(0).unwrap();
     let saddr = sctx.self_addr();
     let s = server.addr_to_string(&saddr).unwrap();
     assert!(s.starts_with("ofi+tcp;ofi_rxm://127.0.0.1:"), "{s}");
@@ -53,14 +49,10 @@ fn unexpected_then_expected_round_trip() {
 
 #[test]
 fn rma_put_get_across_segments_at_offsets() {
-    let Some(server) = class("ofi+tcp://127.0.0.1") else {
+    let Some((server, client, sctx, cctx)) = pair("ofi+tcp://127.0.0.1", "ofi+tcp://127.0.0.1")
+    else {
         return;
     };
-    let Some(client) = class("ofi+tcp://127.0.0.1") else {
-        return;
-    };
-    let sctx = server.context_create(0).unwrap();
-    let cctx = client.context_create(0).unwrap();
     let target: Vec<Vec<u8>> = vec![vec![0u8; 100], vec![0u8; 50], vec![0u8; 200]];
     let remote_mh = server
         .mem_register_segments(target, Access::READWRITE)

@@ -3,7 +3,7 @@
 mod ofi_common;
 
 use na::MsgBuf;
-use ofi_common::{class, wait_op};
+use ofi_common::{class, pair, wait_op};
 
 fn hex(s: &str) -> Vec<u8> {
     let s: String = s.split_whitespace().collect();
@@ -15,14 +15,10 @@ fn hex(s: &str) -> Vec<u8> {
 
 #[test]
 fn unexpected_request_matches_wire_md() {
-    let Some(server) = class("ofi+tcp://127.0.0.1") else {
+    let Some((_server, client, sctx, cctx)) = pair("ofi+tcp://127.0.0.1", "ofi+tcp://127.0.0.1")
+    else {
         return;
     };
-    let Some(client) = class("ofi+tcp://127.0.0.1") else {
-        return;
-    };
-    let sctx = server.context_create(0).unwrap();
-    let cctx = client.context_create(0).unwrap();
     assert_eq!(client.unexpected_header_size(), 16);
 
     // WIRE.md's example: RPC id 2, an 8-byte iovec input, sent from 127.0.0.1:43947 (0xabab).

@@ -32,6 +32,15 @@ pub fn class(info: &str) -> Option<Class> {
     }
 }
 
+/// A listening server class and a client class, each with context 0, or None (skip) as [`class`].
+pub fn pair(server_info: &str, client_info: &str) -> Option<(Class, Class, Context, Context)> {
+    let server = class(server_info)?;
+    let client = class(client_info)?;
+    let sctx = server.context_create(0).unwrap();
+    let cctx = client.context_create(0).unwrap();
+    Some((server, client, sctx, cctx))
+}
+
 /// Completions drained while waiting for another op, keyed by context address.
 static STASH: Mutex<Vec<(usize, Completion)>> = Mutex::new(Vec::new());
 
