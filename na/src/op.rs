@@ -125,6 +125,58 @@ impl Request {
     }
 }
 
+/// The arguments of a put or get, borrowed from its [`Request`] (what every plugin's RMA path reads).
+#[derive(Clone, Copy, Debug)]
+pub struct Rma<'a> {
+    /// True for a put (local → remote), false for a get.
+    pub put: bool,
+    /// Local region.
+    pub local: &'a MemHandle,
+    /// Offset into `local`.
+    pub local_offset: u64,
+    /// Peer's region.
+    pub remote: &'a RemoteMem,
+    /// Offset into `remote`.
+    pub remote_offset: u64,
+    /// Bytes to move.
+    pub len: u64,
+    /// The peer endpoint owning `remote`.
+    pub dest: &'a Addr,
+}
+
+impl Request {
+    /// The put or get arguments of an RMA request (None for messages).
+    pub fn rma(&self) -> Option<Rma<'_>> {
+        match self {
+            Request::Put {
+                local,
+                local_offset,
+                remote,
+                remote_offset,
+                len,
+                dest,
+            }
+            | Request::Get {
+                local,
+                local_offset,
+                remote,
+                remote_offset,
+                len,
+                dest,
+            } => Some(Rma {
+                put: matches!(self, Request::Put { .. }),
+                local,
+                local_offset: *local_offset,
+                remote,
+                remote_offset: *remote_offset,
+                len: *len,
+                dest,
+            }),
+            _ => None,
+        }
+    }
+}
+
 impl fmt::Debug for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:?}", self.kind())

@@ -308,7 +308,7 @@ mod imp {
 #[cfg(not(any(loom, na_no_libfabric)))]
 mod imp {
     use super::*;
-    use crate::op::{Completion, Op, OpId, OpKind, Request};
+    use crate::op::{Completion, Op, OpId, OpKind, Request, Rma};
     use crate::plugin::PluginContext;
     use crate::sync::AtomicUsize;
     use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
@@ -938,23 +938,16 @@ mod imp {
                     src: self.resolve(source)?,
                     tag: u64::from(*tag),
                 },
-                Request::Put {
-                    local,
-                    local_offset,
-                    remote,
-                    remote_offset,
-                    len,
-                    dest,
-                }
-                | Request::Get {
-                    local,
-                    local_offset,
-                    remote,
-                    remote_offset,
-                    len,
-                    dest,
-                } => {
-                    let write = matches!(op.req, Request::Put { .. });
+                Request::Put { .. } | Request::Get { .. } => {
+                    let Rma {
+                        put: write,
+                        local,
+                        local_offset,
+                        remote,
+                        remote_offset,
+                        len,
+                        dest,
+                    } = op.req.rma().expect("an RMA request");
                     if remote.plugin != NAME {
                         return Err(Error::InvalidArg);
                     }
@@ -963,8 +956,8 @@ mod imp {
                         tracing::warn!(write, "na.ofi: remote region does not allow this RMA");
                         return Err(Error::Permission);
                     }
-                    let end_l = local_offset.checked_add(*len).ok_or(Error::Overflow)?;
-                    let end_r = remote_offset.checked_add(*len).ok_or(Error::Overflow)?;
+                    let end_l = local_offset.checked_add(len).ok_or(Error::Overflow)?;
+                    let end_r = remote_offset.checked_add(len).ok_or(Error::Overflow)?;
                     if end_l > local.len() as u64 || end_r > remote.len() {
                         tracing::warn!(len, "na.ofi: RMA range outside a region");
                         return Err(Error::Overflow);
@@ -975,7 +968,7 @@ mod imp {
                     Post::Rma {
                         write,
                         dest: dest_of(dest)?,
-                        pieces: pieces(mem, *local_offset, remote, *remote_offset, *len),
+                        pieces: pieces(mem, local_offset, remote, remote_offset, len),
                     }
                 }
             };

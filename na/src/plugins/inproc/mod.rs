@@ -33,9 +33,9 @@ use crate::addr::Addr;
 use crate::class::Class;
 use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
-use crate::mem::{Access, MemHandle, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
+use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
 use crate::msg::Tag;
-use crate::op::{Completion, Op, OpId, Request};
+use crate::op::{Completion, Op, OpId, Request, Rma};
 use crate::plugin::{InfoString, InitOptions, Plugin, PluginContext};
 use crate::sync::{
     arc_dyn, lock, read, write, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex,
@@ -877,7 +877,15 @@ impl Endpoint {
     }
 
     fn post_rma(&self, op: Op) {
-        let (local, loff, remote, roff, len, dest, put) = rma_args(&op.req);
+        let Rma {
+            put,
+            local,
+            local_offset: loff,
+            remote,
+            remote_offset: roff,
+            len,
+            dest,
+        } = op.req.rma().expect("only RMA requests reach the RMA path");
         let in_range = |off: u64, total: u64| off.checked_add(len).is_some_and(|end| end <= total);
         if remote.plugin != NAME
             || endpoint_of(dest).is_err()
@@ -918,7 +926,18 @@ impl Endpoint {
 
     /// Runs one RMA operation (under our mailbox lock, for the scratch buffer).
     fn run_rma(&self, scratch: &mut Vec<u8>, p: &Pending) -> Result<usize> {
-        let (local, loff, remote, roff, len, dest, put) = rma_args(&p.op.req);
+        let Rma {
+            put,
+            local,
+            local_offset: loff,
+            remote,
+            remote_offset: roff,
+            len,
+            dest,
+        } =
+            p.op.req
+                .rma()
+                .expect("only RMA requests reach the RMA path");
         let target = self.peer(endpoint_of(dest)?)?;
         let key = remote
             .segments
@@ -1453,35 +1472,3 @@ mod tests;
 
 #[cfg(all(test, loom))]
 mod loom_tests;
-
-/// The arguments of a put or get, borrowed from its request: (local, local offset, remote, remote
-/// offset, length, destination, is-put).
-fn rma_args(req: &Request) -> (&MemHandle, u64, &RemoteMem, u64, u64, &Addr, bool) {
-    match req {
-        Request::Put {
-            local,
-            local_offset,
-            remote,
-            remote_offset,
-            len,
-            dest,
-        }
-        | Request::Get {
-            local,
-            local_offset,
-            remote,
-            remote_offset,
-            len,
-            dest,
-        } => (
-            local,
-            *local_offset,
-            remote,
-            *remote_offset,
-            *len,
-            dest,
-            matches!(req, Request::Put { .. }),
-        ),
-        _ => unreachable!("only RMA requests reach the RMA path"),
-    }
-}
