@@ -109,6 +109,46 @@ struct Fwd {
     _extra: Option<MemHandle>,
 }
 
+impl Fwd {
+    /// A forward of `rpc_id` to `dest` waiting for its send and its reply, with nothing posted
+    /// yet; the self-forward and network paths override the fields where they differ.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        token: u64,
+        handle: &Handle,
+        cb: ForwardCallback,
+        rpc_id: RpcId,
+        dest: na::Addr,
+        tag: Tag,
+        cookie: u8,
+        deadline: Option<Instant>,
+    ) -> Fwd {
+        Fwd {
+            token,
+            handle: handle.clone(),
+            replied: false,
+            cb: Some(cb),
+            rpc_id,
+            dest,
+            tag,
+            cookie,
+            posted: false,
+            send_op: None,
+            recv_op: None,
+            pull_op: None,
+            send_done: None,
+            recv_pending: true,
+            ack_only: false,
+            pulling: None,
+            reply: None,
+            deadline,
+            timed_out: false,
+            canceled: false,
+            _extra: None,
+        }
+    }
+}
+
 enum Op {
     Forward(Box<Fwd>),
     Respond {
@@ -1299,32 +1339,13 @@ impl CtxInner {
             );
             let mut st = lock(&self.st);
             st.timed += usize::from(deadline.is_some());
-            st.ops.insert(
-                token,
-                Op::Forward(Box::new(Fwd {
-                    token,
-                    replied: false,
-                    handle: handle.clone(),
-                    cb: Some(cb),
-                    rpc_id,
-                    dest,
-                    tag: 0,
-                    cookie,
-                    posted: false,
-                    send_op: None,
-                    recv_op: None,
-                    pull_op: None,
-                    send_done: Some(Ok(())),
-                    recv_pending: !no_response,
-                    ack_only: false,
-                    pulling: None,
-                    reply: None,
-                    deadline,
-                    timed_out: false,
-                    canceled: false,
-                    _extra: None,
-                })),
-            );
+            // Nothing to send: the "send" is done; the handler's respond is the reply.
+            let fwd = Fwd {
+                send_done: Some(Ok(())),
+                recv_pending: !no_response,
+                ..Fwd::new(token, handle, cb, rpc_id, dest, 0, cookie, deadline)
+            };
+            st.ops.insert(token, Op::Forward(Box::new(fwd)));
             handle.begin_forward(token);
             self.cq.push(Entry::Process(server, handler));
             self.maybe_complete(&mut st, token);
@@ -1393,32 +1414,24 @@ impl CtxInner {
         let tag = self.tag();
         let mut st = lock(&self.st);
         st.timed += usize::from(deadline.is_some());
-        st.ops.insert(
-            token,
-            Op::Forward(Box::new(Fwd {
+        let fwd = Fwd {
+            recv_pending: recv.is_some(),
+            ack_only,
+            // No receive (one-way without overflow): the send alone completes it.
+            reply: if recv.is_none() { Some(Ok(())) } else { None },
+            _extra: extra,
+            ..Fwd::new(
                 token,
-                replied: false,
-                handle: handle.clone(),
-                cb: Some(cb),
+                handle,
+                cb,
                 rpc_id,
-                dest: dest.clone(),
+                dest.clone(),
                 tag,
                 cookie,
-                posted: false,
-                send_op: None,
-                recv_op: None,
-                pull_op: None,
-                send_done: None,
-                recv_pending: recv.is_some(),
-                ack_only,
-                pulling: None,
-                reply: if recv.is_none() { Some(Ok(())) } else { None },
                 deadline,
-                timed_out: false,
-                canceled: false,
-                _extra: extra,
-            })),
-        );
+            )
+        };
+        st.ops.insert(token, Op::Forward(Box::new(fwd)));
         handle.begin_forward(token);
         drop(st);
         tracing::debug!(rpc_id, tag, len, more, "hg: forward queued");
