@@ -9,9 +9,11 @@
 //!
 //! Requests are unexpected messages (16-byte ofi header + payload, the 32-bit tag as CQ data);
 //! replies are expected messages with the same tag, as Mercury's RPCs use NA. Both sides spin
-//! on `progress(0)`, like `fi_pingpong`.
+//! on `progress(0)` in busy mode (`ProgressMode::NoBlock`), like `fi_pingpong`.
 
-use na::{Access, Addr, Class, Completion, Context, InitOptions, MemHandle, MsgBuf, OpKind};
+use na::{
+    Access, Addr, Class, Completion, Context, InitOptions, MemHandle, MsgBuf, OpKind, ProgressMode,
+};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
@@ -27,10 +29,18 @@ const MAX_MSG: usize = 8192;
 const REGION: usize = 1 << 20;
 const GUARD: Duration = Duration::from_secs(30);
 
+/// Both sides spin, so both run in busy mode (`NA_NO_BLOCK`, CQs without a wait object), as
+/// `fi_pingpong` polls its CQ; `NA_PING_BLOCK=1` keeps the blocking mode's wait fds for comparison.
 fn opts() -> InitOptions {
+    let block = std::env::var("NA_PING_BLOCK").is_ok_and(|v| v == "1");
     InitOptions {
         max_unexpected_size: MAX_MSG,
         max_expected_size: MAX_MSG,
+        progress_mode: if block {
+            ProgressMode::Block
+        } else {
+            ProgressMode::NoBlock
+        },
         ..Default::default()
     }
 }

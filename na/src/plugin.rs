@@ -94,6 +94,8 @@ pub struct InitOptions {
     pub max_expected_size: usize,
     /// Maximum number of contexts on the class.
     pub max_contexts: u8,
+    /// Whether a `progress` with a timeout may sleep in the kernel (`na_init_info::progress_mode`).
+    pub progress_mode: ProgressMode,
 }
 
 impl Default for InitOptions {
@@ -102,8 +104,25 @@ impl Default for InitOptions {
             max_unexpected_size: 4096,
             max_expected_size: 4096,
             max_contexts: 64,
+            progress_mode: ProgressMode::Block,
         }
     }
+}
+
+/// How `progress` waits for work (`na_init_info::progress_mode`).
+#[doc(alias = "na_progress_mode")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// A `progress` with a timeout sleeps until a completion, a wake or the deadline; the ofi
+    /// plugin asks its completion queues for a wait fd (`FI_WAIT_FD`) to do so. The default.
+    #[default]
+    Block,
+    /// Busy mode (Mercury's `NA_NO_BLOCK`): `progress` never sleeps; with a timeout it polls
+    /// until the deadline. The ofi plugin opens its completion queues without a wait object
+    /// (`FI_WAIT_NONE`), which spares the provider the wait-set signalling on every completion,
+    /// and `wait_fd()` is then the wake eventfd only. For a caller that owns a core and spins.
+    #[doc(alias = "NA_NO_BLOCK")]
+    NoBlock,
 }
 
 /// A parsed info string: `<plugin>[+<protocol>][://[<host>][:<port>]]` (`na_info`).

@@ -19,7 +19,7 @@ use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
 use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, Segment};
 use crate::msg::Tag;
-use crate::plugin::{InfoString, InitOptions, Plugin};
+use crate::plugin::{InfoString, InitOptions, Plugin, ProgressMode};
 use crate::sync::Arc;
 use std::net::Ipv4Addr;
 
@@ -329,7 +329,7 @@ mod imp {
         max_unexpected: usize,
         max_expected: usize,
         max_contexts: u8,
-        /// Ask for a CQ wait fd (`NA_OFI_WAIT_FD=0` turns it off for pure spin-polling).
+        /// Ask for a CQ wait fd (`ProgressMode::Block`); busy mode polls without one.
         wait_fd: bool,
         virt_addr: bool,
         prov_key: bool,
@@ -405,7 +405,7 @@ mod imp {
                     .clamp(UNEXPECTED_HEADER_SIZE, max_msg),
                 max_expected: opts.max_expected_size.min(max_msg),
                 max_contexts: opts.max_contexts,
-                wait_fd: std::env::var("NA_OFI_WAIT_FD").map_or(true, |v| v != "0"),
+                wait_fd: opts.progress_mode == ProgressMode::Block,
                 virt_addr: mr_mode & flags::MR_VIRT_ADDR != 0,
                 prov_key: mr_mode & flags::MR_PROV_KEY != 0,
                 next_key: AtomicU64::new(1),
@@ -1225,6 +1225,11 @@ mod imp {
                 if now >= deadline {
                     return Ok(());
                 }
+                if !self.shared.wait_fd {
+                    // Busy mode: poll again until the deadline, never sleep.
+                    std::hint::spin_loop();
+                    continue;
+                }
                 let mut slice = deadline - now;
                 if self.probing.load(Ordering::Acquire) > 0 || self.ep.has_retry() {
                     slice = slice.min(Duration::from_millis(1));
@@ -1251,6 +1256,11 @@ mod imp {
         }
 
         fn wait_fd(&self) -> Option<RawFd> {
+            // Busy mode has no fd that completions make readable (Mercury's `NA_Poll_get_fd`
+            // is -1 under `NA_NO_BLOCK` too).
+            if !self.shared.wait_fd {
+                return None;
+            }
             self.ep.wait_fd()
         }
 

@@ -12,7 +12,12 @@ pub const GUARD: Duration = Duration::from_secs(60);
 /// Opens `info` (listening), or returns None (skip) when libfabric's tcp provider is missing,
 /// unless CI=true, where that is a failure.
 pub fn class(info: &str) -> Option<Class> {
-    match Class::initialize(info, true) {
+    class_opt(info, &na::InitOptions::default())
+}
+
+/// [`class`] with explicit options.
+pub fn class_opt(info: &str, opts: &na::InitOptions) -> Option<Class> {
+    match Class::initialize_opt(info, true, opts) {
         Ok(c) => {
             assert_eq!(
                 c.protocol(),

@@ -36,7 +36,7 @@ use crate::error::{Error, Result};
 use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
 use crate::msg::Tag;
 use crate::op::{Completion, Op, OpId, Request, Rma};
-use crate::plugin::{InfoString, InitOptions, Plugin, PluginContext};
+use crate::plugin::{InfoString, InitOptions, Plugin, PluginContext, ProgressMode};
 use crate::sync::{
     arc_dyn, lock, read, write, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex,
     OnceLock, Ordering, RwLock,
@@ -1362,6 +1362,11 @@ impl Endpoint {
             }
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok(());
+            }
+            if self.class.opts.progress_mode == ProgressMode::NoBlock {
+                // Busy mode: poll again until the deadline, never sleep on the bell.
+                std::hint::spin_loop();
+                continue;
             }
             if !self.sink.bell.wait(deadline) {
                 return Ok(());
