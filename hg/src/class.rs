@@ -4,6 +4,7 @@ use crate::context::Context;
 use crate::error::{Error, Result};
 use crate::handle::Handle;
 use crate::header::ChecksumLevel;
+use crate::peers::RemovedPeers;
 use crate::proc::Proc;
 use crate::registry::{Registry, Rpc, RpcId, RpcInfo};
 use crate::sync::{Arc, RwLock, UserArc};
@@ -42,6 +43,14 @@ pub struct InitOptions {
     /// Default zero (block at once): on the shared 2-vCPU machine, 50 µs halved the 1-in-flight
     /// rate over ofi+tcp (docs/perf.md, hg, 2026-11-26 01:45); worth trying on idle cores.
     pub progress_spin: std::time::Duration,
+    /// How long a context keeps an output overflow registration (the reply's payload, which the
+    /// client pulls) after the reply was sent, when the client never acknowledges the pull (it
+    /// died after the reply, or its ack was lost). Default 5 s, plenty for a client that is
+    /// alive to pull 16 MiB (`max_overflow_size`) on a loaded machine; a client that pulls later
+    /// than this fails its forward with the pull's NA error. `None`: keep it until the ack, the
+    /// peer's removal ([`Class::addr_set_remove`], or an NA error towards that peer) or context
+    /// teardown. [`crate::ContextRef::overflow_registrations`] counts those kept.
+    pub overflow_ack_timeout: Option<std::time::Duration>,
 }
 
 impl Default for InitOptions {
@@ -53,6 +62,7 @@ impl Default for InitOptions {
             request_post_max: 8192,
             max_overflow_size: 16 << 20,
             progress_spin: std::time::Duration::ZERO,
+            overflow_ack_timeout: Some(std::time::Duration::from_secs(5)),
         }
     }
 }
@@ -61,6 +71,8 @@ pub(crate) struct ClassInner {
     pub(crate) na: na::Class,
     pub(crate) opts: InitOptions,
     pub(crate) registry: RwLock<Registry<Handler>>,
+    /// Peers removed with [`Class::addr_set_remove`], read by every context's progress.
+    pub(crate) removed: RemovedPeers<na::Addr>,
 }
 
 /// An HG class (`hg_class_t`): an NA class plus the RPC registry its contexts share. Cheap to
@@ -88,6 +100,7 @@ impl Class {
                 na,
                 opts,
                 registry: RwLock::new(Registry::new()),
+                removed: RemovedPeers::new(),
             }),
         }
     }
@@ -210,9 +223,12 @@ impl Class {
     }
 
     /// `HG_Addr_set_remove`: forgets a (dead) peer's transport state so the next forward
-    /// reconnects.
+    /// reconnects. Every context of the class also lets go, at its next progress, of the output
+    /// overflow registrations it keeps for that peer's acknowledgement (a peer that died after
+    /// its reply never sends it; see [`InitOptions::overflow_ack_timeout`]).
     #[doc(alias = "HG_Addr_set_remove")]
     pub fn addr_set_remove(&self, addr: &na::Addr) -> Result<()> {
+        self.inner.removed.push(addr.clone());
         self.inner.na.addr_set_remove(addr).map_err(Error::from_na)
     }
 }

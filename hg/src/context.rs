@@ -18,7 +18,7 @@
 //! - **Exactly once.** Every operation that took a callback queues it exactly once: success,
 //!   error, cancel, timeout, or [`Context::close`].
 
-use crate::bulk::{BulkDesc, BulkRef, BulkSegment};
+use crate::bulk::{BulkDesc, BulkRef, BulkSegment, MemDescs};
 use crate::class::{Class, Handler};
 use crate::error::{Error, Result};
 use crate::handle::{Handle, HandleState, ServerSide};
@@ -29,6 +29,7 @@ use crate::registry::{RpcId, U64Map};
 use crate::sync::{
     lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UserArc,
 };
+use crate::transfer::{split, Parts};
 use na::{Access, MemHandle, MsgBuf, OpKind, RemoteMem, Tag};
 use std::any::Any;
 use std::collections::VecDeque;
@@ -73,14 +74,20 @@ enum Post {
     Rma {
         token: u64,
         pull: bool,
-        local: MemHandle,
-        local_offset: u64,
-        remote: RemoteMem,
-        remote_offset: u64,
-        len: u64,
+        /// One NA operation per overlap of a local and a remote registration.
+        parts: Vec<RmaPart>,
         dest: na::Addr,
     },
     Cancel(u64),
+}
+
+/// One NA put / get of a bulk transfer.
+struct RmaPart {
+    local: MemHandle,
+    local_offset: u64,
+    remote: RemoteMem,
+    remote_offset: u64,
+    len: u64,
 }
 
 struct Fwd {
@@ -153,7 +160,8 @@ enum Op {
     Forward(Box<Fwd>),
     Respond {
         cb: Option<DoneCallback>,
-        op: Option<na::OpId>,
+        /// The reply's output overflow registration (its `AckWait` token), if any.
+        ack: Option<u64>,
     },
     InputPull {
         handle: Handle,
@@ -161,14 +169,22 @@ enum Op {
         mem: MemHandle,
         crc: u32,
     },
-    /// Output overflow registration kept until the client's ack arrives.
+    /// Output overflow registration kept until the client's ack arrives, or until it is let go
+    /// of: its deadline passed, its peer was removed or failed (the ack receive is canceled).
     AckWait {
         _mem: MemHandle,
+        /// The ack's expected receive, once posted.
         op: Option<na::OpId>,
+        dest: na::Addr,
+        /// Set when the reply has been sent (`InitOptions::overflow_ack_timeout` later).
+        deadline: Option<Instant>,
+        /// Being let go of: its receive was canceled.
+        released: bool,
     },
+    /// A bulk transfer: its callback runs once, when every part has completed.
     Rma {
         cb: Option<DoneCallback>,
-        op: Option<na::OpId>,
+        parts: Parts,
     },
     /// A send whose completion needs no action (error answers, acks).
     Discard,
@@ -188,6 +204,8 @@ struct CtxState {
     unexpected_posted: usize,
     /// How many unexpected receives to keep posted (grows by `request_post_incr`).
     unexpected_target: usize,
+    /// `AckWait` operations in `ops` (output overflow registrations kept for an ack).
+    ack_waits: usize,
 }
 
 pub(crate) struct CtxInner {
@@ -209,6 +227,8 @@ pub(crate) struct CtxInner {
     driving: AtomicBool,
     closed: AtomicBool,
     bad_requests: AtomicUsize,
+    /// The newest class-wide peer removal this context has acted on (driving thread only).
+    seen_removed: AtomicU64,
 }
 
 /// A shared reference to a context: what handles, handlers and other threads use to create
@@ -256,6 +276,7 @@ impl Context {
             st: Mutex::new(CtxState {
                 ops: U64Map::default(),
                 timed: 0,
+                ack_waits: 0,
                 unexpected_posted: 0,
                 unexpected_target: class
                     .options()
@@ -271,6 +292,7 @@ impl Context {
             driving: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             bad_requests: AtomicUsize::new(0),
+            seen_removed: AtomicU64::new(class.inner.removed.newest()),
         });
         Ok(Context {
             r: ContextRef { inner },
@@ -317,6 +339,7 @@ impl Context {
         let Scratch { comps, posts } = &mut *scratch;
         loop {
             let mut activity = inner.post_pending(na, posts);
+            inner.apply_removals(na);
             inner.ensure_unexpected(na);
             inner.check_deadlines(na);
             let mut wait = match end {
@@ -473,6 +496,14 @@ impl ContextRef {
         lock(&self.inner.st).unexpected_posted
     }
 
+    /// Output overflow registrations this context keeps for a client's acknowledgement (replies
+    /// larger than the expected size, which the client pulls). Each is let go of when the ack
+    /// arrives, its peer is removed or fails, `InitOptions::overflow_ack_timeout` after the
+    /// reply was sent, or at teardown.
+    pub fn overflow_registrations(&self) -> usize {
+        lock(&self.inner.st).ack_waits
+    }
+
     /// Requests that arrived with a header or body that failed to decode or verify (each also
     /// logged as a `tracing` warning).
     pub fn bad_requests(&self) -> usize {
@@ -502,45 +533,54 @@ impl ContextRef {
             BulkOp::Push => crate::bulk::flags::WRITE_ONLY,
         };
         if origin.access() & need == 0 {
+            tracing::warn!(
+                ?op,
+                access = origin.access(),
+                "hg: descriptor refuses this transfer"
+            );
             return Err(Error::Permission);
         }
         let in_range = |off: u64, total: u64| off.checked_add(len).is_some_and(|e| e <= total);
         if !in_range(origin_offset, origin.len) || !in_range(local_offset, local.len() as u64) {
+            tracing::warn!(
+                origin_offset,
+                origin_len = origin.len,
+                local_offset,
+                local_len = local.len(),
+                len,
+                "hg: bulk transfer range outside a region"
+            );
             return Err(Error::InvalidArg);
         }
         if let (BulkOp::Pull, Some(data)) = (op, &origin.eager) {
             // The data came with the descriptor: no network transfer.
             let (o, l) = (origin_offset as usize, len as usize);
-            let r = local
-                .mem()
-                .write_at(local_offset as usize, &data[o..o + l])
-                .map_err(Error::from_na);
+            let r = local.write_at(local_offset as usize, &data[o..o + l]);
             self.inner.cq.push(Entry::Callback(Box::new(move || cb(r))));
             return Ok(());
         }
-        let handle_bytes = origin.na_handle().ok_or(Error::OpNotSupported)?;
-        let remote = self
+        let parts = self
             .inner
-            .class
-            .na()
-            .mem_handle_deserialize(handle_bytes)
-            .map_err(Error::from_na)?;
+            .rma_parts(origin, origin_offset, local, local_offset, len)?;
         let token = self.inner.token();
+        if parts.is_empty() {
+            // Nothing to move (zero bytes): complete without NA.
+            self.inner
+                .cq
+                .push(Entry::Callback(Box::new(move || cb(Ok(())))));
+            return Ok(());
+        }
         lock(&self.inner.st).ops.insert(
             token,
             Op::Rma {
                 cb: Some(Box::new(cb)),
-                op: None,
+                parts: Parts::new(parts.len()),
             },
         );
         self.inner.hand_off(Post::Rma {
             token,
             pull: op == BulkOp::Pull,
-            local: local.mem().clone(),
-            local_offset,
-            remote,
-            remote_offset: origin_offset,
-            len,
+            parts,
             dest: origin_addr.clone(),
         });
         Ok(())
@@ -573,6 +613,15 @@ impl fmt::Debug for ContextRef {
     }
 }
 
+/// Removes operation `token`, keeping the count of kept output registrations right.
+fn take_op(st: &mut CtxState, token: u64) -> Option<Op> {
+    let op = st.ops.remove(&token);
+    if let Some(Op::AckWait { .. }) = op {
+        st.ack_waits -= 1;
+    }
+    op
+}
+
 fn local_segments(mem: &MemHandle) -> Vec<BulkSegment> {
     mem.segments()
         .iter()
@@ -584,6 +633,52 @@ fn local_segments(mem: &MemHandle) -> Vec<BulkSegment> {
 }
 
 impl CtxInner {
+    /// Cuts a checked transfer range into NA operations: the local side's registrations and the
+    /// descriptor's NA handles (one for all segments, or one per segment) each form a run of
+    /// extents, and every overlap of a local and a remote extent is one put / get.
+    fn rma_parts(
+        &self,
+        origin: &BulkDesc,
+        origin_offset: u64,
+        local: &crate::transfer::Bulk,
+        local_offset: u64,
+        len: u64,
+    ) -> Result<Vec<RmaPart>> {
+        let nac = self.class.na();
+        let deser = |h: &[u8]| nac.mem_handle_deserialize(h).map_err(Error::from_na);
+        let remote: Vec<(u64, Option<RemoteMem>)> = match &origin.mem {
+            MemDescs::Single(h) => vec![(origin.len, h.as_deref().map(deser).transpose()?)],
+            MemDescs::PerSegment(v) => origin
+                .segments
+                .iter()
+                .zip(v)
+                .map(|(s, (_, h))| Ok((s.len, h.as_deref().map(deser).transpose()?)))
+                .collect::<Result<_>>()?,
+        };
+        let mems = local.registrations();
+        let llens: Vec<u64> = mems.iter().map(|m| m.len() as u64).collect();
+        let rlens: Vec<u64> = remote.iter().map(|r| r.0).collect();
+        split(&llens, local_offset, &rlens, origin_offset, len)
+            .into_iter()
+            .map(|p| {
+                let Some(r) = &remote[p.ri].1 else {
+                    tracing::warn!(
+                        segment = p.ri,
+                        "hg: descriptor has no memory handle for part of the range"
+                    );
+                    return Err(Error::InvalidArg);
+                };
+                Ok(RmaPart {
+                    local: mems[p.li].clone(),
+                    local_offset: p.loff,
+                    remote: r.clone(),
+                    remote_offset: p.roff,
+                    len: p.len,
+                })
+            })
+            .collect()
+    }
+
     pub(crate) fn level(&self) -> ChecksumLevel {
         self.class.options().checksum_level
     }
@@ -758,49 +853,28 @@ impl CtxInner {
                 ack,
             } => {
                 if let Some((atoken, abuf)) = ack {
-                    let id = na.recv_expected(abuf, &dest, tag, atoken);
+                    // Let go of already (its peer was removed meanwhile): no receive for it.
                     if let Some(Op::AckWait { op, .. }) = st.ops.get_mut(&atoken) {
-                        *op = Some(id);
+                        *op = Some(na.recv_expected(abuf, &dest, tag, atoken));
                     }
                 }
-                let id = na.send_expected(buf, len, &dest, tag, token);
-                if let Some(Op::Respond { op, .. }) = st.ops.get_mut(&token) {
-                    *op = Some(id);
-                }
+                na.send_expected(buf, len, &dest, tag, token);
             }
             Post::Rma {
                 token,
                 pull,
-                local,
-                local_offset,
-                remote,
-                remote_offset,
-                len,
+                parts,
                 dest,
             } => {
-                let id = if pull {
-                    na.get(
-                        &local,
-                        local_offset,
-                        &remote,
-                        remote_offset,
-                        len,
-                        &dest,
-                        token,
-                    )
-                } else {
-                    na.put(
-                        &local,
-                        local_offset,
-                        &remote,
-                        remote_offset,
-                        len,
-                        &dest,
-                        token,
-                    )
-                };
-                if let Some(Op::Rma { op, .. }) = st.ops.get_mut(&token) {
-                    *op = Some(id);
+                drop(st);
+                // Every part carries the transfer's token; its completions are counted.
+                for p in parts {
+                    let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
+                    if pull {
+                        na.get(l, lo, r, ro, p.len, &dest, token);
+                    } else {
+                        na.put(l, lo, r, ro, p.len, &dest, token);
+                    }
                 }
             }
             Post::Cancel(token) => self.cancel_locked(na, &mut st, token, false),
@@ -839,15 +913,84 @@ impl CtxInner {
         }
     }
 
+    /// Lets go of the output overflow registration `token` waits on: cancels its ack receive
+    /// (whose completion removes it), or removes it at once when the receive is not posted yet.
+    fn release_ack(&self, na: &na::Context, st: &mut CtxState, token: u64) {
+        let Some(Op::AckWait { op, released, .. }) = st.ops.get_mut(&token) else {
+            return;
+        };
+        if std::mem::replace(released, true) {
+            return;
+        }
+        match op {
+            Some(id) => {
+                let _ = na.cancel(*id);
+            }
+            None => {
+                take_op(st, token);
+            }
+        }
+    }
+
+    /// Lets go of every output overflow registration kept for `peer` (removed, or failing).
+    fn release_peer(&self, na: &na::Context, st: &mut CtxState, peer: &na::Addr) {
+        if st.ack_waits == 0 {
+            return;
+        }
+        let tokens: Vec<u64> = st
+            .ops
+            .iter()
+            .filter_map(|(t, o)| match o {
+                Op::AckWait {
+                    dest,
+                    released: false,
+                    ..
+                } if dest == peer => Some(*t),
+                _ => None,
+            })
+            .collect();
+        if !tokens.is_empty() {
+            tracing::debug!(
+                n = tokens.len(),
+                "hg: peer gone: output overflow registrations released without its ack"
+            );
+        }
+        for t in tokens {
+            self.release_ack(na, st, t);
+        }
+    }
+
+    /// Acts on peers removed (`Class::addr_set_remove`) since the last look: one atomic load
+    /// when there is nothing new.
+    fn apply_removals(&self, na: &na::Context) {
+        let removed = &self.class.inner.removed;
+        let seen = self.seen_removed.load(Ordering::Relaxed);
+        if removed.newest() == seen {
+            return;
+        }
+        let mut peers = Vec::new();
+        let newest = removed.since(seen, &mut peers);
+        self.seen_removed.store(newest, Ordering::Relaxed);
+        let mut st = lock(&self.st);
+        for p in &peers {
+            self.release_peer(na, &mut st, p);
+        }
+    }
+
     fn nearest_deadline(&self) -> Option<Instant> {
         let st = lock(&self.st);
-        if st.timed == 0 {
+        if st.timed == 0 && st.ack_waits == 0 {
             return None;
         }
         st.ops
             .values()
             .filter_map(|o| match o {
                 Op::Forward(f) if !f.timed_out => f.deadline,
+                Op::AckWait {
+                    deadline,
+                    released: false,
+                    ..
+                } => *deadline,
                 _ => None,
             })
             .min()
@@ -855,6 +998,28 @@ impl CtxInner {
 
     fn check_deadlines(&self, na: &na::Context) {
         let mut st = lock(&self.st);
+        if st.ack_waits > 0 {
+            let now = Instant::now();
+            let due: Vec<u64> = st
+                .ops
+                .iter()
+                .filter_map(|(t, o)| match o {
+                    Op::AckWait {
+                        deadline: Some(d),
+                        released: false,
+                        ..
+                    } if *d <= now => Some(*t),
+                    _ => None,
+                })
+                .collect();
+            for t in due {
+                tracing::warn!(
+                    token = t,
+                    "hg: no ack for an overflowed reply before overflow_ack_timeout: registration released"
+                );
+                self.release_ack(na, &mut st, t);
+            }
+        }
         if st.timed == 0 {
             return;
         }
@@ -882,6 +1047,8 @@ impl CtxInner {
         let token = c.user;
         let result = c.result.map_err(Error::from_na);
         let mut ack = None;
+        // A peer our request could not reach: what we keep for it is let go of.
+        let mut dead_peer = None;
         match st.ops.get_mut(&token) {
             Some(Op::Forward(f)) => {
                 match c.kind {
@@ -889,6 +1056,9 @@ impl CtxInner {
                         f.send_op = None;
                         if let Err(e) = result {
                             tracing::debug!(error = %e, "hg: request send failed");
+                            if e == Error::HostUnreach {
+                                dead_peer = Some(f.dest.clone());
+                            }
                             if let (Some(op), Some(na)) = (f.recv_op, na) {
                                 let _ = na.cancel(op);
                             }
@@ -923,20 +1093,51 @@ impl CtxInner {
                     st.ops.insert(t, Op::Discard);
                     na.send_expected(MsgBuf::new(1), 1, &dest, tag, t);
                 }
+                if let (Some(peer), Some(na)) = (dead_peer, na) {
+                    self.release_peer(na, &mut st, &peer);
+                }
                 self.maybe_complete(&mut st, token);
             }
             Some(Op::Respond { .. }) => {
-                if let Some(Op::Respond { cb: Some(cb), .. }) = st.ops.remove(&token) {
+                let Some(Op::Respond { cb, ack }) = st.ops.remove(&token) else {
+                    unreachable!()
+                };
+                if let (Some(atoken), Some(na)) = (ack, na) {
+                    match result {
+                        // The client may pull from now on, for `overflow_ack_timeout`.
+                        Ok(()) => {
+                            let wait = self.class.options().overflow_ack_timeout;
+                            if let Some(Op::AckWait { deadline, .. }) = st.ops.get_mut(&atoken) {
+                                *deadline = wait.and_then(|w| Instant::now().checked_add(w));
+                            }
+                        }
+                        // The reply did not go: nobody will pull or acknowledge. The peer is
+                        // failing: let go of everything kept for it.
+                        Err(e) => {
+                            tracing::debug!(error = %e, "hg: reply with overflow not sent");
+                            if let Some(Op::AckWait { dest, .. }) = st.ops.get(&atoken) {
+                                let dest = dest.clone();
+                                self.release_peer(na, &mut st, &dest);
+                            }
+                        }
+                    }
+                }
+                if let Some(cb) = cb {
                     self.cq.push(Entry::Callback(Box::new(move || cb(result))));
                 }
             }
-            Some(Op::Rma { .. }) => {
-                if let Some(Op::Rma { cb: Some(cb), .. }) = st.ops.remove(&token) {
-                    self.cq.push(Entry::Callback(Box::new(move || cb(result))));
+            Some(Op::Rma { parts, .. }) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "hg: a bulk transfer part failed");
+                }
+                if let Some(r) = parts.done(result) {
+                    if let Some(Op::Rma { cb: Some(cb), .. }) = st.ops.remove(&token) {
+                        self.cq.push(Entry::Callback(Box::new(move || cb(r))));
+                    }
                 }
             }
             Some(Op::AckWait { .. }) | Some(Op::Discard) => {
-                st.ops.remove(&token);
+                take_op(&mut st, token);
             }
             Some(Op::InputPull { .. }) => {
                 let Some(Op::InputPull {
@@ -1271,7 +1472,7 @@ impl CtxInner {
                     f.reply.get_or_insert(Err(Error::Canceled));
                     self.maybe_complete(&mut st, t);
                 }
-                Some(_) => match st.ops.remove(&t) {
+                Some(_) => match take_op(&mut st, t) {
                     Some(Op::Respond { cb: Some(cb), .. }) | Some(Op::Rma { cb: Some(cb), .. }) => {
                         self.cq
                             .push(Entry::Callback(Box::new(move || cb(Err(Error::Canceled)))));
@@ -1528,13 +1729,19 @@ impl CtxInner {
             proc::encode_into(&r, &mut buf.as_mut_slice()[hs..])?;
             hdr.flags |= flags::MORE_DATA;
             let atoken = self.token();
-            lock(&self.st).ops.insert(
+            let mut st = lock(&self.st);
+            st.ops.insert(
                 atoken,
                 Op::AckWait {
                     _mem: mem,
                     op: None,
+                    dest: dest.clone(),
+                    deadline: None,
+                    released: false,
                 },
             );
+            st.ack_waits += 1;
+            drop(st);
             ack = Some((atoken, MsgBuf::new(1)));
             (buf, hs + bsize, Some(crc))
         };
@@ -1543,9 +1750,10 @@ impl CtxInner {
             header::set_payload_crc(level, buf.as_mut_slice(), crc);
         }
         let token = self.token();
+        let atoken = ack.as_ref().map(|(t, _)| *t);
         lock(&self.st)
             .ops
-            .insert(token, Op::Respond { cb, op: None });
+            .insert(token, Op::Respond { cb, ack: atoken });
         self.hand_off(Post::Respond {
             token,
             dest,

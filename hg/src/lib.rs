@@ -72,6 +72,7 @@ mod context;
 mod error;
 mod handle;
 pub mod header;
+mod peers;
 pub mod proc;
 mod queue;
 pub mod registry;
