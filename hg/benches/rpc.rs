@@ -4,7 +4,7 @@
 //! PUSH of 64 KiB and 1 MiB (the target transfers from/to the origin's region, then answers, as
 //! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
-//! `HG_BENCH_POLL=1` busy-polls; `HG_BENCH_SPIN_US` sets the progress spin window;
+//! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window;
 //! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind). Over ofi+tcp the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1`); over inproc it is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
@@ -82,6 +82,21 @@ fn opts() -> InitOptions {
         o.progress_spin = Duration::from_micros(us);
     }
     o
+}
+
+/// Opens the ofi+tcp class. Under `HG_BENCH_POLL=1` both sides spin, so NA runs in busy mode
+/// (`ProgressMode::NoBlock`, CQs without a wait object) as Mercury's tools do with `-b`.
+fn ofi_class(listen: bool) -> hg::Result<Class> {
+    let info = "ofi+tcp://127.0.0.1";
+    if std::env::var("HG_BENCH_POLL").is_err() {
+        return Class::init_opt(info, listen, opts());
+    }
+    let na_opts = hg::na::InitOptions {
+        progress_mode: hg::na::ProgressMode::NoBlock,
+        ..Default::default()
+    };
+    let na = hg::na::Class::initialize_opt(info, listen, &na_opts).map_err(Error::from_na)?;
+    Ok(Class::from_na(na, opts()))
 }
 
 /// Registers the target's handlers; its bulk buffers are created once per size.
@@ -332,7 +347,7 @@ fn main() {
 
     if std::env::var("HG_BENCH_SERVER").is_ok() {
         // Target process over ofi+tcp: serve until our stdin closes.
-        let class = Class::init_opt("ofi+tcp://127.0.0.1", true, opts()).unwrap();
+        let class = ofi_class(true).unwrap();
         let ctx = class.context_create().unwrap();
         serve(&class, ctx.as_ref());
         println!("ADDR {}", class.addr_to_string(&ctx.self_addr()).unwrap());
@@ -367,7 +382,7 @@ fn main() {
     }
 
     if only.as_deref() != Some("inproc") {
-        let Ok(client) = Class::init_opt("ofi+tcp://127.0.0.1", true, opts()) else {
+        let Ok(client) = ofi_class(true) else {
             println!("ofi+tcp unavailable: skipped");
             return;
         };

@@ -1579,7 +1579,8 @@ impl CtxInner {
                 return Err(Error::MsgSize);
             }
             let payload = proc::encode_to_vec(input)?;
-            let crc = header::payload_crc(&payload);
+            // Only the Payload level carries the CRC: skip the pass over the body otherwise.
+            let crc = (level == ChecksumLevel::Payload).then(|| header::payload_crc(&payload));
             let mem = nac
                 .mem_register(payload, Access::READ)
                 .map_err(Error::from_na)?;
@@ -1596,7 +1597,7 @@ impl CtxInner {
             let mut buf = MsgBuf::new(uh + hs + bsize);
             proc::encode_into(&r, &mut buf.as_mut_slice()[uh + hs..])?;
             hdr.flags |= flags::MORE_DATA;
-            (buf, uh + hs + bsize, Some(mem), Some(crc))
+            (buf, uh + hs + bsize, Some(mem), crc)
         };
         let body_len = len - uh - hs;
         header::encode_request(&hdr, level, &mut send.as_mut_slice()[uh..], body_len)?;
@@ -1715,7 +1716,7 @@ impl CtxInner {
                 return Err(Error::MsgSize);
             }
             let payload = proc::encode_to_vec(o)?;
-            let crc = header::payload_crc(&payload);
+            let crc = (level == ChecksumLevel::Payload).then(|| header::payload_crc(&payload));
             let mem = nac
                 .mem_register(payload, Access::READ)
                 .map_err(Error::from_na)?;
@@ -1743,7 +1744,7 @@ impl CtxInner {
             st.ack_waits += 1;
             drop(st);
             ack = Some((atoken, MsgBuf::new(1)));
-            (buf, hs + bsize, Some(crc))
+            (buf, hs + bsize, crc)
         };
         header::encode_response(&hdr, level, buf.as_mut_slice(), len - hs)?;
         if let Some(crc) = crc {
