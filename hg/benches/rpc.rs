@@ -87,16 +87,11 @@ fn opts() -> InitOptions {
 /// Opens the ofi+tcp class. Under `HG_BENCH_POLL=1` both sides spin, so NA runs in busy mode
 /// (`ProgressMode::NoBlock`, CQs without a wait object) as Mercury's tools do with `-b`.
 fn ofi_class(listen: bool) -> hg::Result<Class> {
-    let info = "ofi+tcp://127.0.0.1";
-    if std::env::var("HG_BENCH_POLL").is_err() {
-        return Class::init_opt(info, listen, opts());
+    let mut o = opts();
+    if std::env::var("HG_BENCH_POLL").is_ok() {
+        o.na.progress_mode = hg::na::ProgressMode::NoBlock;
     }
-    let na_opts = hg::na::InitOptions {
-        progress_mode: hg::na::ProgressMode::NoBlock,
-        ..Default::default()
-    };
-    let na = hg::na::Class::initialize_opt(info, listen, &na_opts).map_err(Error::from_na)?;
-    Ok(Class::from_na(na, opts()))
+    Class::init_opt("ofi+tcp://127.0.0.1", listen, o)
 }
 
 /// Registers the target's handlers; its bulk buffers are created once per size.

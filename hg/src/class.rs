@@ -51,6 +51,10 @@ pub struct InitOptions {
     /// peer's removal ([`Class::addr_set_remove`], or an NA error towards that peer) or context
     /// teardown. [`crate::ContextRef::overflow_registrations`] counts those kept.
     pub overflow_ack_timeout: Option<std::time::Duration>,
+    /// The NA class's options for [`Class::init_opt`] (`hg_init_info::na_init_info`): message
+    /// sizes (the eager limit), context count, and `progress_mode` (busy mode is Mercury's
+    /// `NA_NO_BLOCK`). Ignored by [`Class::from_na`], whose NA class is already open.
+    pub na: na::InitOptions,
 }
 
 impl Default for InitOptions {
@@ -63,6 +67,7 @@ impl Default for InitOptions {
             max_overflow_size: 16 << 20,
             progress_spin: std::time::Duration::ZERO,
             overflow_ack_timeout: Some(std::time::Duration::from_secs(5)),
+            na: na::InitOptions::default(),
         }
     }
 }
@@ -89,7 +94,7 @@ impl Class {
     #[doc(alias = "HG_Init_opt2")]
     #[doc(alias = "HG_Init")]
     pub fn init_opt(info: &str, listen: bool, opts: InitOptions) -> Result<Class> {
-        let na = na::Class::initialize(info, listen).map_err(Error::from_na)?;
+        let na = na::Class::initialize_opt(info, listen, &opts.na).map_err(Error::from_na)?;
         Ok(Class::from_na(na, opts))
     }
 
