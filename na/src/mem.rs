@@ -237,6 +237,35 @@ impl MemHandle {
         v
     }
 
+    /// Deregisters the region and gives its bytes back as one `Vec` (`NA_Mem_deregister`, then
+    /// the memory is the caller's again). Moves the buffer without copying when this was the
+    /// last clone of a one-segment region; otherwise (a clone still held elsewhere, or several
+    /// segments) it copies, and the registration ends when the last clone drops.
+    #[doc(alias = "NA_Mem_deregister")]
+    pub fn into_vec(self) -> Vec<u8> {
+        match Arc::try_unwrap(self.inner) {
+            Ok(MemInner { region, plugin, .. }) => {
+                drop(plugin); // deregistered: the network no longer touches the memory
+                match Arc::try_unwrap(region) {
+                    Ok(r) => {
+                        let mut segs = r.storage.into_inner().unwrap_or_else(|p| p.into_inner());
+                        if segs.len() == 1 {
+                            segs.pop().map(Vec::from).unwrap_or_default()
+                        } else {
+                            segs.concat()
+                        }
+                    }
+                    Err(region) => {
+                        let mut v = vec![0u8; region.len()];
+                        region.read_at(0, &mut v).expect("whole range is in bounds");
+                        v
+                    }
+                }
+            }
+            Err(inner) => MemHandle { inner }.to_vec(),
+        }
+    }
+
     /// Number of live clones (the user's plus those held by in-flight operations).
     pub fn ref_count(&self) -> usize {
         Arc::strong_count(&self.inner)
