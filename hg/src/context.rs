@@ -320,7 +320,16 @@ impl Context {
     /// `HG_Progress`: posts handed-off work, polls NA (waiting up to `timeout` while nothing is
     /// ready; zero never blocks) and moves finished operations' callbacks onto the completion
     /// queue. Returns as soon as anything moved (an NA completion, a posted hand-off, a wake-up
-    /// with work) or the timeout passed, with how many callbacks wait for [`Context::trigger`]. Called from inside a callback it fails with [`Error::Busy`].
+    /// with work) or the timeout passed, with how many callbacks wait for [`Context::trigger`].
+    ///
+    /// Any timeout is valid: zero polls once, sub-millisecond ones wait at least that long (the
+    /// ofi plugin's wait rounds up to a millisecond), and very long ones (up to
+    /// `Duration::MAX`, about 136 years at most) return at the first activity, a wake-up from
+    /// another thread's hand-off, or the nearest forward deadline.
+    ///
+    /// One thread drives a context at a time: called from inside a callback or handler that
+    /// [`Context::trigger`] runs (or while another thread is in `progress` or `trigger`), it
+    /// fails with [`Error::Busy`] and a `tracing` warning, and the context is unharmed.
     #[doc(alias = "HG_Progress")]
     #[doc(alias = "hg_core_progress")]
     #[doc(alias = "HG_Event_progress")]
@@ -329,7 +338,7 @@ impl Context {
         let _s = tracing::debug_span!("hg.progress").entered();
         let inner = &self.inner;
         // No clock reads at all for a zero timeout without deadlines (the busy-polling caller).
-        let end = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+        let end = (!timeout.is_zero()).then(|| wait_end(timeout));
         let na_guard = lock(&inner.na);
         let Some(na) = na_guard.as_ref() else {
             return Err(Error::Canceled);
@@ -385,7 +394,9 @@ impl Context {
 
     /// `HG_Trigger`: runs up to `max` queued callbacks and handlers on this thread; returns how
     /// many ran. Never blocks. A panicking callback is caught and logged; a panicking handler is
-    /// answered to its client as `HG_OTHER_ERROR`.
+    /// answered to its client as `HG_OTHER_ERROR`. Called from inside a callback or handler it
+    /// runs (or while another thread drives the context) it fails with [`Error::Busy`], as
+    /// [`Context::progress`] does.
     #[doc(alias = "HG_Trigger")]
     #[doc(alias = "hg_core_trigger")]
     #[doc(alias = "hg_core_process")]
@@ -611,6 +622,19 @@ impl fmt::Debug for ContextRef {
             .field("id", &self.inner.id)
             .finish()
     }
+}
+
+/// Longest one blocking [`Context::progress`] waits: a longer timeout, up to `Duration::MAX`,
+/// waits this long (about 136 years, forever in practice). `Instant + Duration` panics when the
+/// sum overflows, and the NA plugins add the wait to their clock too, so no wait handed to NA
+/// may come near that.
+pub(crate) const MAX_WAIT: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// When a wait of `timeout` from now ends, never overflowing (see [`MAX_WAIT`]).
+fn wait_end(timeout: Duration) -> Instant {
+    let now = Instant::now();
+    now.checked_add(timeout.min(MAX_WAIT))
+        .unwrap_or_else(|| now + Duration::from_secs(24 * 3600))
 }
 
 /// Removes operation `token`, keeping the count of kept output registrations right.
@@ -1074,7 +1098,7 @@ impl CtxInner {
                         f.pull_op = None;
                         let (mem, crc, code) = f.pulling.take().expect("pull in flight");
                         let r = result.and_then(|()| {
-                            let body = mem.to_vec();
+                            let body = mem.into_vec();
                             header::verify_payload(self.level(), crc, &body)?;
                             f.handle.set_output(body);
                             Ok(())
@@ -1151,7 +1175,7 @@ impl CtxInner {
                 };
                 drop(st);
                 let r = result.and_then(|()| {
-                    let body = mem.to_vec();
+                    let body = mem.into_vec();
                     header::verify_payload(self.level(), crc, &body)?;
                     Ok(body)
                 });

@@ -153,14 +153,15 @@ impl Handle {
     }
 
     /// As [`Handle::forward`], failing with `Timeout` when no reply came within `timeout`
-    /// (mercury #393, margo #51). A reply arriving later is dropped.
+    /// (mercury #393, margo #51). A reply arriving later is dropped. A timeout too long to add
+    /// to the clock (`Duration::MAX`) is no deadline.
     pub fn forward_timed<T: Proc + 'static>(
         &self,
         input: &T,
         timeout: Duration,
         cb: impl FnOnce(&Handle, Result<()>) + Send + 'static,
     ) -> Result<()> {
-        self.forward_inner(input, Some(Instant::now() + timeout), Box::new(cb))
+        self.forward_inner(input, Instant::now().checked_add(timeout), Box::new(cb))
     }
 
     fn forward_inner<T: Proc + 'static>(
