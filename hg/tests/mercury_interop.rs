@@ -391,6 +391,84 @@ fn mercury_server_pushes_into_our_bulk() {
     assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
 }
 
+/// Segment sizes that do not line up with Mercury's 64 KiB chunks: each chunk Mercury moves
+/// straddles two or three of our registrations.
+const UNEVEN: [usize; 5] = [10_000, 70_000, 1, 100_000, CHUNK * BULK_COUNT - 180_001];
+
+fn uneven(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut at = 0;
+    UNEVEN
+        .iter()
+        .map(|&l| {
+            at += l;
+            data[at - l..at].to_vec()
+        })
+        .collect()
+}
+
+/// As `mercury_server_pulls_from_our_bulk`, from a region with one NA registration per segment
+/// (a descriptor with one handle per segment, `HG_BULK_REGV` clear), which Mercury addresses
+/// handle by handle.
+#[test]
+fn mercury_server_pulls_from_our_per_segment_bulk() {
+    let log = std::env::temp_dir().join(format!("hg-interop-pullseg-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let Some((mut server, addr)) = start_server_logging(Stdio::from(file)) else {
+        eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
+        return;
+    };
+    let (client, ctx) = bulk_client();
+    let to = client.addr_lookup(&addr).unwrap();
+    let bulk =
+        hg::Bulk::create_per_segment(&client, uneven(&perf_pattern(0)), na::Access::READ_ONLY)
+            .unwrap();
+    assert_eq!(bulk.registrations().len(), UNEVEN.len());
+    let init = bw_init(HG_BULK_PULL, &bulk);
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
+    for _ in 0..3 {
+        assert_eq!(call_with(&ctx, &to, HG_PERF_BW_WRITE, &BW_STEP), Ok(()));
+    }
+    let mismatch = |log: &std::path::Path| {
+        std::fs::read_to_string(log)
+            .unwrap()
+            .contains("Error detected in bulk transfer")
+    };
+    assert!(!mismatch(&log), "Mercury saw wrong bytes");
+    // Chunk 1, int 5000 (byte 85 536, inside our fourth registration): Mercury must see it.
+    bulk.write_at(CHUNK + 20_000, &(-5i32).to_ne_bytes())
+        .unwrap();
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_WRITE, &BW_STEP), Ok(()));
+    assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
+    let _ = server.0.wait();
+    assert!(
+        mismatch(&log),
+        "Mercury's check did not see our corrupted int"
+    );
+    let _ = std::fs::remove_file(&log);
+}
+
+/// Mercury pushes its pattern into a region with one registration per segment.
+#[test]
+fn mercury_server_pushes_into_our_per_segment_bulk() {
+    let Some((_server, addr)) = start_server() else {
+        eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
+        return;
+    };
+    let (client, ctx) = bulk_client();
+    let to = client.addr_lookup(&addr).unwrap();
+    let bulk = hg::Bulk::create_per_segment(
+        &client,
+        uneven(&vec![0xEE; CHUNK * BULK_COUNT]),
+        na::Access::WRITE_ONLY,
+    )
+    .unwrap();
+    let init = bw_init(HG_BULK_PUSH, &bulk);
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
+    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_READ, &BW_STEP), Ok(()));
+    assert!(bulk.to_vec() == perf_pattern(0), "pushed bytes differ");
+    assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
+}
+
 fn wait_reply(raw: &na::Context) -> Vec<u8> {
     let end = Instant::now() + Duration::from_secs(60);
     loop {
