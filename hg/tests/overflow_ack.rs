@@ -27,11 +27,35 @@ fn bytes(n: u32) -> Vec<u8> {
     (0..n).map(|i| (i % 251) as u8).collect()
 }
 
-fn serve(class: &Class) {
+hg::rpc! {
+    /// Answered later by the test (the server keeps the handle).
+    pub rpc Later(LaterIn, LaterOut) {
+        input {
+            /// Unused.
+            pub x: u8,
+        }
+        output {
+            /// The bytes.
+            pub data: Vec<u8>,
+        }
+    }
+}
+
+/// Handles of `Later` requests, answered by the test.
+type Kept = Arc<Mutex<Vec<Handle>>>;
+
+fn serve(class: &Class) -> Kept {
     class.register_rpc::<Big>(Some(Arc::new(|h: Handle| {
         let i: BigIn = h.get_input()?;
         h.respond(&BigOut { data: bytes(i.n) }, |r| assert_eq!(r, Ok(())))
     })));
+    let kept: Kept = Arc::default();
+    let k = kept.clone();
+    class.register_rpc::<Later>(Some(Arc::new(move |h: Handle| {
+        k.lock().unwrap().push(h);
+        Ok(())
+    })));
+    kept
 }
 
 /// A server context, a well-behaved client context, and the info a raw NA client needs.
@@ -42,6 +66,7 @@ struct Setup {
     cctx: Context,
     /// The server's address, as the client class names it.
     saddr: na::Addr,
+    kept: Kept,
     _fabric: Option<Fabric>,
 }
 
@@ -53,7 +78,7 @@ fn base_opts() -> InitOptions {
 }
 
 fn setup(server: Class, client: Class, fabric: Option<Fabric>) -> Setup {
-    serve(&server);
+    let kept = serve(&server);
     client.register_rpc::<Big>(None);
     let sctx = server.context_create().unwrap();
     let cctx = client.context_create().unwrap();
@@ -65,6 +90,7 @@ fn setup(server: Class, client: Class, fabric: Option<Fabric>) -> Setup {
         sctx,
         cctx,
         saddr,
+        kept,
         _fabric: fabric,
     }
 }
@@ -203,6 +229,57 @@ fn released_on_peer_removal(s: &Setup) {
     big_rpc_works(s);
 }
 
+/// The client dies before its reply is sent: the reply fails in NA, and the registration kept
+/// for that peer is let go of at once (no deadline, no removal).
+fn released_when_the_reply_fails(s: &Setup) {
+    let raw = s.client.na().context_create(9).unwrap();
+    let body = hg::proc::encode_to_vec(&LaterIn { x: 0 }).unwrap();
+    let hs = ChecksumLevel::None.header_size();
+    let uh = s.client.na().unexpected_header_size();
+    let mut buf = MsgBuf::new(uh + hs + body.len());
+    raw.msg_init_unexpected(&mut buf);
+    let msg = &mut buf.as_mut_slice()[uh..];
+    let req = RequestHeader {
+        id: Later::id(),
+        flags: 0,
+        cookie: 0,
+    };
+    header::encode_request(&req, ChecksumLevel::None, msg, body.len()).unwrap();
+    msg[hs..].copy_from_slice(&body);
+    raw.send_unexpected(buf, uh + hs + body.len(), &s.saddr, 78, 2);
+    let end = Instant::now() + GUARD;
+    while s.kept.lock().unwrap().is_empty() {
+        turn(&[&s.sctx]);
+        raw.progress(Duration::ZERO).unwrap();
+        assert!(Instant::now() < end, "request never handled");
+    }
+    drop(raw.close());
+    let h = s.kept.lock().unwrap().pop().unwrap();
+    let sent = Arc::new(Mutex::new(None));
+    let s2 = sent.clone();
+    h.respond(
+        &LaterOut {
+            data: bytes(100_000),
+        },
+        move |r| *s2.lock().unwrap() = Some(r),
+    )
+    .unwrap();
+    while sent.lock().unwrap().is_none() || s.sctx.overflow_registrations() != 0 {
+        turn(&[&s.sctx]);
+        assert!(
+            Instant::now() < end,
+            "reply {:?}, {} registrations kept",
+            sent.lock().unwrap(),
+            s.sctx.overflow_registrations()
+        );
+    }
+    assert!(
+        sent.lock().unwrap().unwrap().is_err(),
+        "the reply to a closed peer must fail"
+    );
+    big_rpc_works(s);
+}
+
 fn with_deadline() -> InitOptions {
     InitOptions {
         overflow_ack_timeout: Some(Duration::from_millis(300)),
@@ -247,4 +324,15 @@ fn unacknowledged_overflow_released_after_deadline_ofi() {
 fn unacknowledged_overflow_released_on_peer_removal_ofi() {
     let Some(s) = ofi(no_deadline()) else { return };
     released_on_peer_removal(&s);
+}
+
+#[test]
+fn overflow_released_when_the_reply_fails_inproc() {
+    released_when_the_reply_fails(&inproc(no_deadline()));
+}
+
+#[test]
+fn overflow_released_when_the_reply_fails_ofi() {
+    let Some(s) = ofi(no_deadline()) else { return };
+    released_when_the_reply_fails(&s);
 }
