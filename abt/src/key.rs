@@ -9,6 +9,7 @@ use std::marker::PhantomData;
 /// A type-erased destructor, run on the value when its ULT ends.
 pub(crate) type Destructor = StdArc<dyn Fn(Box<dyn Any + Send>) + Send + Sync>;
 
+/// Key ids: a process-wide counter, never modelled (no protocol, only uniqueness).
 static NEXT_KEY: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// A key (`ABT_key`): each ULT sees its own value of type `T`.
@@ -48,7 +49,7 @@ impl<T: Send + 'static> Key<T> {
     pub fn set(&self, v: T) -> Result<()> {
         let d = self.dtor.clone();
         context::with_current(|u| {
-            u.has_keys.store(true, std::sync::atomic::Ordering::Relaxed);
+            u.has_keys.store(true, crate::sync::Ordering::Relaxed);
             let mut k = lock(&u.keys);
             k.retain(|(id, _, _)| *id != self.id);
             k.push((self.id, Box::new(v), d));

@@ -33,6 +33,7 @@
 //! **Tracing.** Each time a ULT is switched in, it runs inside a `debug` span `abt.ult` with its
 //! id, name and stream rank.
 
+mod cell;
 mod context;
 mod error;
 mod key;

@@ -7,10 +7,20 @@
 //! that finishes the suspend sees that and requeues the ULT itself. Exactly one of the two pushes
 //! the ULT back into a pool, so a wake is never lost and a ULT never runs twice.
 
-use crate::sync::{AtomicU8, Ordering};
+//!
+//! The word also guards the unit's body: the body is taken by whoever wins the one transition out
+//! of [`NEW`] (a unit never returns there), so no lock is needed around it. That is the one
+//! `unsafe` block of this module.
+
+use crate::sync::{AtomicU8, Ordering, UnsyncCell};
+
+/// What a unit runs.
+pub(crate) type Body = Box<dyn FnOnce() + Send>;
 
 /// In a pool or about to be pushed into one; not running.
 pub(crate) const READY: u8 = 0;
+/// Like READY, but has never run: its body is still in the state record.
+pub(crate) const NEW: u8 = 6;
 /// Running on its stream.
 pub(crate) const RUNNING: u8 = 1;
 /// Has decided to wait and may already be published as a waiter; still on its stream.
@@ -33,25 +43,62 @@ pub(crate) enum Resume {
     NotSuspended,
 }
 
-/// One unit's state word.
-pub(crate) struct UltState(AtomicU8);
+// SAFETY: the body cell is only accessed by the winner of the transition out of NEW (see
+// `begin_run`) or through `&mut self`; the body is `Send`, so handing it to that thread is fine.
+unsafe impl Sync for UltState {}
+
+/// What a successful [`UltState::begin_run`] hands over.
+pub(crate) enum Claim {
+    /// The unit's first run: its body (None only if it was already gone, which does not happen).
+    First(Option<Body>),
+    /// A unit that has run before.
+    Again,
+}
+
+/// One unit's state word, and the body that only the first claim may take.
+pub(crate) struct UltState {
+    word: AtomicU8,
+    body: UnsyncCell<Option<Body>>,
+}
 
 impl UltState {
-    pub(crate) fn new() -> Self {
-        UltState(AtomicU8::new(READY))
+    pub(crate) fn new(body: Option<Body>) -> Self {
+        UltState {
+            word: AtomicU8::new(NEW),
+            body: UnsyncCell::new(body),
+        }
+    }
+
+    /// Resets a record nobody else can see (a cached unit being reused).
+    #[cfg(not(loom))]
+    pub(crate) fn reset(&mut self, body: Body) {
+        *self.word.get_mut() = NEW;
+        *self.body.get_mut() = Some(body);
     }
 
     pub(crate) fn get(&self) -> u8 {
-        self.0.load(Ordering::Acquire)
+        self.word.load(Ordering::Acquire)
     }
 
-    /// A stream claims the unit to run it. Fails for a unit already claimed (a stale pool entry
-    /// left by `yield_to`) or finished.
+    /// A stream claims the unit to run it. Fails (`None`) for a unit already claimed (a stale pool
+    /// entry left by `yield_to`) or finished. The first claim of a unit takes its body.
     #[inline]
-    pub(crate) fn begin_run(&self) -> bool {
-        self.0
-            .compare_exchange(READY, RUNNING, Ordering::Acquire, Ordering::Relaxed)
-            .is_ok()
+    pub(crate) fn begin_run(&self) -> Option<Claim> {
+        let s = self.word.load(Ordering::Relaxed);
+        if s != NEW && s != READY {
+            return None;
+        }
+        self.word
+            .compare_exchange(s, RUNNING, Ordering::Acquire, Ordering::Relaxed)
+            .ok()?;
+        if s == READY {
+            return Some(Claim::Again);
+        }
+        // SAFETY: this thread won the only transition out of NEW (nothing ever stores NEW into
+        // a record others can see), so no other thread takes or reads the body; the body was
+        // written before the unit was published (pushed into a pool), which the pool's hand-over
+        // and this Acquire order before this read.
+        Some(Claim::First(unsafe { self.body.with_mut(Option::take) }))
     }
 
     /// Its home stream claims a started unit. While a unit is READY nobody but that stream writes
@@ -59,8 +106,8 @@ impl UltState {
     /// in a pool another stream pops), so a load and a store replace the CAS.
     #[inline]
     pub(crate) fn claim_owned(&self) -> bool {
-        if self.0.load(Ordering::Acquire) == READY {
-            self.0.store(RUNNING, Ordering::Relaxed);
+        if self.word.load(Ordering::Acquire) == READY {
+            self.word.store(RUNNING, Ordering::Relaxed);
             true
         } else {
             false
@@ -70,18 +117,18 @@ impl UltState {
     /// The running unit yields: it goes back to READY (its stream pushes it).
     #[inline]
     pub(crate) fn yielded(&self) {
-        self.0.store(READY, Ordering::Release);
+        self.word.store(READY, Ordering::Release);
     }
 
     /// The running unit decides to wait. Only the unit itself moves RUNNING → SUSPENDING.
     pub(crate) fn begin_suspend(&self) {
-        self.0.store(SUSPENDING, Ordering::Release);
+        self.word.store(SUSPENDING, Ordering::Release);
     }
 
     /// The unit decided not to wait after all (it never published itself): back to RUNNING.
     /// Returns false if a resume raced in anyway (it is then RESUMED and must still switch out).
     pub(crate) fn cancel_suspend(&self) -> bool {
-        self.0
+        self.word
             .compare_exchange(SUSPENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
@@ -90,13 +137,13 @@ impl UltState {
     /// it); false if a resume came first, in which case the unit is READY and the stream pushes it.
     pub(crate) fn finish_suspend(&self) -> bool {
         match self
-            .0
+            .word
             .compare_exchange(SUSPENDING, SUSPENDED, Ordering::AcqRel, Ordering::Acquire)
         {
             Ok(_) => true,
             Err(_) => {
                 // Only RESUMED can be here: nobody else moves a SUSPENDING unit.
-                self.0.store(READY, Ordering::Release);
+                self.word.store(READY, Ordering::Release);
                 false
             }
         }
@@ -104,7 +151,7 @@ impl UltState {
 
     /// Anyone: wake the unit.
     pub(crate) fn resume(&self) -> Resume {
-        let mut s = self.0.load(Ordering::Acquire);
+        let mut s = self.word.load(Ordering::Acquire);
         loop {
             let (to, out) = match s {
                 SUSPENDING => (RESUMED, Resume::Handled),
@@ -112,7 +159,7 @@ impl UltState {
                 _ => return Resume::NotSuspended,
             };
             match self
-                .0
+                .word
                 .compare_exchange(s, to, Ordering::AcqRel, Ordering::Acquire)
             {
                 Ok(_) => return out,
@@ -123,7 +170,7 @@ impl UltState {
 
     /// The body returned.
     pub(crate) fn terminate(&self) {
-        self.0.store(TERMINATED, Ordering::Release);
+        self.word.store(TERMINATED, Ordering::Release);
     }
 }
 
@@ -139,9 +186,9 @@ mod tests {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(2);
         b.check(|| {
-            let st = Arc::new(UltState::new());
+            let st = Arc::new(UltState::new(None));
             let pushes = Arc::new(AtomicUsize::new(0));
-            assert!(st.begin_run());
+            assert!(st.begin_run().is_some());
             st.begin_suspend(); // published as a waiter from here on
             let (st2, p2) = (st.clone(), pushes.clone());
             let waker = loom::thread::spawn(move || {
@@ -167,8 +214,8 @@ mod tests {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(2);
         b.check(|| {
-            let st = Arc::new(UltState::new());
-            assert!(st.begin_run());
+            let st = Arc::new(UltState::new(None));
+            assert!(st.begin_run().is_some());
             st.begin_suspend();
             assert!(st.finish_suspend());
             let wins = Arc::new(AtomicUsize::new(0));
@@ -186,7 +233,37 @@ mod tests {
                 h.join().unwrap();
             }
             assert_eq!(wins.load(Ordering::Relaxed), 1);
-            assert!(st.begin_run());
+            assert!(st.begin_run().is_some());
+        });
+    }
+}
+
+#[cfg(all(test, loom))]
+mod body_tests {
+    use super::*;
+    use crate::sync::Arc;
+
+    /// Two streams race to claim a new unit (a pop and a `yield_to`): exactly one wins, and only
+    /// it gets the body; loom's cell sees no second access to it.
+    #[test]
+    fn loom_first_claim_takes_body_once() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let st = Arc::new(UltState::new(Some(Box::new(|| {}))));
+            let s2 = st.clone();
+            let other = loom::thread::spawn(move || match s2.begin_run() {
+                Some(Claim::First(b)) => b.is_some() as usize,
+                Some(Claim::Again) => panic!("a new unit claimed as started"),
+                None => 0,
+            });
+            let mine = match st.begin_run() {
+                Some(Claim::First(b)) => b.is_some() as usize,
+                Some(Claim::Again) => panic!("a new unit claimed as started"),
+                None => 0,
+            };
+            assert_eq!(mine + other.join().unwrap(), 1, "one claimer gets the body");
+            assert_eq!(st.get(), RUNNING);
         });
     }
 }

@@ -32,28 +32,6 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
-/// Locks a mutex that other *streams* may hold for a few instructions (the ULT primitives'
-/// state): spins on `try_lock` first, so a stream never sleeps in the kernel for a lock another
-/// running stream is about to release. Sleeping there costs a wake-up latency, which on a loaded
-/// machine is milliseconds (Argobots uses spinlocks for the same reason).
-#[cfg(not(loom))]
-pub(crate) fn spin_lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    for _ in 0..2048 {
-        match m.try_lock() {
-            Ok(g) => return g,
-            Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
-            Err(std::sync::TryLockError::WouldBlock) => std::hint::spin_loop(),
-        }
-    }
-    lock(m)
-}
-
-/// Loom build: a plain lock (spinning would only multiply the interleavings).
-#[cfg(loom)]
-pub(crate) fn spin_lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    lock(m)
-}
-
 /// Waits on a condition variable with a timeout, ignoring poisoning (see [`lock`]).
 pub(crate) fn wait_timeout<'a, T>(
     cv: &Condvar,
@@ -122,3 +100,13 @@ pub(crate) use std::sync::{Mutex as StdMutex, Once as StdOnce};
 /// out raw pointers to them (`Arc::as_ptr` / `from_raw`), which loom's `Arc` does not offer. The
 /// state machines around units are modelled on their own (`ult::state`, `sync_ult::*`).
 pub(crate) use std::sync::Arc as StdArc;
+
+/// Protocol-guarded cells and the spin lock of the ULT primitives (the crate's own unsafe code for
+/// them lives in `cell.rs`).
+pub(crate) use crate::cell::{SpinGuard, SpinMutex, UnsyncCell};
+
+/// Takes a [`SpinMutex`] (the lock of the ULT primitives' state).
+#[inline]
+pub(crate) fn spin<T>(m: &SpinMutex<T>) -> SpinGuard<'_, T> {
+    m.lock()
+}

@@ -8,6 +8,7 @@ use crate::sync::StdArc;
 use crate::unit::{Unit, UnitInner};
 use crate::{Eventual, Task, Thread, Xstream};
 use std::collections::HashSet;
+// Test-side counters and logs run on real threads only (the suites are not loom models).
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 

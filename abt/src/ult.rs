@@ -4,8 +4,8 @@ use crate::context::{self, default_stack_size, Switch};
 use crate::error::{Error, Result};
 use crate::pool::Pool;
 use crate::state::{self, Resume};
-use crate::sync::{lock, Ordering, StdArc};
-use crate::unit::{Unit, UnitInner, Waiter};
+use crate::sync::{Ordering, StdArc};
+use crate::unit::{Handle, Unit};
 use std::time::{Duration, Instant};
 
 pub(crate) use crate::xstream::in_tasklet;
@@ -61,7 +61,7 @@ impl ThreadAttr {
 #[doc(alias = "ABT_thread")]
 #[derive(Clone)]
 pub struct Thread {
-    pub(crate) u: StdArc<UnitInner>,
+    pub(crate) u: Handle,
 }
 
 impl std::fmt::Debug for Thread {
@@ -87,16 +87,15 @@ impl Thread {
         attr: &ThreadAttr,
         f: impl FnOnce() + Send + 'static,
     ) -> Thread {
-        let u = crate::unit::new_unit(
+        let u = crate::unit::spawn(
+            pool,
             attr.name.clone(),
             false,
             attr.stack_size,
             attr.guard,
-            pool,
             Box::new(f),
         );
-        pool.push(Unit(u.clone()));
-        Thread { u }
+        Thread { u: Handle::new(u) }
     }
 
     /// The running ULT (`ABT_self_get_thread`, `ABT_thread_self`); `Error::NotInUlt` elsewhere.
@@ -107,7 +106,9 @@ impl Thread {
             return Err(Error::InTasklet);
         }
         context::current_unit()
-            .map(|u| Thread { u: u.0 })
+            .map(|u| Thread {
+                u: Handle::new(u.0),
+            })
             .ok_or(Error::NotInUlt)
     }
 
@@ -127,7 +128,7 @@ impl Thread {
     }
     /// Whether its body has returned.
     pub fn is_finished(&self) -> bool {
-        self.u.done.load(Ordering::Acquire) != crate::unit::PENDING
+        self.u.is_done()
     }
     /// Whether it is suspended (waiting for a resume, an eventual, a timer…).
     pub fn is_suspended(&self) -> bool {
@@ -141,24 +142,7 @@ impl Thread {
         if context::with_current(|c| std::ptr::eq(c, &*self.u)).unwrap_or(false) {
             return Err(Error::JoinSelf);
         }
-        if let Some(r) = self.u.outcome() {
-            return r;
-        }
-        loop {
-            let w = Waiter::prepare();
-            let h = w.handle();
-            {
-                let mut j = lock(&self.u.join);
-                if let Some(r) = &j.result {
-                    let r = r.clone();
-                    drop(j);
-                    w.cancel();
-                    return r;
-                }
-                j.waiters.push(w);
-            }
-            h.wait();
-        }
+        self.u.join_wait()
     }
 
     /// Joins and releases the ULT (`ABT_thread_free`).
@@ -178,18 +162,12 @@ impl Thread {
         }
         match self.u.state.resume() {
             Resume::Push => {
-                Unit(self.u.clone()).requeue();
+                Unit(self.u.arc().clone()).requeue();
                 Ok(())
             }
             Resume::Handled => Ok(()),
             Resume::NotSuspended => Err(Error::NotSuspended),
         }
-    }
-}
-
-impl Drop for Thread {
-    fn drop(&mut self) {
-        crate::unit::recycle_from_handle(&self.u);
     }
 }
 
@@ -209,10 +187,11 @@ fn check_ult() -> Result<()> {
 #[doc(alias = "ABT_self_yield")]
 #[inline]
 pub fn yield_now() -> Result<()> {
-    if in_tasklet() {
-        return Err(Error::InTasklet);
+    // A tasklet never runs inside a ULT, so the tasklet check is only needed on the error path.
+    match context::switch_out(Switch::Yield) {
+        Err(Error::NotInUlt) if in_tasklet() => Err(Error::InTasklet),
+        r => r,
     }
-    context::switch_out(Switch::Yield)
 }
 
 /// Yields to `target`, which runs next on this stream (`ABT_thread_yield_to`). The target must be
@@ -231,10 +210,10 @@ pub fn yield_to(target: &Thread) -> Result<()> {
     if hid != 0 && crate::xstream::with_current(|s| s.shared.uid) != Some(hid) {
         return Err(Error::InvalidYieldTarget);
     }
-    if !target.u.state.begin_run() {
+    let Some(claim) = target.u.state.begin_run() else {
         return Err(Error::InvalidYieldTarget);
-    }
-    context::switch_out(Switch::YieldTo(Unit(target.u.clone())))
+    };
+    context::switch_out(Switch::YieldTo(Unit(target.u.arc().clone()), claim))
 }
 
 /// Suspends the running ULT until someone calls [`Thread::resume`] on it (`ABT_self_suspend`).

@@ -1,19 +1,40 @@
 //! Work units (ULTs and tasklets) as pools hold them, and the waiter record that blocking calls use.
 
 use crate::error::{Error, Result};
-use crate::pool::Pool;
+use crate::pool::{Access, Pool};
 use crate::state::{Resume, UltState};
 use crate::sync::{
-    lock, AtomicU64, AtomicU8, AtomicUsize, Condvar, Mutex, OnceLock, Ordering, StdArc,
+    lock, AtomicBool, AtomicU64, AtomicU8, AtomicUsize, Condvar, Mutex, OnceLock, Ordering,
+    SpinMutex, StdArc,
 };
 use crate::xstream::StreamShared;
 use std::any::Any;
 use std::fmt;
 
-static NEXT_ID: AtomicU64Static = AtomicU64Static::new(1);
+/// Unit ids are process-wide and never modelled (a plain counter, no protocol): each OS thread
+/// takes a block of ids at a time, so creating a unit costs no locked instruction.
+static NEXT_ID_BLOCK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Unit ids are process-wide and never modelled.
-type AtomicU64Static = std::sync::atomic::AtomicU64;
+/// Ids a thread takes from [`NEXT_ID_BLOCK`] at once.
+const ID_BLOCK: u64 = 1024;
+
+std::thread_local! {
+    /// This thread's next id and the end of its block.
+    static IDS: std::cell::Cell<(u64, u64)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+/// A new process-wide unique unit id.
+fn next_id() -> u64 {
+    IDS.with(|c| {
+        let (mut next, mut end) = c.get();
+        if next == end {
+            next = NEXT_ID_BLOCK.fetch_add(ID_BLOCK, std::sync::atomic::Ordering::Relaxed);
+            end = next + ID_BLOCK;
+        }
+        c.set((next + 1, end));
+        next
+    })
+}
 
 /// A work unit as a pool stores it (`ABT_unit`): a ULT or a tasklet that has not finished.
 /// Cheap to move (one pointer); the pool owns it while it waits to run.
@@ -42,25 +63,28 @@ impl Unit {
     }
     /// Whether the unit has ever run. Multi-consumer pools only ever hold units that have not.
     pub fn is_started(&self) -> bool {
-        self.0.home_id.load(std::sync::atomic::Ordering::Relaxed) != 0
+        self.0.home_id.load(Ordering::Relaxed) != 0
     }
 }
 
 /// What a unit's body is.
-pub(crate) type Body = Box<dyn FnOnce() + Send>;
+pub(crate) use crate::state::Body;
 
 /// Per-ULT key values: (key id, value, destructor).
 pub(crate) type KeyValues = Vec<(u64, Box<dyn Any + Send>, Option<crate::key::Destructor>)>;
 
-/// `UnitInner::done`: not finished.
-pub(crate) const PENDING: u8 = 0;
-/// `UnitInner::done`: finished with `Ok(())`.
+/// `UnitInner::done` bit: finished with `Ok(())`.
 pub(crate) const DONE_OK: u8 = 1;
-/// `UnitInner::done`: finished with an error (read it under the join lock).
+/// `UnitInner::done` bit: finished with an error (read it under the join lock).
 pub(crate) const DONE_ERR: u8 = 2;
+/// `UnitInner::done` bit: a joiner is (or was) queued in `join.waiters`; set under the join lock.
+pub(crate) const WAITERS: u8 = 4;
+/// Either outcome bit.
+pub(crate) const DONE: u8 = DONE_OK | DONE_ERR;
 
 pub(crate) struct JoinState {
-    pub(crate) result: Option<Result<()>>,
+    /// The error a failed unit finished with (an `Ok` outcome is the `DONE_OK` bit alone).
+    pub(crate) error: Option<Error>,
     pub(crate) waiters: smallvec::SmallVec<[Waiter; 1]>,
 }
 
@@ -68,29 +92,32 @@ pub(crate) struct UnitInner {
     pub(crate) id: u64,
     pub(crate) name: Option<StdArc<str>>,
     pub(crate) is_task: bool,
+    /// The state word; it also holds the body until the first run takes it.
     pub(crate) state: UltState,
     pub(crate) stack_size: usize,
     pub(crate) guard: bool,
     /// The pool it was created into; yields and resumes go back there while that pool is
     /// single-consumer (otherwise to its home stream's inbox).
     pub(crate) pool: StdArc<dyn Pool>,
+    /// `pool.access()`, read once at creation (requeues would otherwise make a virtual call).
+    pub(crate) access: Access,
     /// Id of the stream that first ran it (0: not started); set once by that stream.
     pub(crate) home_id: AtomicUsize,
     /// That stream, kept for units of multi-consumer pools, whose every requeue goes to its inbox.
     pub(crate) home: OnceLock<StdArc<StreamShared>>,
     /// Set by `suspend()`, consumed by `Thread::resume`: only a ULT that suspended itself may be
     /// resumed from outside; one blocked in a primitive is woken only by that primitive.
-    pub(crate) user_suspended: std::sync::atomic::AtomicBool,
+    pub(crate) user_suspended: AtomicBool,
     /// Whether a key value was ever set (skips the key lock at exit otherwise).
-    pub(crate) has_keys: std::sync::atomic::AtomicBool,
+    pub(crate) has_keys: AtomicBool,
     /// Index of its coroutine in the home stream's slab.
     pub(crate) slot: AtomicUsize,
     pub(crate) dispatches: AtomicU64,
-    /// The outcome, readable without the join lock: [`PENDING`], [`DONE_OK`] or [`DONE_ERR`]
-    /// (then the error is in `join`). Written once, after `join.result`, with Release.
+    /// Outcome and joiner bits ([`DONE_OK`], [`DONE_ERR`], [`WAITERS`]). The finisher sets its
+    /// outcome bit and a joiner its WAITERS bit with one read-modify-write each, so whichever comes
+    /// second sees the other: the finisher then wakes the queued joiners, the joiner does not wait.
     pub(crate) done: AtomicU8,
-    pub(crate) body: Mutex<Option<Body>>,
-    pub(crate) join: Mutex<JoinState>,
+    pub(crate) join: SpinMutex<JoinState>,
     pub(crate) keys: Mutex<KeyValues>,
 }
 
@@ -104,27 +131,68 @@ impl UnitInner {
         body: Body,
     ) -> UnitInner {
         UnitInner {
-            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            id: next_id(),
             name,
             is_task,
-            state: UltState::new(),
+            state: UltState::new(Some(body)),
             stack_size,
             guard,
+            access: pool.access(),
             pool,
             home_id: AtomicUsize::new(0),
             home: OnceLock::new(),
-            has_keys: std::sync::atomic::AtomicBool::new(false),
-            user_suspended: std::sync::atomic::AtomicBool::new(false),
+            has_keys: AtomicBool::new(false),
+            user_suspended: AtomicBool::new(false),
             slot: AtomicUsize::new(usize::MAX),
             dispatches: AtomicU64::new(0),
-            done: AtomicU8::new(PENDING),
-            body: Mutex::new(Some(body)),
-            join: Mutex::new(JoinState {
-                result: None,
+            done: AtomicU8::new(0),
+            join: SpinMutex::new(JoinState {
+                error: None,
                 waiters: smallvec::SmallVec::new(),
             }),
             keys: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Makes a cached record a new unit in place, through a unique borrow: plain stores, and the
+    /// pool reference is only replaced when the pool differs (no reference-count traffic in the
+    /// steady state of one pool).
+    #[cfg(not(loom))]
+    fn reuse(
+        &mut self,
+        name: Option<StdArc<str>>,
+        is_task: bool,
+        stack_size: usize,
+        guard: bool,
+        pool: &StdArc<dyn Pool>,
+        body: Body,
+    ) {
+        self.id = next_id();
+        self.name = name;
+        self.is_task = is_task;
+        self.state.reset(body);
+        self.stack_size = stack_size;
+        self.guard = guard;
+        if !StdArc::ptr_eq(&self.pool, pool) {
+            self.pool = pool.clone();
+            self.access = pool.access();
+        }
+        *self.home_id.get_mut() = 0;
+        if self.home.get().is_some() {
+            self.home = OnceLock::new();
+        }
+        *self.user_suspended.get_mut() = false;
+        *self.has_keys.get_mut() = false;
+        *self.slot.get_mut() = usize::MAX;
+        *self.dispatches.get_mut() = 0;
+        *self.done.get_mut() = 0;
+        let j = self.join.get_mut();
+        j.error = None;
+        j.waiters.clear();
+        self.keys
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 }
 
@@ -156,8 +224,8 @@ pub(crate) fn new_unit(
         let cached = UNIT_CACHE.try_with(|c| c.borrow_mut().pop()).ok().flatten();
         if let Some(mut a) = cached {
             if let Some(inner) = StdArc::get_mut(&mut a) {
-                // The old contents (its pool reference…) drop here, outside the cache borrow.
-                *inner = UnitInner::new(name, is_task, stack_size, guard, pool.clone(), body);
+                // Old contents (a different pool…) drop here, outside the cache borrow.
+                inner.reuse(name, is_task, stack_size, guard, pool, body);
                 return a;
             }
         }
@@ -172,23 +240,29 @@ pub(crate) fn new_unit(
     ))
 }
 
+/// Creates a unit (ULT or tasklet) in `pool` and queues it: the one creation path of
+/// `Thread::create_with` and `Task::create`. Returns the handle's reference.
+pub(crate) fn spawn(
+    pool: &StdArc<dyn Pool>,
+    name: Option<StdArc<str>>,
+    is_task: bool,
+    stack_size: usize,
+    guard: bool,
+    body: Body,
+) -> StdArc<UnitInner> {
+    let u = new_unit(name, is_task, stack_size, guard, pool, body);
+    pool.push(Unit(u.clone()));
+    u
+}
+
 /// Drops a reference to a unit; if it was the last one and the unit has finished, the
-/// allocation goes to this thread's cache for [`new_unit`].
+/// allocation goes to this thread's cache for [`new_unit`]. Handles (`Thread`, `Task`) give their
+/// reference here when dropped, so the last owner's reference moves into the cache whole.
 #[inline]
 pub(crate) fn recycle(a: StdArc<UnitInner>) {
     // A strong count of one is stable: we hold that reference, and units have no weak ones.
-    if StdArc::strong_count(&a) == 1 && a.done.load(Ordering::Relaxed) != PENDING {
+    if StdArc::strong_count(&a) == 1 && a.done.load(Ordering::Relaxed) & DONE != 0 {
         cache_put(a);
-    }
-}
-
-/// The last owner of a finished unit is a handle being dropped (`Thread`, `Task`): the handle
-/// cannot give its reference away, so the cache gets a clone and the handle's own reference then
-/// drops (two uncontended count updates instead of a free and a later malloc).
-#[inline]
-pub(crate) fn recycle_from_handle(u: &StdArc<UnitInner>) {
-    if StdArc::strong_count(u) == 1 && u.done.load(Ordering::Relaxed) != PENDING {
-        cache_put(u.clone());
     }
 }
 
@@ -212,19 +286,57 @@ fn cache_put(a: StdArc<UnitInner>) {
     drop(a);
 }
 
+/// The reference a user handle (`Thread`, `Task`) holds. Dropping it hands the reference to
+/// [`recycle`], so when the handle is the unit's last owner the record moves into the cache whole
+/// (no count updates).
+pub(crate) struct Handle(Option<StdArc<UnitInner>>);
+
+impl Handle {
+    pub(crate) fn new(a: StdArc<UnitInner>) -> Self {
+        Handle(Some(a))
+    }
+    /// The counted reference.
+    #[inline]
+    pub(crate) fn arc(&self) -> &StdArc<UnitInner> {
+        // Only `drop` empties it.
+        self.0.as_ref().expect("unit handle used after drop")
+    }
+}
+
+impl std::ops::Deref for Handle {
+    type Target = UnitInner;
+    #[inline]
+    fn deref(&self) -> &UnitInner {
+        self.arc()
+    }
+}
+
+impl Clone for Handle {
+    fn clone(&self) -> Self {
+        Handle(self.0.clone())
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if let Some(a) = self.0.take() {
+            recycle(a);
+        }
+    }
+}
+
 impl Unit {
     /// Puts a runnable unit back where it belongs: its pool while that pool is single-consumer,
     /// else (a started unit from a multi-consumer pool) its home stream's inbox, so it can never be
     /// popped by another stream.
     pub(crate) fn requeue(self) {
-        let a = self.0.pool.access();
+        let a = self.0.access;
         // A started unit must not enter a multi-consumer pool (another stream could pop it), nor
         // a single-producer pool from a thread other than its stream (a second producer).
         if self.is_started()
             && (a.multi_consumer()
                 || (!a.multi_producer()
-                    && crate::xstream::current_uid()
-                        != self.0.home_id.load(std::sync::atomic::Ordering::Relaxed)))
+                    && crate::xstream::current_uid() != self.0.home_id.load(Ordering::Relaxed)))
         {
             if let Some(home) = self.0.home.get() {
                 let home = home.clone();
@@ -232,21 +344,23 @@ impl Unit {
                 return;
             }
             // Single-producer pool, woken from another stream: find its stream (rare path).
-            let hid = self.0.home_id.load(std::sync::atomic::Ordering::Relaxed);
+            let hid = self.0.home_id.load(Ordering::Relaxed);
             if let Some(home) = crate::xstream::lookup_stream(hid) {
                 home.push_inbox(self);
                 return;
             }
         }
-        let pool = self.0.pool.clone();
-        pool.push(self);
+        if let Err(u) = crate::xstream::push_via_current(self) {
+            let pool = u.0.pool.clone();
+            pool.push(u);
+        }
     }
 
     /// `requeue`, but pushing through the caller's reference when the unit's pool is one of
     /// `pools` (a scheduler's), which saves two atomic reference-count updates per yield.
     #[inline]
     pub(crate) fn requeue_in(self, pools: &[StdArc<dyn Pool>]) {
-        if !self.is_started() || !self.0.pool.access().multi_consumer() {
+        if !self.is_started() || !self.0.access.multi_consumer() {
             let me = StdArc::as_ptr(&self.0.pool) as *const ();
             if let Some(p) = pools.iter().find(|p| StdArc::as_ptr(p) as *const () == me) {
                 p.push(self);
@@ -256,19 +370,21 @@ impl Unit {
         self.requeue()
     }
 
-    /// Records the unit's outcome and wakes its joiners.
+    /// Records the unit's outcome and wakes its joiners: one read-modify-write of the done word
+    /// when nobody waits (see [`UnitInner::done`]).
     pub(crate) fn finish(&self, r: Result<()>) {
-        let waiters = {
-            let mut j = crate::sync::spin_lock(&self.0.join);
-            let d = if r.is_ok() { DONE_OK } else { DONE_ERR };
-            j.result = Some(r);
-            self.0.done.store(d, Ordering::Release);
-            if j.waiters.is_empty() {
-                // The common case (joined later): no list to move out and drop.
-                return;
+        let prev = match r {
+            Ok(()) => self.0.done.fetch_or(DONE_OK, Ordering::AcqRel),
+            Err(e) => {
+                self.0.join.lock().error = Some(e);
+                self.0.done.fetch_or(DONE_ERR, Ordering::AcqRel)
             }
-            std::mem::take(&mut j.waiters)
         };
+        if prev & WAITERS == 0 {
+            return;
+        }
+        // Joiners set WAITERS under the lock before queueing, so taking it orders this after them.
+        let waiters = std::mem::take(&mut self.0.join.lock().waiters);
         for w in waiters {
             w.wake();
         }
@@ -276,7 +392,7 @@ impl Unit {
 
     /// Runs the key destructors (ULT exit), outside the key lock.
     pub(crate) fn run_key_destructors(&self) {
-        if !self.0.has_keys.load(std::sync::atomic::Ordering::Relaxed) {
+        if !self.0.has_keys.load(Ordering::Relaxed) {
             return;
         }
         let vals = std::mem::take(&mut *lock(&self.0.keys));
@@ -315,10 +431,46 @@ impl UnitInner {
     /// common join of an already-finished unit); only an error is read under the join lock.
     #[inline]
     pub(crate) fn outcome(&self) -> Option<Result<()>> {
-        match self.done.load(Ordering::Acquire) {
-            PENDING => None,
-            DONE_OK => Some(Ok(())),
-            _ => lock(&self.join).result.clone(),
+        let d = self.done.load(Ordering::Acquire);
+        if d & DONE_OK != 0 {
+            Some(Ok(()))
+        } else if d & DONE_ERR != 0 {
+            Some(Err(self
+                .join
+                .lock()
+                .error
+                .clone()
+                .unwrap_or(Error::Panicked(String::new()))))
+        } else {
+            None
+        }
+    }
+
+    /// Whether the unit has finished.
+    pub(crate) fn is_done(&self) -> bool {
+        self.done.load(Ordering::Acquire) & DONE != 0
+    }
+
+    /// Waits for the unit to finish (`ABT_thread_join`, `ABT_task_join`): a ULT caller is
+    /// suspended, an OS thread blocks. The one join path of `Thread` and `Task`.
+    pub(crate) fn join_wait(&self) -> Result<()> {
+        loop {
+            if let Some(r) = self.outcome() {
+                return r;
+            }
+            let w = Waiter::prepare();
+            let h = w.handle();
+            {
+                let mut j = self.join.lock();
+                if self.done.fetch_or(WAITERS, Ordering::AcqRel) & DONE != 0 {
+                    // Finished meanwhile; `outcome` returns it on the next round.
+                    drop(j);
+                    w.cancel();
+                    continue;
+                }
+                j.waiters.push(w);
+            }
+            h.wait();
         }
     }
 }
@@ -424,5 +576,53 @@ impl Waiter {
             }
             Waiter::Thread(p) => p.wake(),
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod tests {
+    use super::*;
+    use crate::pool::{LockPool, PoolKind};
+
+    fn unit() -> StdArc<UnitInner> {
+        let pool: StdArc<dyn Pool> = StdArc::new(LockPool::new(PoolKind::Fifo, Access::Mpsc));
+        StdArc::new(UnitInner::new(None, true, 0, false, pool, Box::new(|| {})))
+    }
+
+    /// A joiner (an OS thread) races the unit's finish: whichever sets its bit of the done word
+    /// second sees the other's, so the joiner either returns at once or is woken; it never hangs
+    /// and always sees the outcome.
+    #[test]
+    fn loom_join_finish_race() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let u = unit();
+            let u2 = u.clone();
+            let joiner = loom::thread::spawn(move || u2.join_wait());
+            Unit(u.clone()).finish(Ok(()));
+            assert_eq!(joiner.join().unwrap(), Ok(()));
+            assert!(u.is_done());
+        });
+    }
+
+    /// Two joiners and a failing finish: both see the error.
+    #[test]
+    fn loom_join_error_two_joiners() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(1);
+        b.check(|| {
+            let u = unit();
+            let hs: Vec<_> = (0..2)
+                .map(|_| {
+                    let u = u.clone();
+                    loom::thread::spawn(move || u.join_wait())
+                })
+                .collect();
+            Unit(u.clone()).finish(Err(Error::Panicked("x".into())));
+            for h in hs {
+                assert_eq!(h.join().unwrap(), Err(Error::Panicked("x".into())));
+            }
+        });
     }
 }

@@ -10,6 +10,7 @@ use crate::context::{self, Coro, StackCache};
 use crate::error::{Error, Result};
 use crate::pool::{Parker, Pool, PoolKind, RingQueue};
 use crate::sched::{all_wait, Sched, SchedContext};
+use crate::state::Claim;
 use crate::sync::{AtomicU64, AtomicU8, Ordering, StdArc, StdMutex, Weak};
 use crate::sys::affinity::{get_affinity, gettid, set_affinity};
 use crate::unit::{panic_error, Unit};
@@ -46,6 +47,7 @@ pub(crate) struct StreamShared {
 
 /// Every stream by uid, for the rare forward of a started unit popped on the wrong stream.
 static STREAMS: StdMutex<Vec<(usize, Weak<StreamShared>)>> = StdMutex::new(Vec::new());
+/// Stream uids: a process-wide counter, never modelled (no protocol, only uniqueness).
 static NEXT_UID: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
 
 pub(crate) fn lookup_stream(uid: usize) -> Option<StdArc<StreamShared>> {
@@ -112,6 +114,9 @@ impl Ord for Timer {
 /// Stream state only its own OS thread touches (`!Send`: it owns the coroutines).
 pub(crate) struct StreamLocal {
     pub(crate) shared: StdArc<StreamShared>,
+    /// The scheduler's pools, so a wake on this stream requeues through them (no pool reference
+    /// count update).
+    pools: Vec<StdArc<dyn Pool>>,
     slab: RefCell<Vec<Option<Coro>>>,
     free_slots: RefCell<Vec<usize>>,
     live: Cell<usize>,
@@ -139,15 +144,36 @@ pub(crate) fn in_tasklet() -> bool {
     IN_TASK.with(|c| c.get())
 }
 
+/// Pushes `unit` into its pool through the current stream's scheduler pool list when the pool is
+/// one of them (no reference-count update); gives the unit back otherwise.
+pub(crate) fn push_via_current(unit: Unit) -> std::result::Result<(), Unit> {
+    let Some(s) = CURRENT.with(|c| c.borrow().clone()) else {
+        return Err(unit);
+    };
+    let me = StdArc::as_ptr(&unit.0.pool) as *const ();
+    match s
+        .pools
+        .iter()
+        .find(|p| StdArc::as_ptr(p) as *const () == me)
+    {
+        Some(p) => {
+            p.push(unit);
+            Ok(())
+        }
+        None => Err(unit),
+    }
+}
+
 pub(crate) fn with_current<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {
     let s = CURRENT.with(|c| c.borrow().clone())?;
     Some(f(&s))
 }
 
 impl StreamLocal {
-    fn new(shared: StdArc<StreamShared>) -> Self {
+    fn new(shared: StdArc<StreamShared>, pools: Vec<StdArc<dyn Pool>>) -> Self {
         StreamLocal {
             shared,
+            pools,
             slab: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
             live: Cell::new(0),
@@ -163,19 +189,24 @@ impl StreamLocal {
     #[inline]
     pub(crate) fn run_unit(&self, unit: Unit, pools: &[StdArc<dyn Pool>]) {
         let u = &unit.0;
-        let claimed = if u.home_id.load(Ordering::Relaxed) == self.shared.uid {
-            u.state.claim_owned()
+        let claim = if u.home_id.load(Ordering::Relaxed) == self.shared.uid {
+            if u.state.claim_owned() {
+                Some(Claim::Again)
+            } else {
+                None
+            }
         } else {
             u.state.begin_run()
         };
-        if claimed {
-            self.run_claimed(unit, pools);
+        if let Some(c) = claim {
+            self.run_claimed(unit, c, pools);
         }
     }
 
-    /// Runs a unit whose state this stream already moved to RUNNING. `pools` are the scheduler's,
-    /// used to requeue without touching the pool's reference count.
-    pub(crate) fn run_claimed(&self, unit: Unit, pools: &[StdArc<dyn Pool>]) {
+    /// Runs a unit whose state this stream already moved to RUNNING (`claim` says whether this
+    /// is its first run, with its body). `pools` are the scheduler's, used to requeue without
+    /// touching the pool's reference count.
+    pub(crate) fn run_claimed(&self, unit: Unit, claim: Claim, pools: &[StdArc<dyn Pool>]) {
         let u = &*unit.0;
         // Single writer (the claiming stream), so a load and a store, not a locked add.
         u.dispatches
@@ -183,49 +214,46 @@ impl StreamLocal {
         let d = &self.shared.dispatches;
         d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         self.idle_rounds.set(0);
-        if u.is_task {
-            self.run_task(unit);
-            return;
-        }
-        let hid = u.home_id.load(Ordering::Relaxed);
-        if hid == 0 {
-            u.home_id.store(self.shared.uid, Ordering::Relaxed);
-            if u.pool.access().multi_consumer() {
-                let _ = u.home.set(self.shared.clone());
+        let slot = match claim {
+            Claim::Again => {
+                if u.home_id.load(Ordering::Relaxed) != self.shared.uid {
+                    // Started on another stream (a pool shared against the access rules): send
+                    // it home.
+                    self.send_home(unit);
+                    return;
+                }
+                u.slot.load(Ordering::Relaxed)
             }
-        } else if hid != self.shared.uid {
-            // Started on another stream (a pool shared against the access rules): send it home.
-            u.state.yielded();
-            match lookup_stream(hid) {
-                Some(home) => home.push_inbox(unit),
-                None => {
-                    tracing::error!(id = u.id, "abt: started ULT popped after its stream ended")
+            Claim::First(body) => {
+                if u.is_task {
+                    self.run_task(unit, body);
+                    return;
+                }
+                match self.start(&unit, body) {
+                    Some(s) => s,
+                    None => return,
                 }
             }
-            return;
-        }
-        let mut slot = u.slot.load(Ordering::Relaxed);
-        if slot == usize::MAX {
-            match self.start(&unit) {
-                Some(s) => slot = s,
-                None => return,
-            }
-        }
-        let span = tracing::debug_span!(
-            "abt.ult",
-            id = u.id,
-            name = u.name.as_deref().unwrap_or(""),
-            rank = self.shared.rank
-        );
+        };
         // The coroutine is resumed in place: nothing a ULT can call touches the slab (starting
         // and finishing coroutines happens here, between resumes), so the borrow is never shared.
         let step = {
             let mut slab = self.slab.borrow_mut();
-            let Some(coro) = slab[slot].as_mut() else {
+            let Some(coro) = slab.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            let _e = span.enter();
-            coro.resume()
+            if tracing::enabled!(tracing::Level::DEBUG) {
+                let span = tracing::debug_span!(
+                    "abt.ult",
+                    id = u.id,
+                    name = u.name.as_deref().unwrap_or(""),
+                    rank = self.shared.rank
+                );
+                let _e = span.enter();
+                coro.resume()
+            } else {
+                coro.resume()
+            }
         };
         match step {
             context::Step::Switched(context::Switch::Yield) => {
@@ -237,10 +265,10 @@ impl StreamLocal {
                     unit.requeue_in(pools);
                 }
             }
-            context::Step::Switched(context::Switch::YieldTo(next)) => {
+            context::Step::Switched(context::Switch::YieldTo(next, c)) => {
                 u.state.yielded();
                 unit.requeue_in(pools);
-                self.run_claimed(next, pools);
+                self.run_claimed(next, c, pools);
             }
             context::Step::Finished => {
                 u.state.terminate();
@@ -255,10 +283,26 @@ impl StreamLocal {
         }
     }
 
-    /// First run of a ULT: stack, coroutine, slab slot.
-    fn start(&self, unit: &Unit) -> Option<usize> {
+    /// A started unit claimed on a stream that is not its home goes back to its home's inbox.
+    #[cold]
+    fn send_home(&self, unit: Unit) {
         let u = &*unit.0;
-        let body = crate::sync::lock(&u.body).take()?;
+        let hid = u.home_id.load(Ordering::Relaxed);
+        u.state.yielded();
+        match lookup_stream(hid) {
+            Some(home) => home.push_inbox(unit),
+            None => tracing::error!(id = u.id, "abt: started ULT popped after its stream ended"),
+        }
+    }
+
+    /// First run of a ULT: home, stack, coroutine, slab slot.
+    fn start(&self, unit: &Unit, body: Option<crate::state::Body>) -> Option<usize> {
+        let u = &*unit.0;
+        let body = body?;
+        u.home_id.store(self.shared.uid, Ordering::Relaxed);
+        if u.access.multi_consumer() {
+            let _ = u.home.set(self.shared.clone());
+        }
         let stack = match self.stacks.borrow_mut().get(u.stack_size, u.guard) {
             Ok(s) => s,
             Err(e) => {
@@ -289,8 +333,7 @@ impl StreamLocal {
         Some(slot)
     }
 
-    fn run_task(&self, unit: Unit) {
-        let body = crate::sync::lock(&unit.0.body).take();
+    fn run_task(&self, unit: Unit, body: Option<crate::state::Body>) {
         let r = match body {
             Some(b) => {
                 IN_TASK.with(|c| c.set(true));
@@ -352,7 +395,7 @@ impl StreamLocal {
             _ => {
                 self.live.get() == 0
                     && self.timers.borrow().is_empty()
-                    && self.shared.inbox.len() == 0
+                    && self.shared.inbox.is_empty()
                     && pools.iter().all(|p| p.is_empty())
             }
         }
@@ -360,7 +403,7 @@ impl StreamLocal {
 
     pub(crate) fn idle(&self, pools: &[StdArc<dyn Pool>], all_wait: bool) {
         let next = self.wake_timers();
-        if self.shared.inbox.len() > 0
+        if !self.shared.inbox.is_empty()
             || pools.iter().any(|p| !p.is_empty())
             || self.shared.control.load(Ordering::Acquire) != RUN
         {
@@ -420,10 +463,34 @@ fn release_rank(rank: usize) {
 fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
     let shared = local.shared.clone();
     context::install_overflow_handler();
+    context::install_panic_hook();
     context::ensure_altstack();
     shared.tid.store(gettid(), Ordering::Release);
-    CURRENT.with(|c| *c.borrow_mut() = Some(local.clone()));
-    CURRENT_UID.with(|c| c.set(shared.uid));
+    let prev = CURRENT.with(|c| c.borrow_mut().replace(local.clone()));
+    let prev_uid = CURRENT_UID.with(|c| c.replace(shared.uid));
+    // Runs when the scheduler returns or unwinds: the pools' owner-bound parts are given back
+    // while this stream's uid is still current, then the caller's stream (if any) is current again.
+    struct Leave<'a> {
+        pools: &'a [StdArc<dyn Pool>],
+        prev: Option<Rc<StreamLocal>>,
+        prev_uid: usize,
+    }
+    impl Drop for Leave<'_> {
+        fn drop(&mut self) {
+            for p in self.pools {
+                p.release_owner();
+            }
+            let prev = self.prev.take();
+            CURRENT.with(|c| *c.borrow_mut() = prev);
+            CURRENT_UID.with(|c| c.set(self.prev_uid));
+        }
+    }
+    let pools = sched.pools.clone();
+    let _leave = Leave {
+        pools: &pools,
+        prev,
+        prev_uid,
+    };
     if !local.notify_registered.replace(true) {
         for p in &sched.pools {
             if p.kind() == PoolKind::FifoWait {
@@ -440,8 +507,6 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
     };
     tracing::debug!(rank = shared.rank, "abt.xstream start");
     sched.def.run(&ctx);
-    CURRENT.with(|c| *c.borrow_mut() = None);
-    CURRENT_UID.with(|c| c.set(0));
     tracing::debug!(rank = shared.rank, "abt.xstream end");
 }
 
@@ -534,6 +599,7 @@ impl XstreamBuilder {
         let shared = StreamShared::create(rank);
         let s2 = shared.clone();
         let cpus = self.cpus;
+        // The start handshake with the new OS thread; a std channel, never modelled.
         let (tx, rx) = std::sync::mpsc::channel::<Result<()>>();
         let spawned = std::thread::Builder::new()
             .name(format!("abt-xs-{rank}"))
@@ -547,7 +613,7 @@ impl XstreamBuilder {
                     }
                 }
                 let _ = tx.send(Ok(()));
-                let local = Rc::new(StreamLocal::new(s2));
+                let local = Rc::new(StreamLocal::new(s2, sched.pools.clone()));
                 run_stream(&local, &mut sched);
                 drop(local);
                 sched.def.free();
@@ -652,7 +718,7 @@ impl Primary {
     pub fn new(sched: Sched) -> Result<Primary> {
         let rank = take_rank(Some(0))?;
         let shared = StreamShared::create(rank);
-        let local = Rc::new(StreamLocal::new(shared.clone()));
+        let local = Rc::new(StreamLocal::new(shared.clone(), sched.pools.clone()));
         Ok(Primary {
             handle: XstreamHandle { shared },
             sched,

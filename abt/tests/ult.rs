@@ -133,10 +133,20 @@ fn resume_of_a_running_ult_is_an_error() {
 #[test]
 fn panicking_ult_reports_through_join_and_stream_carries_on() {
     let p = wait_pool();
-    // Unwinding plus the panic hook need ≈ 24 KiB in a debug build: more than the 16 KiB default
-    // (which then aborts with the overflow message rather than corrupting memory).
-    let attr = ThreadAttr::new().stack_size(64 * 1024);
-    let bad = Thread::create_with(&p, &attr, || panic!("boom in ULT"));
+    // The default 16 KiB stack, in the debug build `cargo test` makes too: the panic hook (≈ 20 KiB
+    // of stack in a debug build) runs on the stream's stack, only the unwinding on the ULT's.
+    assert_eq!(abt::default_stack_size(), abt::DEFAULT_STACK_SIZE);
+    let bad = Thread::create(&p, || panic!("boom in ULT"));
+    // A panic deep in a call chain unwinds through its frames on the same small stack.
+    fn nest(n: u32) -> u32 {
+        if n == 0 {
+            panic!("deep boom");
+        }
+        nest(n - 1) + 1
+    }
+    let deep = Thread::create(&p, || {
+        std::hint::black_box(nest(std::hint::black_box(20)));
+    });
     let after = Arc::new(AtomicUsize::new(0));
     let a2 = after.clone();
     let good = Thread::create(&p, move || {
@@ -145,6 +155,7 @@ fn panicking_ult_reports_through_join_and_stream_carries_on() {
     let badt = Task::create(&p, || panic!("boom in tasklet"));
     let mut xs = stream(vec![p]);
     assert_eq!(bad.join(), Err(Error::Panicked("boom in ULT".into())));
+    assert_eq!(deep.join(), Err(Error::Panicked("deep boom".into())));
     assert_eq!(badt.join(), Err(Error::Panicked("boom in tasklet".into())));
     good.join().unwrap();
     assert_eq!(after.load(Ordering::SeqCst), 1);

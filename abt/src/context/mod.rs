@@ -19,7 +19,6 @@ pub(crate) use stack::{StackCache, UltStack};
 use crate::error::Error;
 use crate::unit::{Unit, UnitInner};
 use corosensei::{Coroutine, CoroutineResult, Yielder};
-use overflow::CURRENT_STACK;
 use std::cell::Cell;
 
 /// Why a ULT handed control back to its stream.
@@ -29,14 +28,34 @@ pub(crate) enum Switch {
     /// Suspended (its state is already SUSPENDING); someone will resume it.
     Suspend,
     /// Back into its pool, and run this (already claimed) unit next.
-    YieldTo(Unit),
+    YieldTo(Unit, crate::state::Claim),
 }
 
 type Y = Yielder<(), Switch>;
 
+/// What this OS thread knows about the ULT it runs: one record in the coroutine's first frame,
+/// published through one thread-local pointer (one write to switch in, one to switch out).
+pub(crate) struct Running {
+    y: *const Y,
+    unit: *const UnitInner,
+    /// For the overflow handler.
+    pub(crate) stack: StackInfo,
+}
+
 thread_local! {
-    static YIELDER: Cell<*const Y> = const { Cell::new(std::ptr::null()) };
-    static CURRENT_UNIT: Cell<*const UnitInner> = const { Cell::new(std::ptr::null()) };
+    /// The running ULT's record, or null between ULTs.
+    static RUNNING: Cell<*const Running> = const { Cell::new(std::ptr::null()) };
+}
+
+/// The running ULT's record (null between ULTs); the overflow handler reads it.
+#[inline(always)]
+fn running_ptr() -> *const Running {
+    RUNNING.with(|c| c.get())
+}
+
+#[inline(always)]
+fn set_running(r: *const Running) {
+    RUNNING.with(|c| c.set(r));
 }
 
 /// What `Coro::resume` came back with.
@@ -52,16 +71,9 @@ pub(crate) struct Coro {
     co: Coroutine<(), Switch, (), UltStack>,
 }
 
-#[inline(always)]
-fn set_current(y: *const Y, u: *const UnitInner, s: *const StackInfo) {
-    YIELDER.with(|c| c.set(y));
-    CURRENT_UNIT.with(|c| c.set(u));
-    CURRENT_STACK.with(|c| c.set(s));
-}
-
 impl Coro {
     /// Builds the coroutine for `unit` on `stack`; `body` runs on its first resume.
-    pub(crate) fn new(stack: UltStack, unit: Unit, body: Box<dyn FnOnce() + Send>) -> Coro {
+    pub(crate) fn new(stack: UltStack, unit: Unit, body: crate::state::Body) -> Coro {
         let (guard_lo, guard_hi) = stack.guard_range();
         let info = StackInfo {
             guard_lo,
@@ -71,13 +83,17 @@ impl Coro {
             name: unit.0.name.clone(),
         };
         let co = Coroutine::with_stack(stack, move |y: &Y, ()| {
-            // `info` and `unit` live in this frame until the body returns, which is what makes
+            // `running` and `unit` live in this frame until the body returns, which is what makes
             // the raw pointers published below valid for as long as they are published.
-            let info = info;
             let unit = unit;
-            set_current(y, crate::sync::StdArc::as_ptr(&unit.0), &info);
+            let running = Running {
+                y,
+                unit: crate::sync::StdArc::as_ptr(&unit.0),
+                stack: info,
+            };
+            set_running(&running);
             crate::unit::run_ult_body(&unit, body);
-            set_current(std::ptr::null(), std::ptr::null(), std::ptr::null());
+            set_running(std::ptr::null());
         });
         Coro { co }
     }
@@ -97,33 +113,79 @@ impl Coro {
     }
 }
 
+/// Installs, once per process, a panic hook that runs the previous hook on the stream's own stack
+/// when the panic happens inside a ULT. The hook (message formatting, backtrace capture) is the
+/// stack-hungry part of a panic: in a debug build it needs more than a 16 KiB ULT stack, while the
+/// unwinding itself fits in well under 8 KiB. Unwinding still runs on the ULT's stack (it walks the
+/// ULT's frames); only the hook moves. A hook the application sets later replaces this one (its
+/// panics in ULTs then need the bigger stacks again).
+pub(crate) fn install_panic_hook() {
+    static ONCE: crate::sync::StdOnce = crate::sync::StdOnce::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let r = running_ptr();
+            if r.is_null() {
+                return prev(info);
+            }
+            /// The hook's arguments, moved to the parent stack of the same OS thread.
+            struct OnParent<'a, 'b>(
+                &'a std::panic::PanicHookInfo<'b>,
+                &'a (dyn Fn(&std::panic::PanicHookInfo<'_>) + Send + Sync),
+            );
+            // SAFETY: `on_parent_stack` runs the closure on this same OS thread (on the stack of
+            // the stream that resumed the ULT) and returns before the ULT continues; its `Send`
+            // bound only keeps references to the Yielder from reaching the parent, and this
+            // carries none.
+            unsafe impl Send for OnParent<'_, '_> {}
+            let args = OnParent(info, &*prev);
+            // SAFETY: as in `switch_out`: a non-null record is alive in the running coroutine's
+            // first frame, with the Yielder it points to, and we are on that coroutine's stack.
+            let y = unsafe { &*(*r).y };
+            y.on_parent_stack(move || {
+                let args = args;
+                (args.1)(args.0)
+            });
+        }));
+    });
+}
+
 /// Switches from the running ULT back to its stream. `Err(NotInUlt)` outside a ULT.
 #[inline]
 pub(crate) fn switch_out(sw: Switch) -> Result<(), Error> {
-    let y = YIELDER.with(|c| c.get());
-    if y.is_null() {
+    let r = running_ptr();
+    if r.is_null() {
         return Err(Error::NotInUlt);
     }
-    let u = CURRENT_UNIT.with(|c| c.get());
-    let s = CURRENT_STACK.with(|c| c.get());
-    set_current(std::ptr::null(), std::ptr::null(), std::ptr::null());
-    // SAFETY: YIELDER is non-null only while this OS thread runs inside the coroutine whose
-    // closure frame owns that Yielder (set on entry, cleared before every switch out and on exit),
-    // so the reference is live and we are on its stack, which is what `suspend` requires.
-    unsafe { &*y }.suspend(sw);
-    set_current(y, u, s);
+    set_running(std::ptr::null());
+    // SAFETY: RUNNING is non-null only while this OS thread runs inside the coroutine whose first
+    // frame owns that record and the Yielder it points to (set on entry and after every switch
+    // back in, cleared before every switch out and on exit), so both are live and we are on that
+    // coroutine's stack, which is what `suspend` requires.
+    unsafe { &*(*r).y }.suspend(sw);
+    set_running(r);
     Ok(())
 }
 
 /// Whether the caller runs inside a ULT.
 #[inline]
 pub(crate) fn in_ult() -> bool {
-    !YIELDER.with(|c| c.get()).is_null()
+    !running_ptr().is_null()
+}
+
+#[inline(always)]
+fn current_ptr() -> *const UnitInner {
+    let r = running_ptr();
+    if r.is_null() {
+        return std::ptr::null();
+    }
+    // SAFETY: as in `switch_out`: a non-null record is alive in the running coroutine's frame.
+    unsafe { (*r).unit }
 }
 
 /// A counted handle to the running ULT, if any.
 pub(crate) fn current_unit() -> Option<Unit> {
-    let p = CURRENT_UNIT.with(|c| c.get());
+    let p = current_ptr();
     if p.is_null() {
         return None;
     }
@@ -139,7 +201,7 @@ pub(crate) fn current_unit() -> Option<Unit> {
 /// Runs `f` on the running ULT's data without touching its reference count.
 #[inline]
 pub(crate) fn with_current<R>(f: impl FnOnce(&UnitInner) -> R) -> Option<R> {
-    let p = CURRENT_UNIT.with(|c| c.get());
+    let p = current_ptr();
     if p.is_null() {
         return None;
     }

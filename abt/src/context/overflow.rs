@@ -6,7 +6,6 @@
 //! which is what argobots #274 and DAOS's raised stack sizes are about).
 
 use crate::sync::{OnceLock, StdOnce};
-use std::cell::Cell;
 
 /// What the handler needs to know about the running ULT's stack. Lives inside the coroutine's
 /// closure, so its address is stable while the ULT runs.
@@ -15,12 +14,7 @@ pub(crate) struct StackInfo {
     pub(crate) guard_hi: usize,
     pub(crate) size: usize,
     pub(crate) id: u64,
-    pub(crate) name: Option<std::sync::Arc<str>>,
-}
-
-thread_local! {
-    /// The running ULT's stack description, or null between ULTs.
-    pub(crate) static CURRENT_STACK: Cell<*const StackInfo> = const { Cell::new(std::ptr::null()) };
+    pub(crate) name: Option<crate::sync::StdArc<str>>,
 }
 
 static INSTALL: StdOnce = StdOnce::new();
@@ -107,11 +101,12 @@ fn fmt_u64(mut n: u64, buf: &mut [u8; 24]) -> &[u8] {
 extern "C" fn handler(sig: libc::c_int, info: *mut libc::siginfo_t, ctx: *mut libc::c_void) {
     // SAFETY: the kernel passes a valid siginfo_t for an SA_SIGINFO handler.
     let addr = unsafe { (*info).si_addr() } as usize;
-    let cur = CURRENT_STACK.with(|c| c.get());
+    let cur = super::running_ptr();
     if !cur.is_null() {
-        // SAFETY: CURRENT_STACK is non-null only while this thread runs a ULT whose StackInfo is
-        // alive on that ULT's (now interrupted) stack frame; nothing else writes it meanwhile.
-        let st = unsafe { &*cur };
+        // SAFETY: the running-ULT pointer is non-null only while this thread runs a ULT whose
+        // `Running` record (with its StackInfo) is alive on that ULT's (now interrupted) stack
+        // frame; nothing else writes it meanwhile.
+        let st = unsafe { &(*cur).stack };
         if st.guard_hi > st.guard_lo && addr >= st.guard_lo && addr < st.guard_hi {
             let mut b = [0u8; 24];
             raw_write(b"abt: stack overflow in ULT '");

@@ -6,19 +6,22 @@
 //!
 //! | access | who pushes / pops | algorithm in `RingPool` |
 //! |---|---|---|
-//! | `Priv` | the owner stream only | array ring with per-slot sequence numbers; both indices advanced by plain stores |
-//! | `Spsc` | one stream / one stream | the same ring, plain stores on both ends |
-//! | `Mpsc` | any stream / the owner | producers claim slots by CAS on the tail, the consumer by plain store (DAOS's case) |
-//! | `Spmc` | one stream / several | the producer stores, consumers claim by CAS on the head |
+//! | `Priv` | the owner stream only | owner-bound local deque (plain memory, no atomic read-modify-write) in front of an MPSC ring that takes pushes from any other thread |
+//! | `Spsc` | one stream / one stream | the same: the consumer's local deque, the producer's pushes through the ring |
+//! | `Mpsc` | any stream / the owner | the same: the owner's own pushes (yields, local creates) into its deque; other producers claim ring slots by CAS on the tail and the owner drains them into the deque's back (DAOS's case) |
+//! | `Spmc` | one stream / several | array ring with per-slot sequence numbers: the producer stores, consumers claim by CAS on the head |
 //! | `Mpmc` | any / several | CAS on both ends (Vyukov's bounded MPMC scheme) |
 //!
-//! Every ring is 1024 slots; when full, pushes go to a locked FIFO overflow list until the
-//! consumers have drained it, so per-producer FIFO order holds and the pool is unbounded.
+//! The local deque belongs to the stream that first pops the pool and is given back when its
+//! scheduler returns (`Pool::release_owner`); see `local.rs` for why that is sound. Every ring is
+//! 1024 slots; when full, pushes go to a locked FIFO overflow list until the consumers have
+//! drained it, so per-producer FIFO order holds and the pool is unbounded.
 //!
 //! Multi-consumer pools only ever hold units that have not started: a started ULT that yields or is
 //! resumed goes back to its home stream's inbox instead (see `Unit::requeue`), because its
 //! coroutine is `!Send` and must stay on the stream that started it.
 
+mod local;
 mod locked;
 mod parker;
 mod ring;
@@ -110,6 +113,10 @@ pub trait Pool: Send + Sync + 'static {
     fn add_notify(&self, notify: Notify);
     /// How many times `pop_wait` parked the calling thread.
     fn park_count(&self) -> u64;
+    /// Called on the stream's OS thread when a scheduler over this pool returns: a pool that
+    /// binds a part of itself to its consuming stream gives it back, so a later stream (or any
+    /// thread) can take over what is queued there. Default: nothing to give back.
+    fn release_owner(&self) {}
 }
 
 /// Parts every pool here shares: kind, access, notifiers, the parker of `pop_wait`.

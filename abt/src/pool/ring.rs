@@ -4,9 +4,11 @@
 //! locked overflow list, and keep going there until the consumer has drained it, so each
 //! producer's units stay in FIFO order and the pool is unbounded like Argobots'.
 
+use super::local::LocalQueue;
 use super::{Access, Common, Notify, Pool, PoolKind};
 use crate::sync::{lock, AtomicUsize, Mutex, Ordering, Slot};
 use crate::unit::Unit;
+use crate::xstream::current_uid;
 use crossbeam_utils::{Backoff, CachePadded};
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -157,6 +159,13 @@ impl<T, const MP: bool, const MC: bool> RingQueue<T, MP, MC> {
         v
     }
 
+    /// Whether nothing is queued (a snapshot; a push in progress may not be visible yet).
+    #[inline]
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tail.load(Ordering::Relaxed) == self.head.load(Ordering::Relaxed)
+            && self.overflow_len.load(Ordering::Relaxed) == 0
+    }
+
     /// Queued values (a snapshot).
     pub(crate) fn len(&self) -> usize {
         let t = self.tail.load(Ordering::Relaxed);
@@ -168,24 +177,25 @@ impl<T, const MP: bool, const MC: bool> RingQueue<T, MP, MC> {
 const RING_CAP: usize = 1024;
 
 enum Flavor {
-    Spsc(RingQueue<Unit, false, false>),
-    Mpsc(RingQueue<Unit, true, false>),
+    /// PRIV, SPSC, MPSC: one consumer, so the owner-bound deque in front of an MPSC ring.
+    Local(LocalQueue<Unit>),
     Spmc(RingQueue<Unit, false, true>),
     Mpmc(RingQueue<Unit, true, true>),
 }
 
 /// A pool over the array ring, specialised per access mode; `create_basic` uses it for every mode.
+/// Single-consumer modes (PRIV, SPSC, MPSC) put the consuming stream's own deque in front of the
+/// ring (`LocalQueue`): pushes and pops by that stream touch no atomic read-modify-write.
 pub struct RingPool {
     q: Flavor,
     common: Common,
 }
 
 impl RingPool {
-    /// A new empty pool; `Priv` uses the same plain-store ring as `Spsc`.
+    /// A new empty pool.
     pub fn new(kind: PoolKind, access: Access) -> Self {
         let q = match access {
-            Access::Priv | Access::Spsc => Flavor::Spsc(RingQueue::with_capacity(RING_CAP)),
-            Access::Mpsc => Flavor::Mpsc(RingQueue::with_capacity(RING_CAP)),
+            Access::Priv | Access::Spsc | Access::Mpsc => Flavor::Local(LocalQueue::new(RING_CAP)),
             Access::Spmc => Flavor::Spmc(RingQueue::with_capacity(RING_CAP)),
             Access::Mpmc => Flavor::Mpmc(RingQueue::with_capacity(RING_CAP)),
         };
@@ -200,8 +210,7 @@ impl Pool for RingPool {
     #[inline]
     fn push(&self, unit: Unit) {
         match &self.q {
-            Flavor::Spsc(q) => q.push(unit),
-            Flavor::Mpsc(q) => q.push(unit),
+            Flavor::Local(q) => q.push(current_uid(), unit),
             Flavor::Spmc(q) => q.push(unit),
             Flavor::Mpmc(q) => q.push(unit),
         }
@@ -210,8 +219,7 @@ impl Pool for RingPool {
     #[inline]
     fn pop(&self) -> Option<Unit> {
         match &self.q {
-            Flavor::Spsc(q) => q.pop(),
-            Flavor::Mpsc(q) => q.pop(),
+            Flavor::Local(q) => q.pop(current_uid()),
             Flavor::Spmc(q) => q.pop(),
             Flavor::Mpmc(q) => q.pop(),
         }
@@ -221,8 +229,7 @@ impl Pool for RingPool {
     }
     fn len(&self) -> usize {
         match &self.q {
-            Flavor::Spsc(q) => q.len(),
-            Flavor::Mpsc(q) => q.len(),
+            Flavor::Local(q) => q.len(),
             Flavor::Spmc(q) => q.len(),
             Flavor::Mpmc(q) => q.len(),
         }
@@ -238,6 +245,11 @@ impl Pool for RingPool {
     }
     fn park_count(&self) -> u64 {
         self.common.park_count()
+    }
+    fn release_owner(&self) {
+        if let Flavor::Local(q) = &self.q {
+            q.release(current_uid());
+        }
     }
 }
 

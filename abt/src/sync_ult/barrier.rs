@@ -1,6 +1,6 @@
 //! `Barrier` (`ABT_barrier`): N ULTs (or threads) wait until all have arrived; reusable.
 
-use crate::sync::{spin_lock as lock, Mutex};
+use crate::sync::{spin as lock, SpinMutex as Mutex};
 use crate::unit::Waiter;
 
 struct Inner {

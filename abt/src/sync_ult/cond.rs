@@ -1,7 +1,7 @@
 //! `Cond` (`ABT_cond`): a condition variable for ULTs, used with [`super::Mutex`].
 
 use super::mutex::MutexGuard;
-use crate::sync::{spin_lock as lock, Mutex as StdLock};
+use crate::sync::{spin as lock, SpinMutex as StdLock};
 use crate::unit::Waiter;
 use std::collections::VecDeque;
 

@@ -1,7 +1,7 @@
 //! `Eventual` (`ABT_eventual`): a value set once that waiters block on.
 
 use crate::error::{Error, Result};
-use crate::sync::{spin_lock as lock, Mutex};
+use crate::sync::{spin as lock, SpinMutex as Mutex};
 use crate::unit::Waiter;
 
 struct Inner<T> {
@@ -118,7 +118,7 @@ mod tests {
                 Box::new(|| {}),
             ));
             let ev = Arc::new(Eventual::<u32>::new());
-            assert!(u.state.begin_run());
+            assert!(u.state.begin_run().is_some());
             // Stream A, inside `Eventual::wait`: mark SUSPENDING, then register under the lock.
             u.state.begin_suspend();
             lock(&ev.inner).waiters.push(Waiter::Ult(u.clone()));

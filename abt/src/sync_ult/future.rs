@@ -1,7 +1,7 @@
 //! `Future` (`ABT_future`): N compartments; waiters wake when the last is set, after a callback.
 
 use crate::error::{Error, Result};
-use crate::sync::{spin_lock as lock, Mutex};
+use crate::sync::{spin as lock, SpinMutex as Mutex};
 use crate::unit::Waiter;
 
 /// The callback run by whoever sets the last compartment, with all values.

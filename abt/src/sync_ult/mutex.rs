@@ -1,6 +1,6 @@
 //! `Mutex` (`ABT_mutex`): a lock whose waiters are suspended ULTs; unlock hands it to the first.
 
-use crate::sync::{spin_lock as lock, Mutex as StdLock};
+use crate::sync::{spin as lock, SpinMutex as StdLock};
 use crate::unit::Waiter;
 use std::collections::VecDeque;
 

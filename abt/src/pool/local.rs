@@ -1,0 +1,219 @@
+//! `LocalQueue`: the single-consumer queue of PRIV, SPSC and MPSC pools. The consuming stream (the
+//! *owner*) pushes and pops a plain `VecDeque` with no atomic read-modify-write; every other thread
+//! pushes into an MPSC ring (`RingQueue`) that the owner drains into the back of its deque.
+//!
+//! **Why the unsafe block here is sound: an owner-thread check.** The deque lives in an
+//! `UnsafeCell` and is touched only by whoever holds the `owner` word:
+//! - a stream takes it for good with a CAS from 0 to its uid on its first pop (and gives it back
+//!   with a Release store of 0 when its scheduler returns: [`LocalQueue::release`]); stream uids are
+//!   never reused and a uid is current on one OS thread at a time, so reading `owner == me` (any
+//!   ordering) can only mean *this thread* stored it, and every access under it is on this thread;
+//! - any other thread (no stream, `me == 0`) takes it for one call with a CAS from 0 to
+//!   [`TEMP`] (Acquire) and gives it back with a Release store of 0;
+//! - a thread that finds it held by someone else never touches the deque: it pushes into the ring,
+//!   and its pop returns `None` (a second consumer of a single-consumer pool is a misuse).
+//!
+//! Handing the word over goes through Release (store 0) then Acquire (CAS from 0), so the next
+//! holder sees every write of the previous one. The ring is single-consumer, and only the holder
+//! pops it.
+//!
+//! **Order.** Each producer's units come out in its push order: while it is the owner they go to
+//! the deque, otherwise to the ring; a producer only changes side when it becomes the owner, and
+//! taking ownership first moves the whole ring to the deque's back. The owner drains the ring
+//! whenever it is not empty before popping, so remote work is never starved by local yields.
+
+use super::ring::RingQueue;
+use crate::sync::{AtomicUsize, Ordering, UnsyncCell};
+use std::collections::VecDeque;
+
+/// The owner word while a thread that is not a stream holds the deque for one call.
+const TEMP: usize = usize::MAX;
+
+/// The queue. `me` arguments are the calling thread's stream uid (0: not a stream).
+pub(crate) struct LocalQueue<T> {
+    owner: AtomicUsize,
+    local: UnsyncCell<VecDeque<T>>,
+    /// The deque's length, stored (never read-modify-written) by the holder, for `len` from anywhere.
+    local_len: AtomicUsize,
+    remote: RingQueue<T, true, false>,
+}
+
+// SAFETY: the deque is only accessed by the holder of `owner` (module docs), which hands it over
+// with Release / Acquire; values of `T` move between threads, hence `T: Send`.
+unsafe impl<T: Send> Sync for LocalQueue<T> {}
+// SAFETY: as above; the queue owns its values.
+unsafe impl<T: Send> Send for LocalQueue<T> {}
+
+impl<T> LocalQueue<T> {
+    pub(crate) fn new(ring_cap: usize) -> Self {
+        LocalQueue {
+            owner: AtomicUsize::new(0),
+            local: UnsyncCell::new(VecDeque::new()),
+            local_len: AtomicUsize::new(0),
+            remote: RingQueue::with_capacity(ring_cap),
+        }
+    }
+
+    /// Runs `f` on the deque if the caller can hold it: as its owner stream (taking it on first
+    /// use when `claim`), or for this call only. `None` if another thread holds it.
+    #[inline(always)]
+    fn held<R>(&self, me: usize, claim: bool, f: impl FnOnce(&mut VecDeque<T>) -> R) -> Option<R> {
+        if me != 0 && self.owner.load(Ordering::Relaxed) == me {
+            // SAFETY: `owner == me` was stored by this thread (uids are unique and current on one
+            // thread at a time), so this thread holds the deque.
+            return Some(unsafe { self.local.with_mut(f) });
+        }
+        self.held_slow(me, claim, f)
+    }
+
+    #[inline(never)]
+    fn held_slow<R>(
+        &self,
+        me: usize,
+        claim: bool,
+        f: impl FnOnce(&mut VecDeque<T>) -> R,
+    ) -> Option<R> {
+        let (to, keep) = if me != 0 && claim {
+            (me, true)
+        } else {
+            (TEMP, false)
+        };
+        if self
+            .owner
+            .compare_exchange(0, to, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return None;
+        }
+        // SAFETY: the CAS from 0 made this thread the holder, after the previous holder's Release.
+        let r = unsafe {
+            self.local.with_mut(|l| {
+                // Taking the deque: everything queued remotely so far goes behind it (order).
+                while let Some(v) = self.remote.pop() {
+                    l.push_back(v);
+                }
+                let r = f(l);
+                self.local_len.store(l.len(), Ordering::Relaxed);
+                r
+            })
+        };
+        if !keep {
+            self.owner.store(0, Ordering::Release);
+        }
+        Some(r)
+    }
+
+    /// Appends a value: to the deque for its owner, to the ring for anyone else.
+    #[inline]
+    pub(crate) fn push(&self, me: usize, v: T) {
+        if me != 0 && self.owner.load(Ordering::Relaxed) == me {
+            // SAFETY: as in `held`: this thread is the owner.
+            unsafe {
+                self.local.with_mut(|l| {
+                    l.push_back(v);
+                    self.local_len.store(l.len(), Ordering::Relaxed);
+                })
+            };
+        } else {
+            self.remote.push(v);
+        }
+    }
+
+    /// Takes the oldest value. A stream's first pop makes it the owner.
+    #[inline]
+    pub(crate) fn pop(&self, me: usize) -> Option<T> {
+        self.held(me, true, |l| {
+            if !self.remote.is_empty() {
+                if l.is_empty() {
+                    return self.remote.pop();
+                }
+                while let Some(v) = self.remote.pop() {
+                    l.push_back(v);
+                }
+            }
+            let v = l.pop_front();
+            self.local_len.store(l.len(), Ordering::Relaxed);
+            v
+        })
+        .flatten()
+    }
+
+    /// Gives the deque back if `me` owns it (its stream's scheduler returned).
+    pub(crate) fn release(&self, me: usize) {
+        if me != 0 && self.owner.load(Ordering::Relaxed) == me {
+            self.owner.store(0, Ordering::Release);
+        }
+    }
+
+    /// Queued values (a snapshot).
+    pub(crate) fn len(&self) -> usize {
+        self.local_len.load(Ordering::Relaxed) + self.remote.len()
+    }
+}
+
+#[cfg(all(test, loom))]
+mod tests {
+    use super::*;
+    use crate::sync::Arc;
+
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(f);
+    }
+
+    /// The owner stream (uid 1) pushes and pops its deque while a remote producer pushes into the
+    /// ring: nothing lost, the remote producer's order holds, and loom's cell sees no race.
+    #[test]
+    fn loom_local_owner_and_remote_producer() {
+        model(|| {
+            let q = Arc::new(LocalQueue::<usize>::new(2));
+            assert_eq!(q.pop(1), None); // uid 1 owns it from here on
+            let q2 = q.clone();
+            let prod = loom::thread::spawn(move || {
+                q2.push(2, 10);
+                q2.push(2, 11);
+            });
+            q.push(1, 0);
+            let mut got = Vec::new();
+            got.extend(q.pop(1));
+            prod.join().unwrap();
+            while let Some(v) = q.pop(1) {
+                got.push(v);
+            }
+            let remote: Vec<_> = got.iter().copied().filter(|v| *v >= 10).collect();
+            assert_eq!(remote, vec![10, 11]);
+            assert_eq!(got.len(), 3);
+        });
+    }
+
+    /// Hand-over: the owner stream releases while a thread that is no stream pops (a one-call
+    /// hold) and another stream claims; the deque is never accessed by two at once and every
+    /// value comes out exactly once.
+    #[test]
+    fn loom_local_handover() {
+        model(|| {
+            let q = Arc::new(LocalQueue::<usize>::new(2));
+            assert_eq!(q.pop(1), None);
+            q.push(1, 1);
+            q.push(1, 2);
+            let q2 = q.clone();
+            let other = loom::thread::spawn(move || {
+                let mut got = Vec::new();
+                got.extend(q2.pop(0));
+                got.extend(q2.pop(3));
+                got
+            });
+            q.release(1);
+            let mut got = other.join().unwrap();
+            while let Some(v) = q.pop(0) {
+                got.push(v);
+            }
+            while let Some(v) = q.pop(3) {
+                got.push(v);
+            }
+            got.sort();
+            assert_eq!(got, vec![1, 2]);
+        });
+    }
+}
