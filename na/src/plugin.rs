@@ -84,6 +84,13 @@ pub trait PluginContext: Send + Sync {
     fn close(&self);
 }
 
+/// `now + timeout` for a progress deadline; a timeout too large for `Instant` (such as
+/// `Duration::MAX`, "wait for ever") is capped at a century instead of panicking.
+pub(crate) fn deadline_after(timeout: std::time::Duration) -> std::time::Instant {
+    const CENTURY: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+    std::time::Instant::now() + timeout.min(CENTURY)
+}
+
 /// Options of `NA_Initialize_opt` (`na_init_info`).
 #[doc(alias = "na_init_info")]
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -131,3 +131,24 @@ fn inproc_busy_mode_polls_and_still_completes() {
     check_modes(&bctx, &kctx);
     round_trip(&busy_s, &busy_c);
 }
+
+/// `Duration::MAX` means "until something happens", not a panic adding it to `Instant::now()`:
+/// a wake from another thread ends the wait.
+#[test]
+fn progress_with_duration_max_is_ended_by_a_wake() {
+    let fabric = na::plugins::inproc::Fabric::new(Default::default());
+    let mut classes = vec![fabric.class(true)];
+    if let Some(c) = class_opt("ofi+tcp://127.0.0.1", &InitOptions::default()) {
+        classes.push(c);
+    }
+    for class in classes {
+        let ctx = class.context_create(0).unwrap();
+        let w = ctx.waker();
+        let waker = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            w.wake();
+        });
+        ctx.progress(Duration::MAX).unwrap();
+        waker.join().unwrap();
+    }
+}

@@ -1205,7 +1205,7 @@ mod imp {
 
         fn progress(&self, timeout: Duration) -> Result<()> {
             let mut scratch = lock(&self.scratch);
-            let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+            let deadline = (!timeout.is_zero()).then(|| crate::plugin::deadline_after(timeout));
             loop {
                 if self.probing.load(Ordering::Acquire) > 0 {
                     self.check_probes();

@@ -1348,7 +1348,7 @@ impl Endpoint {
     }
 
     fn progress(&self, timeout: Duration) -> Result<()> {
-        let deadline = (!timeout.is_zero()).then(|| Instant::now() + timeout);
+        let deadline = (!timeout.is_zero()).then(|| crate::plugin::deadline_after(timeout));
         loop {
             let more = self.pass();
             if !self.sink.cq.is_empty() || timeout.is_zero() {
