@@ -670,6 +670,20 @@ impl CtxInner {
     ) -> Result<Vec<RmaPart>> {
         let nac = self.class.na();
         let deser = |h: &[u8]| nac.mem_handle_deserialize(h).map_err(Error::from_na);
+        if let (MemDescs::Single(Some(h)), [mem]) = (&origin.mem, local.registrations()) {
+            // One handle on each side (every descriptor we or Mercury's tcp plugin make): one
+            // operation, no extent tables.
+            if len == 0 {
+                return Ok(Vec::new());
+            }
+            return Ok(vec![RmaPart {
+                local: mem.clone(),
+                local_offset,
+                remote: deser(h)?,
+                remote_offset: origin_offset,
+                len,
+            }]);
+        }
         let remote: Vec<(u64, Option<RemoteMem>)> = match &origin.mem {
             MemDescs::Single(h) => vec![(origin.len, h.as_deref().map(deser).transpose()?)],
             MemDescs::PerSegment(v) => origin
