@@ -686,6 +686,15 @@ impl CtxInner {
         }
         let remote: Vec<(u64, Option<RemoteMem>)> = match &origin.mem {
             MemDescs::Single(h) => vec![(origin.len, h.as_deref().map(deser).transpose()?)],
+            // A descriptor built by hand may disagree with itself (decoded ones cannot).
+            MemDescs::PerSegment(v) if v.len() != origin.segments.len() => {
+                tracing::warn!(
+                    handles = v.len(),
+                    segments = origin.segments.len(),
+                    "hg: descriptor has not one handle per segment"
+                );
+                return Err(Error::InvalidArg);
+            }
             MemDescs::PerSegment(v) => origin
                 .segments
                 .iter()
@@ -696,7 +705,13 @@ impl CtxInner {
         let mems = local.registrations();
         let llens: Vec<u64> = mems.iter().map(|m| m.len() as u64).collect();
         let rlens: Vec<u64> = remote.iter().map(|r| r.0).collect();
-        split(&llens, local_offset, &rlens, origin_offset, len)
+        let pieces = split(&llens, local_offset, &rlens, origin_offset, len);
+        if pieces.iter().map(|p| p.len).sum::<u64>() != len {
+            // Segment lengths that do not add up to the descriptor's length (hand-built).
+            tracing::warn!(len, "hg: descriptor segments do not cover the range");
+            return Err(Error::InvalidArg);
+        }
+        pieces
             .into_iter()
             .map(|p| {
                 let Some(r) = &remote[p.ri].1 else {

@@ -287,6 +287,41 @@ fn failing_part(p: &Pair) {
             panic!("refused transfer completed")
         });
     assert!(r.is_err(), "{r:?}");
+
+    // Hand-built descriptors that disagree with themselves: typed errors, never a short copy.
+    let mut fewer = desc.clone();
+    if let MemDescs::PerSegment(v) = &mut fewer.mem {
+        v.pop();
+    }
+    let r = p
+        .sctx
+        .bulk_transfer(BulkOp::Pull, &p.caddr, &fewer, 0, &local, 0, 9000, |_| {
+            panic!("refused transfer completed")
+        });
+    assert_eq!(r, Err(Error::InvalidArg));
+    let mut short = desc.clone();
+    short.segments[2].len = 1000;
+    let r = p
+        .sctx
+        .bulk_transfer(BulkOp::Pull, &p.caddr, &short, 0, &local, 0, 9000, |_| {
+            panic!("refused transfer completed")
+        });
+    assert_eq!(r, Err(Error::InvalidArg));
+    // A segment without memory (base 0, no handle) inside the range.
+    let mut hole = desc.clone();
+    hole.segments[1].base = 0;
+    if let MemDescs::PerSegment(v) = &mut hole.mem {
+        v[1].1 = None;
+    }
+    let r = p
+        .sctx
+        .bulk_transfer(BulkOp::Pull, &p.caddr, &hole, 2000, &local, 0, 2000, |_| {
+            panic!("refused transfer completed")
+        });
+    assert_eq!(r, Err(Error::InvalidArg));
+    // Outside the hole, the same descriptor transfers.
+    transfer(p, BulkOp::Pull, &hole, 6000, &local, 0, 3000).unwrap();
+    assert_eq!(&local.to_vec()[..3000], &segs[2].to_vec()[..]);
 }
 
 #[test]
