@@ -103,11 +103,14 @@ struct Fwd {
     posted: bool,
     send_op: Option<na::OpId>,
     recv_op: Option<na::OpId>,
-    pull_op: Option<na::OpId>,
+    /// The output pull's NA operations (one per remote handle the range crosses).
+    pull_ops: Vec<na::OpId>,
     send_done: Option<Result<()>>,
     recv_pending: bool,
     ack_only: bool,
-    pulling: Option<(MemHandle, u32, Result<()>)>,
+    /// An output pull in flight: the registration it fills, the payload CRC, the reply's code
+    /// and the parts still to complete.
+    pulling: Option<(MemHandle, u32, Result<()>, Parts)>,
     reply: Option<Result<()>>,
     deadline: Option<Instant>,
     timed_out: bool,
@@ -142,7 +145,7 @@ impl Fwd {
             posted: false,
             send_op: None,
             recv_op: None,
-            pull_op: None,
+            pull_ops: Vec::new(),
             send_done: None,
             recv_pending: true,
             ack_only: false,
@@ -168,6 +171,8 @@ enum Op {
         handler: Handler,
         mem: MemHandle,
         crc: u32,
+        /// The pull's NA operations still to complete (one per remote handle it crosses).
+        parts: Parts,
     },
     /// Output overflow registration kept until the client's ack arrives, or until it is let go
     /// of: its deadline passed, its peer was removed or failed (the ack receive is canceled).
@@ -570,9 +575,13 @@ impl ContextRef {
             self.inner.cq.push(Entry::Callback(Box::new(move || cb(r))));
             return Ok(());
         }
-        let parts = self
-            .inner
-            .rma_parts(origin, origin_offset, local, local_offset, len)?;
+        let parts = self.inner.rma_parts(
+            origin,
+            origin_offset,
+            local.registrations(),
+            local_offset,
+            len,
+        )?;
         let token = self.inner.token();
         if parts.is_empty() {
             // Nothing to move (zero bytes): complete without NA.
@@ -657,6 +666,35 @@ fn local_segments(mem: &MemHandle) -> Vec<BulkSegment> {
 }
 
 impl CtxInner {
+    /// Decodes the bulk descriptor of an overflowed payload (`MORE_DATA`), registers a buffer
+    /// for it and cuts the pull into NA gets: one handle, or one per segment as Mercury may send.
+    /// A descriptor that cannot be pulled whole is `ProtocolError`; over the maximum `MsgSize`.
+    fn overflow_pull(&self, body: &[u8]) -> Result<(MemHandle, Vec<RmaPart>)> {
+        let r: BulkRef = proc::decode_exact(body)?;
+        let desc = r.0.ok_or(Error::ProtocolError)?;
+        let size = usize::try_from(desc.len).map_err(|_| Error::MsgSize)?;
+        if size > self.class.options().max_overflow_size {
+            return Err(Error::MsgSize);
+        }
+        if size == 0 {
+            tracing::warn!("hg: empty overflow descriptor");
+            return Err(Error::ProtocolError);
+        }
+        let mem = self
+            .class
+            .na()
+            .mem_register(vec![0; size], Access::WRITE)
+            .map_err(Error::from_na)?;
+        let parts = self
+            .rma_parts(&desc, 0, std::slice::from_ref(&mem), 0, desc.len)
+            // The peer's descriptor does not describe its payload.
+            .map_err(|e| match e {
+                Error::InvalidArg => Error::ProtocolError,
+                e => e,
+            })?;
+        Ok((mem, parts))
+    }
+
     /// Cuts a checked transfer range into NA operations: the local side's registrations and the
     /// descriptor's NA handles (one for all segments, or one per segment) each form a run of
     /// extents, and every overlap of a local and a remote extent is one put / get.
@@ -664,13 +702,13 @@ impl CtxInner {
         &self,
         origin: &BulkDesc,
         origin_offset: u64,
-        local: &crate::transfer::Bulk,
+        mems: &[MemHandle],
         local_offset: u64,
         len: u64,
     ) -> Result<Vec<RmaPart>> {
         let nac = self.class.na();
         let deser = |h: &[u8]| nac.mem_handle_deserialize(h).map_err(Error::from_na);
-        if let (MemDescs::Single(Some(h)), [mem]) = (&origin.mem, local.registrations()) {
+        if let (MemDescs::Single(Some(h)), [mem]) = (&origin.mem, mems) {
             // One handle on each side (every descriptor we or Mercury's tcp plugin make): one
             // operation, no extent tables.
             if len == 0 {
@@ -702,7 +740,6 @@ impl CtxInner {
                 .map(|(s, (_, h))| Ok((s.len, h.as_deref().map(deser).transpose()?)))
                 .collect::<Result<_>>()?,
         };
-        let mems = local.registrations();
         let llens: Vec<u64> = mems.iter().map(|m| m.len() as u64).collect();
         let rlens: Vec<u64> = remote.iter().map(|r| r.0).collect();
         let pieces = split(&llens, local_offset, &rlens, origin_offset, len);
@@ -961,7 +998,8 @@ impl CtxInner {
             }
             return;
         }
-        for op in [f.recv_op, f.send_op, f.pull_op].into_iter().flatten() {
+        let pulls = f.pull_ops.iter().copied().map(Some);
+        for op in [f.recv_op, f.send_op].into_iter().chain(pulls).flatten() {
             let _ = na.cancel(op);
         }
     }
@@ -1124,8 +1162,16 @@ impl CtxInner {
                         self.on_reply(na, f, result, c.buf, c.len);
                     }
                     OpKind::Get => {
-                        f.pull_op = None;
-                        let (mem, crc, code) = f.pulling.take().expect("pull in flight");
+                        let Some((_, _, _, parts)) = f.pulling.as_mut() else {
+                            tracing::debug!(token, "hg: output pull part after its end dropped");
+                            return;
+                        };
+                        let Some(result) = parts.done(result) else {
+                            // More parts of the output pull to come.
+                            return;
+                        };
+                        f.pull_ops.clear();
+                        let (mem, crc, code, _) = f.pulling.take().expect("pull in flight");
                         let r = result.and_then(|()| {
                             let body = mem.into_vec();
                             header::verify_payload(self.level(), crc, &body)?;
@@ -1192,12 +1238,17 @@ impl CtxInner {
             Some(Op::AckWait { .. }) | Some(Op::Discard) => {
                 take_op(&mut st, token);
             }
-            Some(Op::InputPull { .. }) => {
+            Some(Op::InputPull { parts, .. }) => {
+                let Some(result) = parts.done(result) else {
+                    // More parts of the input pull to come.
+                    return;
+                };
                 let Some(Op::InputPull {
                     handle,
                     handler,
                     mem,
                     crc,
+                    ..
                 }) = st.ops.remove(&token)
                 else {
                     unreachable!()
@@ -1273,25 +1324,16 @@ impl CtxInner {
             let code = d.header.result();
             let body = &data[d.body_offset..];
             if d.header.flags & flags::MORE_DATA != 0 {
-                let r: BulkRef = proc::decode_exact(body)?;
-                let desc = r.0.ok_or(Error::ProtocolError)?;
-                let remote = self
-                    .class
-                    .na()
-                    .mem_handle_deserialize(desc.na_handle().ok_or(Error::ProtocolError)?)
-                    .map_err(Error::from_na)?;
-                let size = usize::try_from(desc.len).map_err(|_| Error::MsgSize)?;
-                if size > self.class.options().max_overflow_size {
-                    return Err(Error::MsgSize);
-                }
-                let mem = self
-                    .class
-                    .na()
-                    .mem_register(vec![0; size], Access::WRITE)
-                    .map_err(Error::from_na)?;
+                let (mem, parts) = self.overflow_pull(body)?;
                 let na = na.ok_or(Error::Canceled)?;
-                f.pull_op = Some(na.get(&mem, 0, &remote, 0, desc.len, &f.dest, f.token));
-                f.pulling = Some((mem, d.payload_crc, code));
+                f.pull_ops = parts
+                    .iter()
+                    .map(|p| {
+                        let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
+                        na.get(l, lo, r, ro, p.len, &f.dest, f.token)
+                    })
+                    .collect();
+                f.pulling = Some((mem, d.payload_crc, code, Parts::new(parts.len())));
                 return Ok(None);
             }
             header::verify_payload(level, d.payload_crc, body)?;
@@ -1435,29 +1477,9 @@ impl CtxInner {
             ),
         );
         if h.flags & flags::MORE_DATA != 0 {
-            let r = (|| {
-                let r: BulkRef = proc::decode_exact(body)?;
-                let desc = r.0.ok_or(Error::ProtocolError)?;
-                let size = usize::try_from(desc.len).map_err(|_| Error::MsgSize)?;
-                if size > self.class.options().max_overflow_size {
-                    return Err(Error::MsgSize);
-                }
-                let remote = self
-                    .class
-                    .na()
-                    .mem_handle_deserialize(desc.na_handle().ok_or(Error::ProtocolError)?)
-                    .map_err(Error::from_na)?;
-                let mem = self
-                    .class
-                    .na()
-                    .mem_register(vec![0; size], Access::WRITE)
-                    .map_err(Error::from_na)?;
-                Ok((remote, mem, desc.len))
-            })();
-            match (r, na) {
-                (Ok((remote, mem, len)), Some(na)) => {
+            match (self.overflow_pull(body), na) {
+                (Ok((mem, parts)), Some(na)) => {
                     let t = self.token();
-                    let local = mem.clone();
                     lock(&self.st).ops.insert(
                         t,
                         Op::InputPull {
@@ -1465,9 +1487,13 @@ impl CtxInner {
                             handler,
                             mem,
                             crc: d.payload_crc,
+                            parts: Parts::new(parts.len()),
                         },
                     );
-                    na.get(&local, 0, &remote, 0, len, &source, t);
+                    for p in parts {
+                        let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
+                        na.get(l, lo, r, ro, p.len, &source, t);
+                    }
                 }
                 (Err(e), _) => {
                     self.bad_requests.fetch_add(1, Ordering::Relaxed);
