@@ -116,15 +116,18 @@ impl<T> SpinLock<T> {
 
     #[cold]
     fn lock_contended(&self) {
+        #[cfg(not(loom))]
         let mut spins = 0u32;
         loop {
             while self.locked.load(Ordering::Relaxed) {
-                spins += 1;
                 #[cfg(not(loom))]
-                if spins < 256 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
+                {
+                    spins += 1;
+                    if spins < 256 {
+                        std::hint::spin_loop();
+                    } else {
+                        std::thread::yield_now();
+                    }
                 }
                 #[cfg(loom)]
                 loom::thread::yield_now();

@@ -186,7 +186,7 @@ impl SchedContext<'_> {
     #[doc(alias = "ABT_xstream_run_unit")]
     #[inline]
     pub fn run_unit(&self, unit: Unit) {
-        self.local.run_unit(unit, self.pools)
+        self.local.run_unit(unit)
     }
     /// Whether the scheduler must return now (`ABT_sched_has_to_stop`): a stop was requested, or a
     /// join was and no work is left (pools, sleepers, suspended ULTs of this stream).
@@ -198,7 +198,7 @@ impl SchedContext<'_> {
     /// back to this stream.
     #[doc(alias = "ABT_xstream_check_events")]
     pub fn check_events(&self) {
-        self.local.check_events(self.pools)
+        self.local.check_events()
     }
     /// Nothing was runnable: park (all pools `FifoWait`) or yield the CPU, until work may be there.
     pub fn idle(&self) {

@@ -101,6 +101,8 @@ pub(crate) struct UnitInner {
     pub(crate) pool: StdArc<dyn Pool>,
     /// `pool.access()`, read once at creation (requeues would otherwise make a virtual call).
     pub(crate) access: Access,
+    /// [`pool_id`] of `pool`: a stream finds the pool in its list by this plain compare.
+    pub(crate) pool_id: usize,
     /// Id of the stream that first ran it (0: not started); set once by that stream.
     pub(crate) home_id: AtomicUsize,
     /// That stream, kept for units of multi-consumer pools, whose every requeue goes to its inbox.
@@ -138,6 +140,7 @@ impl UnitInner {
             stack_size,
             guard,
             access: pool.access(),
+            pool_id: pool_id(&pool),
             pool,
             home_id: AtomicUsize::new(0),
             home: OnceLock::new(),
@@ -176,6 +179,7 @@ impl UnitInner {
         if !StdArc::ptr_eq(&self.pool, pool) {
             self.pool = pool.clone();
             self.access = pool.access();
+            self.pool_id = pool_id(pool);
         }
         *self.home_id.get_mut() = 0;
         if self.home.get().is_some() {
@@ -194,6 +198,11 @@ impl UnitInner {
             .unwrap_or_else(|p| p.into_inner())
             .clear();
     }
+}
+
+/// A pool's identity for plain comparisons: the address of its data.
+pub(crate) fn pool_id(p: &StdArc<dyn Pool>) -> usize {
+    StdArc::as_ptr(p) as *const () as usize
 }
 
 /// How many finished units' allocations each OS thread keeps for reuse.
@@ -354,20 +363,6 @@ impl Unit {
             let pool = u.0.pool.clone();
             pool.push(u);
         }
-    }
-
-    /// `requeue`, but pushing through the caller's reference when the unit's pool is one of
-    /// `pools` (a scheduler's), which saves two atomic reference-count updates per yield.
-    #[inline]
-    pub(crate) fn requeue_in(self, pools: &[StdArc<dyn Pool>]) {
-        if !self.is_started() || !self.0.access.multi_consumer() {
-            let me = StdArc::as_ptr(&self.0.pool) as *const ();
-            if let Some(p) = pools.iter().find(|p| StdArc::as_ptr(p) as *const () == me) {
-                p.push(self);
-                return;
-            }
-        }
-        self.requeue()
     }
 
     /// Records the unit's outcome and wakes its joiners: one read-modify-write of the done word

@@ -117,6 +117,8 @@ pub(crate) struct StreamLocal {
     /// The scheduler's pools, so a wake on this stream requeues through them (no pool reference
     /// count update).
     pools: Vec<StdArc<dyn Pool>>,
+    /// Their addresses (`unit::pool_id`), compared against a unit's to find its pool.
+    pool_ids: Vec<usize>,
     slab: RefCell<Vec<Option<Coro>>>,
     free_slots: RefCell<Vec<usize>>,
     live: Cell<usize>,
@@ -147,21 +149,10 @@ pub(crate) fn in_tasklet() -> bool {
 /// Pushes `unit` into its pool through the current stream's scheduler pool list when the pool is
 /// one of them (no reference-count update); gives the unit back otherwise.
 pub(crate) fn push_via_current(unit: Unit) -> std::result::Result<(), Unit> {
-    let Some(s) = CURRENT.with(|c| c.borrow().clone()) else {
-        return Err(unit);
-    };
-    let me = StdArc::as_ptr(&unit.0.pool) as *const ();
-    match s
-        .pools
-        .iter()
-        .find(|p| StdArc::as_ptr(p) as *const () == me)
-    {
-        Some(p) => {
-            p.push(unit);
-            Ok(())
-        }
+    CURRENT.with(|c| match c.borrow().as_ref() {
+        Some(s) => s.push_own(unit),
         None => Err(unit),
-    }
+    })
 }
 
 pub(crate) fn with_current<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {
@@ -173,6 +164,7 @@ impl StreamLocal {
     fn new(shared: StdArc<StreamShared>, pools: Vec<StdArc<dyn Pool>>) -> Self {
         StreamLocal {
             shared,
+            pool_ids: pools.iter().map(crate::unit::pool_id).collect(),
             pools,
             slab: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
@@ -186,8 +178,37 @@ impl StreamLocal {
         }
     }
 
+    /// Pushes `unit` into its pool through this stream's pool list when the pool is one of the
+    /// scheduler's (no reference-count update); gives the unit back otherwise.
     #[inline]
-    pub(crate) fn run_unit(&self, unit: Unit, pools: &[StdArc<dyn Pool>]) {
+    fn push_own(&self, unit: Unit) -> std::result::Result<(), Unit> {
+        let id = unit.0.pool_id;
+        match self.pool_ids.iter().position(|&p| p == id) {
+            Some(i) => {
+                self.pools[i].push(unit);
+                Ok(())
+            }
+            None => Err(unit),
+        }
+    }
+
+    /// Puts a unit this stream ran back where it belongs (`Unit::requeue`), through the
+    /// scheduler's pool list when it can.
+    #[inline]
+    fn requeue_here(&self, unit: Unit) {
+        let unit = if !unit.0.access.multi_consumer() || !unit.is_started() {
+            match self.push_own(unit) {
+                Ok(()) => return,
+                Err(u) => u,
+            }
+        } else {
+            unit
+        };
+        unit.requeue()
+    }
+
+    #[inline]
+    pub(crate) fn run_unit(&self, unit: Unit) {
         let u = &unit.0;
         let claim = if u.home_id.load(Ordering::Relaxed) == self.shared.uid {
             if u.state.claim_owned() {
@@ -199,14 +220,14 @@ impl StreamLocal {
             u.state.begin_run()
         };
         if let Some(c) = claim {
-            self.run_claimed(unit, c, pools);
+            self.run_claimed(unit, c);
         }
     }
 
     /// Runs a unit whose state this stream already moved to RUNNING (`claim` says whether this
-    /// is its first run, with its body). `pools` are the scheduler's, used to requeue without
-    /// touching the pool's reference count.
-    pub(crate) fn run_claimed(&self, unit: Unit, claim: Claim, pools: &[StdArc<dyn Pool>]) {
+    /// is its first run, with its body).
+    #[inline]
+    pub(crate) fn run_claimed(&self, unit: Unit, claim: Claim) {
         let u = &*unit.0;
         // Single writer (the claiming stream), so a load and a store, not a locked add.
         u.dispatches
@@ -214,7 +235,7 @@ impl StreamLocal {
         let d = &self.shared.dispatches;
         d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         self.idle_rounds.set(0);
-        let slot = match claim {
+        match claim {
             Claim::Again => {
                 if u.home_id.load(Ordering::Relaxed) != self.shared.uid {
                     // Started on another stream (a pool shared against the access rules): send
@@ -222,19 +243,29 @@ impl StreamLocal {
                     self.send_home(unit);
                     return;
                 }
-                u.slot.load(Ordering::Relaxed)
+                let slot = u.slot.load(Ordering::Relaxed);
+                self.resume(unit, slot)
             }
-            Claim::First(body) => {
-                if u.is_task {
-                    self.run_task(unit, body);
-                    return;
-                }
-                match self.start(&unit, body) {
-                    Some(s) => s,
-                    None => return,
-                }
-            }
-        };
+            Claim::First(body) => self.run_first(unit, body),
+        }
+    }
+
+    /// A unit's first run: a tasklet runs to completion, a ULT gets its stack and coroutine.
+    #[inline(never)]
+    fn run_first(&self, unit: Unit, body: Option<crate::state::Body>) {
+        if unit.0.is_task {
+            self.run_task(unit, body);
+            return;
+        }
+        if let Some(slot) = self.start(&unit, body) {
+            self.resume(unit, slot)
+        }
+    }
+
+    /// Switches into a started ULT and handles how it came back. The hot path of every yield;
+    /// the rarer outcomes are in [`Self::after_switch`].
+    #[inline(never)]
+    fn resume(&self, unit: Unit, slot: usize) {
         // The coroutine is resumed in place: nothing a ULT can call touches the slab (starting
         // and finishing coroutines happens here, between resumes), so the borrow is never shared.
         let step = {
@@ -243,32 +274,53 @@ impl StreamLocal {
                 return;
             };
             if tracing::enabled!(tracing::Level::DEBUG) {
-                let span = tracing::debug_span!(
-                    "abt.ult",
-                    id = u.id,
-                    name = u.name.as_deref().unwrap_or(""),
-                    rank = self.shared.rank
-                );
-                let _e = span.enter();
-                coro.resume()
+                self.resume_traced(coro, &unit)
             } else {
                 coro.resume()
             }
         };
+        if let context::Step::Switched(context::Switch::Yield) = &step {
+            // Nothing in this variant needs dropping; forgetting it skips the drop glue.
+            std::mem::forget(step);
+            unit.0.state.yielded();
+            self.requeue_here(unit);
+        } else {
+            self.after_switch(unit, slot, step)
+        }
+    }
+
+    /// A resume inside the ULT's `abt.ult` span (a subscriber wants debug spans).
+    #[inline(never)]
+    fn resume_traced(&self, coro: &mut Coro, unit: &Unit) -> context::Step {
+        let u = &*unit.0;
+        let span = tracing::debug_span!(
+            "abt.ult",
+            id = u.id,
+            name = u.name.as_deref().unwrap_or(""),
+            rank = self.shared.rank
+        );
+        let _e = span.enter();
+        coro.resume()
+    }
+
+    /// The ULT suspended, yielded to another unit, or finished.
+    #[inline(never)]
+    fn after_switch(&self, unit: Unit, slot: usize, step: context::Step) {
+        let u = &*unit.0;
         match step {
             context::Step::Switched(context::Switch::Yield) => {
                 u.state.yielded();
-                unit.requeue_in(pools);
+                self.requeue_here(unit);
             }
             context::Step::Switched(context::Switch::Suspend) => {
                 if !u.state.finish_suspend() {
-                    unit.requeue_in(pools);
+                    self.requeue_here(unit);
                 }
             }
             context::Step::Switched(context::Switch::YieldTo(next, c)) => {
                 u.state.yielded();
-                unit.requeue_in(pools);
-                self.run_claimed(next, c, pools);
+                self.requeue_here(unit);
+                self.run_claimed(next, c);
             }
             context::Step::Finished => {
                 u.state.terminate();
@@ -377,12 +429,12 @@ impl StreamLocal {
         next
     }
 
-    pub(crate) fn check_events(&self, pools: &[StdArc<dyn Pool>]) {
+    pub(crate) fn check_events(&self) {
         self.wake_timers();
         let n = self.shared.inbox.len();
         for _ in 0..n {
             match self.shared.inbox.pop() {
-                Some(u) => self.run_unit(u, pools),
+                Some(u) => self.run_unit(u),
                 None => break,
             }
         }

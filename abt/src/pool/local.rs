@@ -66,6 +66,7 @@ impl<T> LocalQueue<T> {
         self.held_slow(me, claim, f)
     }
 
+    #[cold]
     #[inline(never)]
     fn held_slow<R>(
         &self,
@@ -122,6 +123,23 @@ impl<T> LocalQueue<T> {
     /// Takes the oldest value. A stream's first pop makes it the owner.
     #[inline]
     pub(crate) fn pop(&self, me: usize) -> Option<T> {
+        if me != 0 && self.owner.load(Ordering::Relaxed) == me && self.remote.is_empty() {
+            // SAFETY: as in `held`: this thread is the owner.
+            return unsafe {
+                self.local.with_mut(|l| {
+                    let v = l.pop_front();
+                    self.local_len.store(l.len(), Ordering::Relaxed);
+                    v
+                })
+            };
+        }
+        self.pop_slow(me)
+    }
+
+    /// `pop` when the ring has values, or the caller does not own the deque yet.
+    #[cold]
+    #[inline(never)]
+    fn pop_slow(&self, me: usize) -> Option<T> {
         self.held(me, true, |l| {
             if !self.remote.is_empty() {
                 if l.is_empty() {

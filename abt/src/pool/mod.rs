@@ -142,17 +142,23 @@ impl Common {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn pushed(&self) {
         if self.kind == PoolKind::FifoWait {
             self.parker.unpark();
         }
         if let Some(n) = self.first.get() {
-            n();
-            if self.more_n.load(crate::sync::Ordering::Acquire) > 0 {
-                for n in lock(&self.more).iter() {
-                    n();
-                }
+            self.notify(n);
+        }
+    }
+
+    /// Calls the notifiers (a consumer registered at least one).
+    #[inline(never)]
+    fn notify(&self, first: &Notify) {
+        first();
+        if self.more_n.load(crate::sync::Ordering::Acquire) > 0 {
+            for n in lock(&self.more).iter() {
+                n();
             }
         }
     }

@@ -6,7 +6,20 @@ use crate::unit::Waiter;
 
 struct Inner<T> {
     value: Option<T>,
-    waiters: smallvec::SmallVec<[Waiter; 2]>,
+    /// The first waiter (the common case is one), moved out whole by `set`.
+    first: Option<Waiter>,
+    /// Any further waiters.
+    more: Vec<Waiter>,
+}
+
+impl<T> Inner<T> {
+    fn push(&mut self, w: Waiter) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.more.push(w);
+        }
+    }
 }
 
 /// A one-shot value with waiters (`ABT_eventual`); `reset` makes it reusable.
@@ -28,7 +41,8 @@ impl<T: Clone> Eventual<T> {
         Eventual {
             inner: Mutex::new(Inner {
                 value: None,
-                waiters: smallvec::SmallVec::new(),
+                first: None,
+                more: Vec::new(),
             }),
         }
     }
@@ -52,7 +66,7 @@ impl<T: Clone> Eventual<T> {
                     w.cancel();
                     return v;
                 }
-                g.waiters.push(w);
+                g.push(w);
             }
             h.wait();
             // Woken by `set`; a `reset` racing in between sends us round again.
@@ -69,18 +83,23 @@ impl<T: Clone> Eventual<T> {
     /// Sets the value and wakes every waiter (`ABT_eventual_set`).
     #[doc(alias = "ABT_eventual_set")]
     pub fn set(&self, v: T) -> Result<()> {
-        let ws = {
+        let (first, more) = {
             let mut g = lock(&self.inner);
             if g.value.is_some() {
                 return Err(Error::EventualAlreadySet);
             }
             g.value = Some(v);
-            if g.waiters.is_empty() {
-                return Ok(());
-            }
-            std::mem::take(&mut g.waiters)
+            let more = if g.more.is_empty() {
+                Vec::new()
+            } else {
+                std::mem::take(&mut g.more)
+            };
+            (g.first.take(), more)
         };
-        for w in ws {
+        if let Some(w) = first {
+            w.wake();
+        }
+        for w in more {
             w.wake();
         }
         Ok(())
@@ -121,7 +140,7 @@ mod tests {
             assert!(u.state.begin_run().is_some());
             // Stream A, inside `Eventual::wait`: mark SUSPENDING, then register under the lock.
             u.state.begin_suspend();
-            lock(&ev.inner).waiters.push(Waiter::Ult(u.clone()));
+            lock(&ev.inner).push(Waiter::Ult(u.clone()));
             let e2 = ev.clone();
             let setter = loom::thread::spawn(move || e2.set(1).unwrap());
             // Stream A, after the switch out: finish the suspend (or requeue if B came first).
