@@ -114,6 +114,8 @@ impl Ord for Timer {
 /// Stream state only its own OS thread touches (`!Send`: it owns the coroutines).
 pub(crate) struct StreamLocal {
     pub(crate) shared: StdArc<StreamShared>,
+    /// `shared.uid`, read on every dispatch.
+    uid: usize,
     /// The scheduler's pools, so a wake on this stream requeues through them (no pool reference
     /// count update).
     pools: Vec<StdArc<dyn Pool>>,
@@ -163,6 +165,7 @@ pub(crate) fn with_current<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {
 impl StreamLocal {
     fn new(shared: StdArc<StreamShared>, pools: Vec<StdArc<dyn Pool>>) -> Self {
         StreamLocal {
+            uid: shared.uid,
             shared,
             pool_ids: pools.iter().map(crate::unit::pool_id).collect(),
             pools,
@@ -209,35 +212,40 @@ impl StreamLocal {
 
     #[inline]
     pub(crate) fn run_unit(&self, unit: Unit) {
-        let u = &unit.0;
-        let claim = if u.home_id.load(Ordering::Relaxed) == self.shared.uid {
+        let u = &*unit.0;
+        if u.home_id.load(Ordering::Relaxed) == self.uid {
+            // A started ULT of this stream (the common case: yields, wakes).
             if u.state.claim_owned() {
-                Some(Claim::Again)
-            } else {
-                None
+                self.count_dispatch(u);
+                let slot = u.slot.load(Ordering::Relaxed);
+                self.resume(unit, slot);
             }
-        } else {
-            u.state.begin_run()
-        };
-        if let Some(c) = claim {
+            return;
+        }
+        if let Some(c) = u.state.begin_run() {
             self.run_claimed(unit, c);
         }
     }
 
-    /// Runs a unit whose state this stream already moved to RUNNING (`claim` says whether this
-    /// is its first run, with its body).
-    #[inline]
-    pub(crate) fn run_claimed(&self, unit: Unit, claim: Claim) {
-        let u = &*unit.0;
-        // Single writer (the claiming stream), so a load and a store, not a locked add.
+    /// The dispatch counters: single writer (this stream), so loads and stores, no locked add.
+    #[inline(always)]
+    fn count_dispatch(&self, u: &crate::unit::UnitInner) {
         u.dispatches
             .store(u.dispatches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let d = &self.shared.dispatches;
         d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         self.idle_rounds.set(0);
+    }
+
+    /// Runs a unit whose state this stream already moved to RUNNING (`claim` says whether this
+    /// is its first run, with its body).
+    #[inline(never)]
+    pub(crate) fn run_claimed(&self, unit: Unit, claim: Claim) {
+        let u = &*unit.0;
+        self.count_dispatch(u);
         match claim {
             Claim::Again => {
-                if u.home_id.load(Ordering::Relaxed) != self.shared.uid {
+                if u.home_id.load(Ordering::Relaxed) != self.uid {
                     // Started on another stream (a pool shared against the access rules): send
                     // it home.
                     self.send_home(unit);

@@ -116,8 +116,14 @@ impl<T> LocalQueue<T> {
                 })
             };
         } else {
-            self.remote.push(v);
+            self.push_remote(v);
         }
+    }
+
+    /// `push` from a thread that does not own the deque.
+    #[inline(never)]
+    fn push_remote(&self, v: T) {
+        self.remote.push(v);
     }
 
     /// Takes the oldest value. A stream's first pop makes it the owner.

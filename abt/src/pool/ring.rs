@@ -183,6 +183,28 @@ enum Flavor {
     Mpmc(RingQueue<Unit, true, true>),
 }
 
+impl Flavor {
+    /// Push for the multi-consumer flavors, out of line so the single-consumer fast path stays
+    /// small.
+    #[inline(never)]
+    fn push_multi_consumer(&self, unit: Unit) {
+        match self {
+            Flavor::Local(q) => q.push(current_uid(), unit),
+            Flavor::Spmc(q) => q.push(unit),
+            Flavor::Mpmc(q) => q.push(unit),
+        }
+    }
+    /// Pop for the multi-consumer flavors (see `push_multi_consumer`).
+    #[inline(never)]
+    fn pop_multi_consumer(&self) -> Option<Unit> {
+        match self {
+            Flavor::Local(q) => q.pop(current_uid()),
+            Flavor::Spmc(q) => q.pop(),
+            Flavor::Mpmc(q) => q.pop(),
+        }
+    }
+}
+
 /// A pool over the array ring, specialised per access mode; `create_basic` uses it for every mode.
 /// Single-consumer modes (PRIV, SPSC, MPSC) put the consuming stream's own deque in front of the
 /// ring (`LocalQueue`): pushes and pops by that stream touch no atomic read-modify-write.
@@ -211,8 +233,7 @@ impl Pool for RingPool {
     fn push(&self, unit: Unit) {
         match &self.q {
             Flavor::Local(q) => q.push(current_uid(), unit),
-            Flavor::Spmc(q) => q.push(unit),
-            Flavor::Mpmc(q) => q.push(unit),
+            other => other.push_multi_consumer(unit),
         }
         self.common.pushed();
     }
@@ -220,8 +241,7 @@ impl Pool for RingPool {
     fn pop(&self) -> Option<Unit> {
         match &self.q {
             Flavor::Local(q) => q.pop(current_uid()),
-            Flavor::Spmc(q) => q.pop(),
-            Flavor::Mpmc(q) => q.pop(),
+            other => other.pop_multi_consumer(),
         }
     }
     fn pop_wait(&self, timeout: Duration) -> Option<Unit> {
