@@ -134,7 +134,7 @@ fn client(addr: &str, quick: bool) -> Result<(), String> {
         for depth in [1usize, 16] {
             let (mut rtts, rate) = cl
                 .rate(size, depth, 200_000, t)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| format!("rate step ({size} B input, {depth} in flight): {e}"))?;
             rtts.sort_by(f64::total_cmp);
             println!(
                 "{:>6}B {:>9} {:>8.1}µs {:>8.1}µs {:>9.0} RPC/s",
@@ -148,12 +148,14 @@ fn client(addr: &str, quick: bool) -> Result<(), String> {
     }
     println!("\n{:>7} {:>9} {:>12}", "bulk", "in flight", "PULL");
     for size in [64usize << 10, 1 << 20] {
-        let region = cl.bulk(vec![0x5a; size]).map_err(|e| e.to_string())?;
+        let region = cl
+            .bulk(vec![0x5a; size])
+            .map_err(|e| format!("registering the {size} B bulk region: {e}"))?;
         let mbs = cl
             .bulk_rate(&region, 4, 100_000, t)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("bulk rate step ({size} B, 4 in flight): {e}"))?;
         println!("{:>6}K {:>9} {:>7.0} MB/s", size >> 10, 4, mbs);
     }
-    cl.shutdown().map_err(|e| e.to_string())?;
+    cl.shutdown().map_err(|e| format!("shutdown: {e}"))?;
     Ok(())
 }
