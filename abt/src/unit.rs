@@ -530,9 +530,7 @@ impl Waiter {
     /// Prepares the caller to wait. In a ULT this marks it SUSPENDING, so a wake that comes before
     /// the switch out is not lost. Register the result under the primitive's lock, then `wait`.
     pub(crate) fn prepare() -> Waiter {
-        if crate::ult::in_tasklet() {
-            return Waiter::Thread(crate::sync::Arc::new(ThreadParker::new()));
-        }
+        // A tasklet never runs inside a ULT, so it gets a thread parker here too.
         match crate::context::current_unit() {
             Some(u) => {
                 u.0.state.begin_suspend();
