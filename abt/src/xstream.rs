@@ -287,13 +287,20 @@ impl StreamLocal {
                 coro.resume()
             }
         };
-        if let context::Step::Switched(context::Switch::Yield) = &step {
-            // Nothing in this variant needs dropping; forgetting it skips the drop glue.
-            std::mem::forget(step);
-            unit.0.state.yielded();
-            self.requeue_here(unit);
-        } else {
-            self.after_switch(unit, slot, step)
+        match &step {
+            context::Step::Switched(context::Switch::Yield) => {
+                // Nothing in this variant needs dropping; forgetting it skips the drop glue.
+                std::mem::forget(step);
+                unit.0.state.yielded();
+                self.requeue_here(unit);
+            }
+            context::Step::Switched(context::Switch::Suspend) => {
+                std::mem::forget(step);
+                if !unit.0.state.finish_suspend() {
+                    self.requeue_here(unit);
+                }
+            }
+            _ => self.after_switch(unit, slot, step),
         }
     }
 

@@ -99,8 +99,10 @@ impl<T: Clone> Eventual<T> {
         if let Some(w) = first {
             w.wake();
         }
-        for w in more {
-            w.wake();
+        if !more.is_empty() {
+            for w in more {
+                w.wake();
+            }
         }
         Ok(())
     }
