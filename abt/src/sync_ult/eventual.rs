@@ -49,25 +49,19 @@ impl<T: Clone> Eventual<T> {
     /// Waits until set and returns the value (`ABT_eventual_wait`).
     #[doc(alias = "ABT_eventual_wait")]
     pub fn wait(&self) -> T {
-        if !crate::context::in_ult() {
-            // An OS thread allocates its parker in `prepare`: check first.
-            if let Some(v) = &lock(&self.inner).value {
-                return v.clone();
-            }
-        }
         loop {
-            let w = Waiter::prepare();
-            let h = w.handle();
-            {
+            let h = {
                 let mut g = lock(&self.inner);
                 if let Some(v) = &g.value {
-                    let v = v.clone();
-                    drop(g);
-                    w.cancel();
-                    return v;
+                    return v.clone();
                 }
+                // Prepared under the lock: a ULT is SUSPENDING before `set` can see it, so a
+                // wake between here and the switch is not lost (see `state`).
+                let w = Waiter::prepare();
+                let h = w.handle();
                 g.push(w);
-            }
+                h
+            };
             h.wait();
             // Woken by `set`; a `reset` racing in between sends us round again.
             if let Some(v) = &lock(&self.inner).value {
@@ -83,26 +77,27 @@ impl<T: Clone> Eventual<T> {
     /// Sets the value and wakes every waiter (`ABT_eventual_set`).
     #[doc(alias = "ABT_eventual_set")]
     pub fn set(&self, v: T) -> Result<()> {
-        let (first, more) = {
-            let mut g = lock(&self.inner);
-            if g.value.is_some() {
-                return Err(Error::EventualAlreadySet);
+        let mut g = lock(&self.inner);
+        if g.value.is_some() {
+            return Err(Error::EventualAlreadySet);
+        }
+        g.value = Some(v);
+        let first = g.first.take();
+        if g.more.is_empty() {
+            // The common case: at most one waiter, and no list to move and drop.
+            drop(g);
+            if let Some(w) = first {
+                w.wake();
             }
-            g.value = Some(v);
-            let more = if g.more.is_empty() {
-                Vec::new()
-            } else {
-                std::mem::take(&mut g.more)
-            };
-            (g.first.take(), more)
-        };
+            return Ok(());
+        }
+        let more = std::mem::take(&mut g.more);
+        drop(g);
         if let Some(w) = first {
             w.wake();
         }
-        if !more.is_empty() {
-            for w in more {
-                w.wake();
-            }
+        for w in more {
+            w.wake();
         }
         Ok(())
     }
