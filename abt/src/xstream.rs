@@ -281,7 +281,13 @@ impl StreamLocal {
             let Some(coro) = slab.get_mut(slot).and_then(Option::as_mut) else {
                 return;
             };
-            if tracing::enabled!(tracing::Level::DEBUG) {
+            // Only the global level gate here (two loads when nobody listens): `enabled!` asks
+            // subscribers about its own callsite, not `abt.ult`'s, and a subscriber that filters
+            // by span name (the demo's tracer) says no to it, losing every ULT span. The span's
+            // own callsite decides inside `resume_traced`.
+            if tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
+                && tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
+            {
                 self.resume_traced(coro, &unit)
             } else {
                 coro.resume()
