@@ -214,14 +214,25 @@ fn pools(c: &mut Criterion) {
                 Arc::new(LockPool::new(PoolKind::Fifo, access)) as Arc<dyn Pool>,
             ),
         ] {
-            // A parked unit (a never-run tasklet) moved in and out: what a yield costs the pool.
+            // A parked unit (a never-run tasklet) moved in and out by a ULT on the stream whose
+            // scheduler owns the pool: what a yield costs the pool.
             let holder = pool::create_basic(PoolKind::Fifo, Access::Priv);
             let _t = Task::create(&holder, || {});
-            let mut u = Some(holder.pop().unwrap());
+            let u = Arc::new(StdMutex::new(Some(holder.pop().unwrap())));
             g.bench_function(format!("{access:?}/{imp}"), |b| {
-                b.iter(|| {
-                    p.push(u.take().unwrap());
-                    u = Some(black_box(p.pop().unwrap()));
+                b.iter_custom(|iters| {
+                    let (p2, u2) = (p.clone(), u.clone());
+                    on_primary(&p, move || {
+                        let mut unit = u2.lock().unwrap().take();
+                        let t0 = Instant::now();
+                        for _ in 0..iters {
+                            p2.push(unit.take().unwrap());
+                            unit = Some(black_box(p2.pop().unwrap()));
+                        }
+                        let d = t0.elapsed();
+                        *u2.lock().unwrap() = unit;
+                        d
+                    })
                 })
             });
         }

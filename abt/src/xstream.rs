@@ -559,6 +559,9 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
         }
     }
     let pools = sched.pools.clone();
+    for p in &pools {
+        p.claim_owner();
+    }
     let _leave = Leave {
         pools: &pools,
         prev,

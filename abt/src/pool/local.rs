@@ -4,12 +4,13 @@
 //!
 //! **Why the unsafe block here is sound: an owner-thread check.** The deque lives in an
 //! `UnsafeCell` and is touched only by whoever holds the `owner` word:
-//! - a stream takes it for good with a CAS from 0 to its uid on its first pop (and gives it back
-//!   with a Release store of 0 when its scheduler returns: [`LocalQueue::release`]); stream uids are
+//! - a stream takes it with a CAS from 0 to its uid when its scheduler starts over the pool
+//!   ([`LocalQueue::claim`]) and gives it back with a Release store of 0 when that scheduler returns
+//!   ([`LocalQueue::release`]); stream uids are
 //!   never reused and a uid is current on one OS thread at a time, so reading `owner == me` (any
 //!   ordering) can only mean *this thread* stored it, and every access under it is on this thread;
-//! - any other thread (no stream, `me == 0`) takes it for one call with a CAS from 0 to
-//!   [`TEMP`] (Acquire) and gives it back with a Release store of 0;
+//! - any other caller (no stream, or a stream whose scheduler does not hold the pool) takes it for
+//!   one call with a CAS from 0 to [`TEMP`] (Acquire) and gives it back with a Release store of 0;
 //! - a thread that finds it held by someone else never touches the deque: it pushes into the ring,
 //!   and its pop returns `None` (a second consumer of a single-consumer pool is a misuse).
 //!
@@ -126,7 +127,7 @@ impl<T> LocalQueue<T> {
         self.remote.push(v);
     }
 
-    /// Takes the oldest value. A stream's first pop makes it the owner.
+    /// Takes the oldest value.
     #[inline]
     pub(crate) fn pop(&self, me: usize) -> Option<T> {
         if me != 0 && self.owner.load(Ordering::Relaxed) == me && self.remote.is_empty() {
@@ -146,7 +147,7 @@ impl<T> LocalQueue<T> {
     #[cold]
     #[inline(never)]
     fn pop_slow(&self, me: usize) -> Option<T> {
-        self.held(me, true, |l| {
+        self.held(me, false, |l| {
             if !self.remote.is_empty() {
                 if l.is_empty() {
                     return self.remote.pop();
@@ -160,6 +161,15 @@ impl<T> LocalQueue<T> {
             v
         })
         .flatten()
+    }
+
+    /// Makes stream `me` the owner if nobody is (its scheduler starts over this pool). A stream
+    /// that does not get it still works through the ring and one-call holds.
+    pub(crate) fn claim(&self, me: usize) {
+        if me == 0 || self.owner.load(Ordering::Relaxed) == me {
+            return;
+        }
+        let _ = self.held(me, true, |_| ());
     }
 
     /// Gives the deque back if `me` owns it (its stream's scheduler returned).
@@ -192,7 +202,7 @@ mod tests {
     fn loom_local_owner_and_remote_producer() {
         model(|| {
             let q = Arc::new(LocalQueue::<usize>::new(2));
-            assert_eq!(q.pop(1), None); // uid 1 owns it from here on
+            q.claim(1); // uid 1 owns it from here on
             let q2 = q.clone();
             let prod = loom::thread::spawn(move || {
                 q2.push(2, 10);
@@ -218,13 +228,14 @@ mod tests {
     fn loom_local_handover() {
         model(|| {
             let q = Arc::new(LocalQueue::<usize>::new(2));
-            assert_eq!(q.pop(1), None);
+            q.claim(1);
             q.push(1, 1);
             q.push(1, 2);
             let q2 = q.clone();
             let other = loom::thread::spawn(move || {
                 let mut got = Vec::new();
                 got.extend(q2.pop(0));
+                q2.claim(3);
                 got.extend(q2.pop(3));
                 got
             });

@@ -12,8 +12,9 @@
 //! | `Spmc` | one stream / several | array ring with per-slot sequence numbers: the producer stores, consumers claim by CAS on the head |
 //! | `Mpmc` | any / several | CAS on both ends (Vyukov's bounded MPMC scheme) |
 //!
-//! The local deque belongs to the stream that first pops the pool and is given back when its
-//! scheduler returns (`Pool::release_owner`); see `local.rs` for why that is sound. Every ring is
+//! The local deque belongs to the stream whose scheduler runs over the pool, from the start of its
+//! run (`Pool::claim_owner`) until it returns (`Pool::release_owner`); see `local.rs` for why that
+//! is sound. Every ring is
 //! 1024 slots; when full, pushes go to a locked FIFO overflow list until the consumers have
 //! drained it, so per-producer FIFO order holds and the pool is unbounded.
 //!
@@ -113,6 +114,9 @@ pub trait Pool: Send + Sync + 'static {
     fn add_notify(&self, notify: Notify);
     /// How many times `pop_wait` parked the calling thread.
     fn park_count(&self) -> u64;
+    /// Called on the stream's OS thread when a scheduler over this pool starts: a pool may bind
+    /// a part of itself to its consuming stream (until [`Pool::release_owner`]). Default: nothing.
+    fn claim_owner(&self) {}
     /// Called on the stream's OS thread when a scheduler over this pool returns: a pool that
     /// binds a part of itself to its consuming stream gives it back, so a later stream (or any
     /// thread) can take over what is queued there. Default: nothing to give back.

@@ -266,6 +266,11 @@ impl Pool for RingPool {
     fn park_count(&self) -> u64 {
         self.common.park_count()
     }
+    fn claim_owner(&self) {
+        if let Flavor::Local(q) = &self.q {
+            q.claim(current_uid());
+        }
+    }
     fn release_owner(&self) {
         if let Flavor::Local(q) = &self.q {
             q.release(current_uid());
