@@ -49,7 +49,15 @@ pub type DoneCallback = Box<dyn FnOnce(Result<()>) + Send>;
 const UNEXPECTED: u64 = 0;
 
 pub(crate) enum Entry {
-    Callback(Box<dyn FnOnce() + Send>),
+    /// A forward's callback with its handle and result (no closure boxed around them).
+    Forward {
+        cb: ForwardCallback,
+        handle: Handle,
+        result: Result<()>,
+        rpc_id: RpcId,
+    },
+    /// A respond's or bulk transfer's callback with its result.
+    Done(DoneCallback, Result<()>),
     Process(Handle, Handler),
 }
 
@@ -110,13 +118,14 @@ struct Fwd {
     ack_only: bool,
     /// An output pull in flight: the registration it fills, the payload CRC, the reply's code
     /// and the parts still to complete.
-    pulling: Option<(MemHandle, u32, Result<()>, Parts)>,
+    pulling: Option<(MemHandle, usize, u32, Result<()>, Parts)>,
     reply: Option<Result<()>>,
     deadline: Option<Instant>,
     timed_out: bool,
     canceled: bool,
-    /// The input overflow registration: the target pulls from it until it answers.
-    _extra: Option<MemHandle>,
+    /// The input overflow registration and its encoded descriptor: the target pulls from it
+    /// until it answers; then it goes back to the context's cache.
+    extra: Option<(MemHandle, Vec<u8>)>,
 }
 
 impl Fwd {
@@ -154,7 +163,7 @@ impl Fwd {
             deadline,
             timed_out: false,
             canceled: false,
-            _extra: None,
+            extra: None,
         }
     }
 }
@@ -170,6 +179,8 @@ enum Op {
         handle: Handle,
         handler: Handler,
         mem: MemHandle,
+        /// Bytes pulled (the buffer may be larger).
+        size: usize,
         crc: u32,
         /// The pull's NA operations still to complete (one per remote handle it crosses).
         parts: Parts,
@@ -195,6 +206,28 @@ enum Op {
     Discard,
 }
 
+/// Registered overflow buffers kept for reuse, so a large RPC registers (`fi_mr_reg`), zeroes
+/// and deregisters nothing once warmed up. Pull targets (peers' overflowed payloads land there)
+/// are kept by power-of-two capacity: a peer only sees its own descriptor. Send sources (our
+/// overflowed inputs) are kept by exact size with their encoded descriptor, since the peer sees
+/// their registration. A buffer comes back only once no operation and no peer can still use it.
+#[derive(Default)]
+struct OverflowCache {
+    pull: Vec<MemHandle>,
+    pull_bytes: usize,
+    send: Vec<(MemHandle, Vec<u8>)>,
+    send_bytes: usize,
+}
+
+/// Largest overflow buffer the cache keeps, and most bytes it keeps per kind.
+const OVERFLOW_KEEP_MAX: usize = 1 << 20;
+const OVERFLOW_KEEP_BYTES: usize = 8 << 20;
+
+/// Capacity of the pull buffer for `size` bytes.
+fn pull_capacity(size: usize) -> usize {
+    size.next_power_of_two().max(4096)
+}
+
 /// Buffers `progress` reuses from call to call (only the driving thread touches them).
 #[derive(Default)]
 struct Scratch {
@@ -211,6 +244,8 @@ struct CtxState {
     unexpected_target: usize,
     /// `AckWait` operations in `ops` (output overflow registrations kept for an ack).
     ack_waits: usize,
+    /// `timed + ack_waits`, readable without the lock (shared with `CtxInner::deadlines`).
+    deadlines: Arc<AtomicUsize>,
 }
 
 pub(crate) struct CtxInner {
@@ -225,6 +260,9 @@ pub(crate) struct CtxInner {
     /// Expected-receive buffers (`max_expected_size` bytes) returned by finished forwards, reused
     /// by the next ones instead of allocating and zeroing a fresh buffer per RPC.
     recv_bufs: Mutex<Vec<MsgBuf>>,
+    /// Unexpected-size buffers of sent requests, reused by the next forwards.
+    send_bufs: Mutex<Vec<MsgBuf>>,
+    overflow: Mutex<OverflowCache>,
     scratch: Mutex<Scratch>,
     data: Mutex<Option<UserArc<dyn Any + Send + Sync>>>,
     next_tag: AtomicU32,
@@ -232,6 +270,9 @@ pub(crate) struct CtxInner {
     driving: AtomicBool,
     closed: AtomicBool,
     bad_requests: AtomicUsize,
+    /// Operations with a deadline (see `CtxState::sync_deadlines`): zero lets progress skip the
+    /// deadline scans and their lock.
+    deadlines: Arc<AtomicUsize>,
     /// The newest class-wide peer removal this context has acted on (driving thread only).
     seen_removed: AtomicU64,
 }
@@ -270,6 +311,7 @@ impl Drop for DriveGuard<'_> {
 impl Context {
     pub(crate) fn new(class: Class, id: u8) -> Result<Context> {
         let na = class.na().context_create(id).map_err(Error::from_na)?;
+        let deadlines = Arc::new(AtomicUsize::new(0));
         let inner = Arc::new(CtxInner {
             self_addr: na.self_addr(),
             waker: na.waker(),
@@ -282,6 +324,7 @@ impl Context {
                 ops: U64Map::default(),
                 timed: 0,
                 ack_waits: 0,
+                deadlines: deadlines.clone(),
                 unexpected_posted: 0,
                 unexpected_target: class
                     .options()
@@ -290,6 +333,8 @@ impl Context {
                     .max(1),
             }),
             recv_bufs: Mutex::new(Vec::new()),
+            send_bufs: Mutex::new(Vec::new()),
+            overflow: Mutex::new(OverflowCache::default()),
             scratch: Mutex::new(Scratch::default()),
             data: Mutex::new(None),
             next_tag: AtomicU32::new(1),
@@ -297,6 +342,7 @@ impl Context {
             driving: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             bad_requests: AtomicUsize::new(0),
+            deadlines,
             seen_removed: AtomicU64::new(class.inner.removed.newest()),
         });
         Ok(Context {
@@ -344,6 +390,8 @@ impl Context {
         let inner = &self.inner;
         // No clock reads at all for a zero timeout without deadlines (the busy-polling caller).
         let end = (!timeout.is_zero()).then(|| wait_end(timeout));
+        // The first wait is the whole timeout: no second clock read right after `wait_end`'s.
+        let mut first = true;
         let na_guard = lock(&inner.na);
         let Some(na) = na_guard.as_ref() else {
             return Err(Error::Canceled);
@@ -357,11 +405,20 @@ impl Context {
             inner.ensure_unexpected(na);
             inner.check_deadlines(na);
             let mut wait = match end {
+                Some(_)
+                    if first
+                        && inner.cq.len() == 0
+                        && activity == 0
+                        && inner.handoff.is_empty() =>
+                {
+                    timeout.min(MAX_WAIT)
+                }
                 Some(end) if inner.cq.len() == 0 && activity == 0 && inner.handoff.is_empty() => {
                     end.saturating_duration_since(Instant::now())
                 }
                 _ => Duration::ZERO,
             };
+            first = false;
             if let Some(d) = inner.nearest_deadline() {
                 wait = wait.min(d.saturating_duration_since(Instant::now()));
             }
@@ -435,28 +492,38 @@ impl Drop for Context {
 }
 
 fn run_entry(e: Entry) {
-    match e {
-        Entry::Callback(f) => {
-            if catch_unwind(AssertUnwindSafe(f)).is_err() {
-                tracing::error!("hg: a completion callback panicked; the context keeps serving");
-            }
+    let caught = match e {
+        Entry::Forward {
+            cb,
+            handle,
+            result,
+            rpc_id,
+        } => catch_unwind(AssertUnwindSafe(move || {
+            let _s = tracing::debug_span!("hg.forward_cb", rpc_id).entered();
+            cb(&handle, result)
+        })),
+        Entry::Done(cb, r) => catch_unwind(AssertUnwindSafe(move || cb(r))),
+        Entry::Process(h, handler) => return run_handler(h, handler),
+    };
+    if caught.is_err() {
+        tracing::error!("hg: a completion callback panicked; the context keeps serving");
+    }
+}
+
+fn run_handler(h: Handle, handler: Handler) {
+    let id = h.id();
+    let _s = tracing::debug_span!("hg.handler", rpc_id = id).entered();
+    let r = match catch_unwind(AssertUnwindSafe(|| handler(h.clone()))) {
+        Ok(r) => r,
+        Err(_) => {
+            tracing::error!(rpc_id = id, "hg: RPC handler panicked");
+            Err(Error::OtherError)
         }
-        Entry::Process(h, handler) => {
-            let id = h.id();
-            let _s = tracing::debug_span!("hg.handler", rpc_id = id).entered();
-            let r = match catch_unwind(AssertUnwindSafe(|| handler(h.clone()))) {
-                Ok(r) => r,
-                Err(_) => {
-                    tracing::error!(rpc_id = id, "hg: RPC handler panicked");
-                    Err(Error::OtherError)
-                }
-            };
-            if let Err(e) = r {
-                if h.needs_response() {
-                    tracing::debug!(rpc_id = id, error = %e, "hg: handler failed; answering the error");
-                    let _ = h.respond_error(e);
-                }
-            }
+    };
+    if let Err(e) = r {
+        if h.needs_response() {
+            tracing::debug!(rpc_id = id, error = %e, "hg: handler failed; answering the error");
+            let _ = h.respond_error(e);
         }
     }
 }
@@ -572,7 +639,7 @@ impl ContextRef {
             // The data came with the descriptor: no network transfer.
             let (o, l) = (origin_offset as usize, len as usize);
             let r = local.write_at(local_offset as usize, &data[o..o + l]);
-            self.inner.cq.push(Entry::Callback(Box::new(move || cb(r))));
+            self.inner.cq.push(Entry::Done(Box::new(cb), r));
             return Ok(());
         }
         let parts = self.inner.rma_parts(
@@ -585,9 +652,7 @@ impl ContextRef {
         let token = self.inner.token();
         if parts.is_empty() {
             // Nothing to move (zero bytes): complete without NA.
-            self.inner
-                .cq
-                .push(Entry::Callback(Box::new(move || cb(Ok(())))));
+            self.inner.cq.push(Entry::Done(Box::new(cb), Ok(())));
             return Ok(());
         }
         lock(&self.inner.st).ops.insert(
@@ -651,8 +716,47 @@ fn take_op(st: &mut CtxState, token: u64) -> Option<Op> {
     let op = st.ops.remove(&token);
     if let Some(Op::AckWait { .. }) = op {
         st.ack_waits -= 1;
+        st.sync_deadlines();
     }
     op
+}
+
+impl CtxState {
+    /// Publishes whether any operation has a deadline (`timed + ack_waits`), so progress skips
+    /// the deadline scans without taking the lock while none has. Called after each change.
+    fn sync_deadlines(&self) {
+        self.deadlines
+            .store(self.timed + self.ack_waits, Ordering::Release);
+    }
+}
+
+/// Encodes `value` into `out` (its `encoded_size` bytes of a reused buffer), zeroing whatever
+/// an encoder skipped so no stale bytes of an earlier message go out.
+fn encode_body<T: Proc>(value: &T, out: &mut [u8]) -> Result<()> {
+    let n = proc::encode_into(value, out)?;
+    if n < out.len() {
+        out[n..].fill(0);
+    }
+    Ok(())
+}
+
+/// A pooled message buffer of capacity `size`, or a fresh one.
+fn take_buf(pool: &Mutex<Vec<MsgBuf>>, size: usize) -> MsgBuf {
+    match lock(pool).pop() {
+        Some(b) if b.capacity() == size => b,
+        _ => MsgBuf::new(size),
+    }
+}
+
+/// Keeps `buf` for reuse when it has the pool's capacity (a bounded number are kept).
+fn give_buf(pool: &Mutex<Vec<MsgBuf>>, buf: MsgBuf, size: usize) {
+    const KEEP: usize = 256;
+    if buf.capacity() == size {
+        let mut b = lock(pool);
+        if b.len() < KEEP {
+            b.push(buf);
+        }
+    }
 }
 
 fn local_segments(mem: &MemHandle) -> Vec<BulkSegment> {
@@ -669,7 +773,7 @@ impl CtxInner {
     /// Decodes the bulk descriptor of an overflowed payload (`MORE_DATA`), registers a buffer
     /// for it and cuts the pull into NA gets: one handle, or one per segment as Mercury may send.
     /// A descriptor that cannot be pulled whole is `ProtocolError`; over the maximum `MsgSize`.
-    fn overflow_pull(&self, body: &[u8]) -> Result<(MemHandle, Vec<RmaPart>)> {
+    fn overflow_pull(&self, body: &[u8]) -> Result<(MemHandle, Vec<RmaPart>, usize)> {
         let r: BulkRef = proc::decode_exact(body)?;
         let desc = r.0.ok_or(Error::ProtocolError)?;
         let size = usize::try_from(desc.len).map_err(|_| Error::MsgSize)?;
@@ -680,11 +784,7 @@ impl CtxInner {
             tracing::warn!("hg: empty overflow descriptor");
             return Err(Error::ProtocolError);
         }
-        let mem = self
-            .class
-            .na()
-            .mem_register(vec![0; size], Access::WRITE)
-            .map_err(Error::from_na)?;
+        let mem = self.take_pull_buf(size)?;
         let parts = self
             .rma_parts(&desc, 0, std::slice::from_ref(&mem), 0, desc.len)
             // The peer's descriptor does not describe its payload.
@@ -692,7 +792,7 @@ impl CtxInner {
                 Error::InvalidArg => Error::ProtocolError,
                 e => e,
             })?;
-        Ok((mem, parts))
+        Ok((mem, parts, size))
     }
 
     /// Cuts a checked transfer range into NA operations: the local side's registrations and the
@@ -769,6 +869,95 @@ impl CtxInner {
             .collect()
     }
 
+    /// A registered buffer of at least `size` bytes to pull into (cached, or new).
+    fn take_pull_buf(&self, size: usize) -> Result<MemHandle> {
+        let cap = pull_capacity(size);
+        if cap <= OVERFLOW_KEEP_MAX {
+            let mut c = lock(&self.overflow);
+            if let Some(i) = c.pull.iter().rposition(|m| m.len() == cap) {
+                let m = c.pull.swap_remove(i);
+                c.pull_bytes -= cap;
+                return Ok(m);
+            }
+        }
+        let len = if cap <= OVERFLOW_KEEP_MAX { cap } else { size };
+        self.class
+            .na()
+            .mem_register(vec![0; len], Access::WRITE)
+            .map_err(Error::from_na)
+    }
+
+    /// The first `size` bytes pulled into `mem`, which goes back to the cache when nothing
+    /// else holds it.
+    fn pulled_bytes(&self, mem: MemHandle, size: usize) -> Vec<u8> {
+        if mem.len() != pull_capacity(size) || mem.len() > OVERFLOW_KEEP_MAX {
+            // Not a cached size: the registration ends and its bytes are ours, uncopied.
+            let mut v = mem.into_vec();
+            v.truncate(size);
+            return v;
+        }
+        let mut body = Vec::with_capacity(size);
+        let _ = mem.with_range(0, size, |seg, at, _, n| {
+            body.extend_from_slice(&seg[at..at + n])
+        });
+        if mem.ref_count() == 1 && mem.len() <= OVERFLOW_KEEP_MAX {
+            let mut c = lock(&self.overflow);
+            if c.pull_bytes + mem.len() <= OVERFLOW_KEEP_BYTES {
+                c.pull_bytes += mem.len();
+                c.pull.push(mem);
+            }
+        }
+        body
+    }
+
+    /// A registered, peer-readable buffer of exactly `size` bytes holding `value`, with its
+    /// encoded `BulkRef` (cached with the buffer: same registration, same bytes).
+    fn take_send_overflow<T: Proc>(&self, value: &T, size: usize) -> Result<(MemHandle, Vec<u8>)> {
+        let cached = (size <= OVERFLOW_KEEP_MAX)
+            .then(|| {
+                let mut c = lock(&self.overflow);
+                let i = c.send.iter().rposition(|(m, _)| m.len() == size)?;
+                c.send_bytes -= size;
+                Some(c.send.swap_remove(i))
+            })
+            .flatten();
+        let (mem, desc) = match cached {
+            Some(e) => e,
+            None => {
+                let nac = self.class.na();
+                let mem = nac
+                    .mem_register(vec![0; size], Access::READ)
+                    .map_err(Error::from_na)?;
+                let r = BulkRef::from(BulkDesc::new(
+                    local_segments(&mem),
+                    crate::bulk::flags::READ_ONLY,
+                    nac.mem_handle_serialize(&mem),
+                ));
+                let desc = proc::encode_to_vec(&r)?;
+                (mem, desc)
+            }
+        };
+        let mut r = Ok(());
+        mem.with_range(0, size, |seg, at, _, n| {
+            r = encode_body(value, &mut seg[at..at + n]);
+        })
+        .map_err(Error::from_na)?;
+        r?;
+        Ok((mem, desc))
+    }
+
+    /// Takes back a send overflow buffer no peer can read any more.
+    fn give_send_overflow(&self, mem: MemHandle, desc: Vec<u8>) {
+        if mem.ref_count() != 1 || mem.len() > OVERFLOW_KEEP_MAX || mem.segments().len() != 1 {
+            return;
+        }
+        let mut c = lock(&self.overflow);
+        if c.send_bytes + mem.len() <= OVERFLOW_KEEP_BYTES {
+            c.send_bytes += mem.len();
+            c.send.push((mem, desc));
+        }
+    }
+
     pub(crate) fn level(&self) -> ChecksumLevel {
         self.class.options().checksum_level
     }
@@ -814,8 +1003,7 @@ impl CtxInner {
             }
             Some(Op::Respond { cb, .. }) | Some(Op::Rma { cb, .. }) => {
                 if let Some(cb) = cb.take() {
-                    self.cq
-                        .push(Entry::Callback(Box::new(move || cb(Err(Error::Canceled)))));
+                    self.cq.push(Entry::Done(cb, Err(Error::Canceled)));
                 }
                 st.ops.remove(&token);
                 return;
@@ -875,9 +1063,12 @@ impl CtxInner {
                 c.user == UNEXPECTED && c.kind == OpKind::RecvUnexpected && c.result.is_ok()
             })
             .count();
+        if n == 0 {
+            return;
+        }
         let o = self.class.options();
         let mut st = lock(&self.st);
-        if n > 0 && n >= st.unexpected_target && st.unexpected_target < o.request_post_max {
+        if n >= st.unexpected_target && st.unexpected_target < o.request_post_max {
             st.unexpected_target =
                 (st.unexpected_target + o.request_post_incr).min(o.request_post_max);
             tracing::debug!(
@@ -1069,6 +1260,9 @@ impl CtxInner {
     }
 
     fn nearest_deadline(&self) -> Option<Instant> {
+        if self.deadlines.load(Ordering::Acquire) == 0 {
+            return None;
+        }
         let st = lock(&self.st);
         if st.timed == 0 && st.ack_waits == 0 {
             return None;
@@ -1088,6 +1282,9 @@ impl CtxInner {
     }
 
     fn check_deadlines(&self, na: &na::Context) {
+        if self.deadlines.load(Ordering::Acquire) == 0 {
+            return;
+        }
         let mut st = lock(&self.st);
         if st.ack_waits > 0 {
             let now = Instant::now();
@@ -1145,6 +1342,9 @@ impl CtxInner {
                 match c.kind {
                     OpKind::SendUnexpected => {
                         f.send_op = None;
+                        if let Some(b) = c.buf {
+                            self.give_send_buf(b);
+                        }
                         if let Err(e) = result {
                             tracing::debug!(error = %e, "hg: request send failed");
                             if e == Error::HostUnreach {
@@ -1162,7 +1362,7 @@ impl CtxInner {
                         self.on_reply(na, f, result, c.buf, c.len);
                     }
                     OpKind::Get => {
-                        let Some((_, _, _, parts)) = f.pulling.as_mut() else {
+                        let Some((_, _, _, _, parts)) = f.pulling.as_mut() else {
                             tracing::debug!(token, "hg: output pull part after its end dropped");
                             return;
                         };
@@ -1171,9 +1371,9 @@ impl CtxInner {
                             return;
                         };
                         f.pull_ops.clear();
-                        let (mem, crc, code, _) = f.pulling.take().expect("pull in flight");
+                        let (mem, size, crc, code, _) = f.pulling.take().expect("pull in flight");
                         let r = result.and_then(|()| {
-                            let body = mem.into_vec();
+                            let body = self.pulled_bytes(mem, size);
                             header::verify_payload(self.level(), crc, &body)?;
                             f.handle.set_output(body);
                             Ok(())
@@ -1201,6 +1401,9 @@ impl CtxInner {
                 let Some(Op::Respond { cb, ack }) = st.ops.remove(&token) else {
                     unreachable!()
                 };
+                if let Some(b) = c.buf {
+                    self.give_recv_buf(b);
+                }
                 if let (Some(atoken), Some(na)) = (ack, na) {
                     match result {
                         // The client may pull from now on, for `overflow_ack_timeout`.
@@ -1222,7 +1425,7 @@ impl CtxInner {
                     }
                 }
                 if let Some(cb) = cb {
-                    self.cq.push(Entry::Callback(Box::new(move || cb(result))));
+                    self.cq.push(Entry::Done(cb, result));
                 }
             }
             Some(Op::Rma { parts, .. }) => {
@@ -1231,7 +1434,7 @@ impl CtxInner {
                 }
                 if let Some(r) = parts.done(result) {
                     if let Some(Op::Rma { cb: Some(cb), .. }) = st.ops.remove(&token) {
-                        self.cq.push(Entry::Callback(Box::new(move || cb(r))));
+                        self.cq.push(Entry::Done(cb, r));
                     }
                 }
             }
@@ -1247,6 +1450,7 @@ impl CtxInner {
                     handle,
                     handler,
                     mem,
+                    size,
                     crc,
                     ..
                 }) = st.ops.remove(&token)
@@ -1255,7 +1459,7 @@ impl CtxInner {
                 };
                 drop(st);
                 let r = result.and_then(|()| {
-                    let body = mem.into_vec();
+                    let body = self.pulled_bytes(mem, size);
                     header::verify_payload(self.level(), crc, &body)?;
                     Ok(body)
                 });
@@ -1324,7 +1528,7 @@ impl CtxInner {
             let code = d.header.result();
             let body = &data[d.body_offset..];
             if d.header.flags & flags::MORE_DATA != 0 {
-                let (mem, parts) = self.overflow_pull(body)?;
+                let (mem, parts, size) = self.overflow_pull(body)?;
                 let na = na.ok_or(Error::Canceled)?;
                 f.pull_ops = parts
                     .iter()
@@ -1333,7 +1537,7 @@ impl CtxInner {
                         na.get(l, lo, r, ro, p.len, &f.dest, f.token)
                     })
                     .collect();
-                f.pulling = Some((mem, d.payload_crc, code, Parts::new(parts.len())));
+                f.pulling = Some((mem, size, d.payload_crc, code, Parts::new(parts.len())));
                 return Ok(None);
             }
             header::verify_payload(level, d.payload_crc, body)?;
@@ -1368,6 +1572,7 @@ impl CtxInner {
         };
         if f.deadline.is_some() {
             st.timed -= 1;
+            st.sync_deadlines();
         }
         let send = f.send_done.take().unwrap_or(Ok(()));
         let reply = f.reply.take().unwrap_or(Ok(()));
@@ -1380,14 +1585,23 @@ impl CtxInner {
         if result == Err(Error::Canceled) && f.timed_out {
             result = Err(Error::Timeout);
         }
+        if let Some((mem, desc)) = f.extra.take() {
+            // The target answered (or acknowledged a one-way request) only after its pull:
+            // nobody reads the buffer any more. Otherwise (cancel, timeout, failure) a late
+            // pull may still come, so the registration ends here.
+            if f.replied || (f.ack_only && result.is_ok()) {
+                self.give_send_overflow(mem, desc);
+            }
+        }
         f.handle.finish_forward();
         let handle = f.handle.clone();
         if let Some(cb) = f.cb.take() {
-            let id = f.rpc_id;
-            self.cq.push(Entry::Callback(Box::new(move || {
-                let _s = tracing::debug_span!("hg.forward_cb", rpc_id = id).entered();
-                cb(&handle, result)
-            })));
+            self.cq.push(Entry::Forward {
+                cb,
+                handle,
+                result,
+                rpc_id: f.rpc_id,
+            });
         }
     }
 
@@ -1478,7 +1692,7 @@ impl CtxInner {
         );
         if h.flags & flags::MORE_DATA != 0 {
             match (self.overflow_pull(body), na) {
-                (Ok((mem, parts)), Some(na)) => {
+                (Ok((mem, parts, size)), Some(na)) => {
                     let t = self.token();
                     lock(&self.st).ops.insert(
                         t,
@@ -1486,6 +1700,7 @@ impl CtxInner {
                             handle,
                             handler,
                             mem,
+                            size,
                             crc: d.payload_crc,
                             parts: Parts::new(parts.len()),
                         },
@@ -1553,8 +1768,7 @@ impl CtxInner {
                 }
                 Some(_) => match take_op(&mut st, t) {
                     Some(Op::Respond { cb: Some(cb), .. }) | Some(Op::Rma { cb: Some(cb), .. }) => {
-                        self.cq
-                            .push(Entry::Callback(Box::new(move || cb(Err(Error::Canceled)))));
+                        self.cq.push(Entry::Done(cb, Err(Error::Canceled)));
                     }
                     _ => {}
                 },
@@ -1564,7 +1778,7 @@ impl CtxInner {
         // Run every callback still queued, here, once; unhandled requests are dropped.
         while let Some(e) = self.cq.pop() {
             match e {
-                Entry::Callback(_) => run_entry(e),
+                Entry::Forward { .. } | Entry::Done(..) => run_entry(e),
                 Entry::Process(h, _) => {
                     tracing::debug!(rpc_id = h.id(), "hg: request dropped at context teardown")
                 }
@@ -1619,6 +1833,7 @@ impl CtxInner {
             );
             let mut st = lock(&self.st);
             st.timed += usize::from(deadline.is_some());
+            st.sync_deadlines();
             // Nothing to send: the "send" is done; the handler's respond is the reply.
             let fwd = Fwd {
                 send_done: Some(Ok(())),
@@ -1643,8 +1858,8 @@ impl CtxInner {
             cookie,
         };
         let (mut send, len, extra, crc) = if uh + hs + size <= nac.max_unexpected_size() {
-            let mut buf = MsgBuf::new(uh + hs + size);
-            proc::encode_into(input, &mut buf.as_mut_slice()[uh + hs..])?;
+            let mut buf = self.take_send_buf(nac.max_unexpected_size());
+            encode_body(input, &mut buf.as_mut_slice()[uh + hs..uh + hs + size])?;
             (buf, uh + hs + size, None, None)
         } else {
             let max = self.class.options().max_overflow_size;
@@ -1657,26 +1872,22 @@ impl CtxInner {
                 );
                 return Err(Error::MsgSize);
             }
-            let payload = proc::encode_to_vec(input)?;
+            let (mem, desc) = self.take_send_overflow(input, size)?;
             // Only the Payload level carries the CRC: skip the pass over the body otherwise.
-            let crc = (level == ChecksumLevel::Payload).then(|| header::payload_crc(&payload));
-            let mem = nac
-                .mem_register(payload, Access::READ)
-                .map_err(Error::from_na)?;
-            let desc = BulkDesc::new(
-                local_segments(&mem),
-                crate::bulk::flags::READ_ONLY,
-                nac.mem_handle_serialize(&mem),
-            );
-            let r = BulkRef::from(desc);
-            let bsize = r.encoded_size();
+            let mut crc = None;
+            if level == ChecksumLevel::Payload {
+                let _ = mem.with_range(0, size, |seg, at, _, n| {
+                    crc = Some(header::payload_crc(&seg[at..at + n]));
+                });
+            }
+            let bsize = desc.len();
             if uh + hs + bsize > nac.max_unexpected_size() {
                 return Err(Error::MsgSize);
             }
-            let mut buf = MsgBuf::new(uh + hs + bsize);
-            proc::encode_into(&r, &mut buf.as_mut_slice()[uh + hs..])?;
+            let mut buf = self.take_send_buf(nac.max_unexpected_size());
+            buf.as_mut_slice()[uh + hs..uh + hs + bsize].copy_from_slice(&desc);
             hdr.flags |= flags::MORE_DATA;
-            (buf, uh + hs + bsize, Some(mem), crc)
+            (buf, uh + hs + bsize, Some((mem, desc)), crc)
         };
         let body_len = len - uh - hs;
         header::encode_request(&hdr, level, &mut send.as_mut_slice()[uh..], body_len)?;
@@ -1695,12 +1906,13 @@ impl CtxInner {
         let tag = self.tag();
         let mut st = lock(&self.st);
         st.timed += usize::from(deadline.is_some());
+        st.sync_deadlines();
         let fwd = Fwd {
             recv_pending: recv.is_some(),
             ack_only,
             // No receive (one-way without overflow): the send alone completes it.
             reply: if recv.is_none() { Some(Ok(())) } else { None },
-            _extra: extra,
+            extra,
             ..Fwd::new(
                 token,
                 handle,
@@ -1780,9 +1992,9 @@ impl CtxInner {
         let mut hdr = ResponseHeader::for_result(result, u16::from(cookie));
         let mut ack = None;
         let (mut buf, len, crc) = if hs + size <= nac.max_expected_size() {
-            let mut buf = MsgBuf::new(hs + size);
+            let mut buf = self.take_recv_buf(nac.max_expected_size());
             if let Some(o) = output {
-                proc::encode_into(o, &mut buf.as_mut_slice()[hs..])?;
+                encode_body(o, &mut buf.as_mut_slice()[hs..hs + size])?;
             }
             (buf, hs + size, None)
         } else {
@@ -1821,6 +2033,7 @@ impl CtxInner {
                 },
             );
             st.ack_waits += 1;
+            st.sync_deadlines();
             drop(st);
             ack = Some((atoken, MsgBuf::new(1)));
             (buf, hs + bsize, crc)
@@ -1845,28 +2058,30 @@ impl CtxInner {
         Ok(())
     }
 
-    /// An expected-receive buffer of `size` bytes: a returned one if any (its old bytes are never
-    /// read: only the received length is), else a fresh one.
+    /// An expected-message buffer of `size` bytes (a reply's receive, or a reply to send): a
+    /// returned one if any (its old bytes are never read: only the received length is, and a
+    /// send writes all it sends), else a fresh one.
     fn take_recv_buf(&self, size: usize) -> MsgBuf {
-        match lock(&self.recv_bufs).pop() {
-            Some(b) if b.capacity() == size => b,
-            _ => MsgBuf::new(size),
-        }
+        take_buf(&self.recv_bufs, size)
     }
 
-    /// Returns a reply's buffer for the next forward (a bounded number are kept).
+    /// Returns an expected-size buffer (a reply received, or sent) for reuse.
     fn give_recv_buf(&self, buf: MsgBuf) {
-        const KEEP: usize = 256;
-        if buf.capacity() == self.class.na().max_expected_size() {
-            let mut b = lock(&self.recv_bufs);
-            if b.len() < KEEP {
-                b.push(buf);
-            }
-        }
+        give_buf(&self.recv_bufs, buf, self.class.na().max_expected_size());
+    }
+
+    /// A buffer of the unexpected size for a request to send (see `take_recv_buf`).
+    fn take_send_buf(&self, size: usize) -> MsgBuf {
+        take_buf(&self.send_bufs, size)
+    }
+
+    /// Returns a sent request's buffer for reuse.
+    fn give_send_buf(&self, buf: MsgBuf) {
+        give_buf(&self.send_bufs, buf, self.class.na().max_unexpected_size());
     }
 
     /// Queues a respond callback (self forwards, one-way handles).
     pub(crate) fn queue_done(&self, cb: DoneCallback, r: Result<()>) {
-        self.cq.push(Entry::Callback(Box::new(move || cb(r))));
+        self.cq.push(Entry::Done(cb, r));
     }
 }

@@ -17,7 +17,7 @@ const INLINE: usize = 28;
 #[doc(alias = "na_addr_t")]
 #[doc(alias = "NA_Addr_dup")]
 #[doc(alias = "NA_Addr_cmp")]
-#[derive(Clone, PartialEq, Eq, Hash)]
+#[derive(PartialEq, Eq, Hash)]
 pub struct Addr {
     plugin: &'static str,
     raw: SmallVec<[u8; INLINE]>,
@@ -48,6 +48,17 @@ impl Addr {
     #[doc(alias = "NA_Addr_get_serialize_size")]
     pub fn serialize_size(&self) -> usize {
         self.raw.len()
+    }
+}
+
+impl Clone for Addr {
+    /// One copy of the bytes (`SmallVec`'s own `Clone` pushes them one at a time, and an RPC
+    /// clones its peer's address several times).
+    fn clone(&self) -> Addr {
+        Addr {
+            plugin: self.plugin,
+            raw: SmallVec::from_slice(&self.raw),
+        }
     }
 }
 

@@ -707,11 +707,20 @@ mod imp {
 
         /// The peer's `fi_addr_t` (inserting it if new), and whether sends may go straight to it.
         fn resolve_ready(&self, addr: &Addr) -> Result<(u64, bool)> {
-            let raw = check_addr(addr)?;
+            if addr.plugin() != NAME {
+                tracing::warn!(?addr, "na.ofi: address of another plugin");
+                return Err(Error::InvalidArg);
+            }
+            let raw: [u8; 16] = addr.as_bytes().try_into().map_err(|_| Error::InvalidArg)?;
             let mut av = lock(&self.av);
             if let Some(p) = av.get(&raw) {
+                // Its bytes were checked when it entered the AV.
                 return Ok((p.fi, matches!(p.state, PeerState::Ready)));
             }
+            parse_sockaddr(&raw).map_err(|why| {
+                tracing::warn!(?why, "na.ofi: bad address bytes");
+                Error::InvalidArg
+            })?;
             let fi = self.ep.av_insert(&raw).map_err(|e| {
                 tracing::warn!(?addr, fi_error = %sys::strerror(e), "na.ofi: fi_av_insert failed");
                 map_fi_errno(e)
@@ -1026,40 +1035,38 @@ mod imp {
             {
                 self.resent_n.fetch_sub(1, Ordering::AcqRel);
             }
-            let (source, req_tag, sent) = match &op.req {
-                Request::SendUnexpected { len, tag, .. }
-                | Request::SendExpected { len, tag, .. } => (None, *tag, *len),
-                Request::RecvExpected { source, tag, .. } => (Some(source.clone()), *tag, 0),
-                _ => (None, 0, 0),
+            let Op { id, user, req } = op;
+            // The request is taken apart: its buffer and source move into the completion.
+            let (buf, source, req_tag, sent) = match req {
+                Request::SendUnexpected { buf, len, tag, .. }
+                | Request::SendExpected { buf, len, tag, .. } => (Some(buf), None, tag, len),
+                Request::RecvExpected { buf, source, tag } => (Some(buf), Some(source), tag, 0),
+                Request::RecvUnexpected { buf } => (Some(buf), None, 0, 0),
+                Request::Put { .. } | Request::Get { .. } => (None, None, 0, 0),
             };
             let mut result = if err == 0 {
                 Ok(())
             } else {
                 let e = map_fi_errno(err);
                 if e == Error::Canceled {
-                    tracing::debug!(op = op.id.0, ?kind, "na.ofi: operation canceled");
+                    tracing::debug!(op = id.0, ?kind, "na.ofi: operation canceled");
                 } else {
                     tracing::warn!(
-                        op = op.id.0, ?kind, error = %e, fi_error = %sys::strerror(err),
+                        op = id.0, ?kind, error = %e, fi_error = %sys::strerror(err),
                         prov_errno, olen, "na.ofi: error completion"
                     );
                 }
                 Err(e)
             };
-            let mut c: Completion = {
-                let id = op.id;
-                let user = op.user;
-                let buf = op.req.into_buf();
-                Completion {
-                    op: id,
-                    kind,
-                    user,
-                    result: Ok(()),
-                    buf,
-                    len: 0,
-                    source: None,
-                    tag: 0,
-                }
+            let mut c = Completion {
+                op: id,
+                kind,
+                user,
+                result: Ok(()),
+                buf,
+                len: 0,
+                source: None,
+                tag: 0,
             };
             match kind {
                 OpKind::RecvUnexpected => {
@@ -1205,7 +1212,8 @@ mod imp {
 
         fn progress(&self, timeout: Duration) -> Result<()> {
             let mut scratch = lock(&self.scratch);
-            let deadline = (!timeout.is_zero()).then(|| crate::plugin::deadline_after(timeout));
+            // Read the clock only once a wait is needed (completions are often ready at once).
+            let mut deadline = None;
             loop {
                 if self.probing.load(Ordering::Acquire) > 0 {
                     self.check_probes();
@@ -1215,13 +1223,13 @@ mod imp {
                     self.drain(&mut scratch);
                     return Ok(());
                 }
-                let Some(deadline) = deadline else {
-                    return Ok(());
-                };
-                if self.woken.swap(false, Ordering::AcqRel) {
+                if timeout.is_zero() || self.woken.swap(false, Ordering::AcqRel) {
                     return Ok(());
                 }
                 let now = Instant::now();
+                // As `plugin::deadline_after`, from the clock read just made.
+                const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+                let deadline = *deadline.get_or_insert_with(|| now + timeout.min(CENTURY));
                 if now >= deadline {
                     return Ok(());
                 }

@@ -8,7 +8,7 @@
 
 use crate::op::{Op, OpId, Request};
 use crate::sync::{lock, Mutex};
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
@@ -443,6 +443,8 @@ impl Post {
 
 struct Slot {
     ctx: FiCtx,
+    /// Its index in `EpState::inflight` while there.
+    at: usize,
     op: Option<Op>,
     post: Post,
     piece_ctx: Vec<FiCtx>,
@@ -490,7 +492,9 @@ pub struct Done {
 }
 
 struct EpState {
-    inflight: HashMap<OpId, *mut Slot, ahash::RandomState>,
+    /// Every slot handed to libfabric or waiting for queue space, each knowing its index (`at`):
+    /// adding and removing cost no hashing; only cancel and close, rare, search it.
+    inflight: Vec<*mut Slot>,
     /// Posts that met `FI_EAGAIN`, in order, per queue: [transmit, receive]. Separate, because the
     /// two queues have separate credits: a receive waiting for room must not hold back the sends
     /// whose replies would free it.
@@ -499,6 +503,39 @@ struct EpState {
     #[allow(clippy::vec_box)]
     free: Vec<Box<Slot>>,
     closed: bool,
+}
+
+impl EpState {
+    /// Records a live slot as in flight.
+    fn track(&mut self, raw: *mut Slot) {
+        // SAFETY: callers pass a live slot they own under the state lock.
+        unsafe { (*raw).at = self.inflight.len() };
+        self.inflight.push(raw);
+    }
+
+    /// Forgets a tracked slot (the last one moves into its place).
+    fn untrack(&mut self, raw: *mut Slot) {
+        // SAFETY: callers pass a live slot under the state lock.
+        let i = unsafe { (*raw).at };
+        if self.inflight.get(i) != Some(&raw) {
+            // Never tracked (finished before being recorded).
+            return;
+        }
+        self.inflight.swap_remove(i);
+        if let Some(&moved) = self.inflight.get(i) {
+            // SAFETY: tracked slots are live; we hold the state lock.
+            unsafe { (*moved).at = i };
+        }
+    }
+
+    /// The tracked slot of operation `id`.
+    fn find(&self, id: OpId) -> Option<*mut Slot> {
+        self.inflight
+            .iter()
+            .copied()
+            // SAFETY: tracked slots are live and only read under the lock.
+            .find(|&r| unsafe { (*r).op.as_ref() }.is_some_and(|o| o.id == id))
+    }
 }
 
 /// One RDM endpoint with its CQ, AV, wait fd and wake eventfd.
@@ -565,7 +602,7 @@ impl Endpoint {
             waiting: std::sync::atomic::AtomicBool::new(false),
             retrying: std::sync::atomic::AtomicBool::new(false),
             state: Mutex::new(EpState {
-                inflight: HashMap::with_hasher(ahash::RandomState::new()),
+                inflight: Vec::new(),
                 retry: [VecDeque::new(), VecDeque::new()],
                 free: Vec::new(),
                 closed: false,
@@ -635,6 +672,7 @@ impl Endpoint {
         let mut slot = st.free.pop().unwrap_or_else(|| {
             Box::new(Slot {
                 ctx: FiCtx::new(),
+                at: 0,
                 op: None,
                 post: Post::Recv,
                 piece_ctx: Vec::new(),
@@ -649,7 +687,6 @@ impl Endpoint {
                 prov_errno: 0,
             })
         });
-        let id = op.id;
         slot.op = Some(op);
         slot.post = post;
         slot.next_piece = 0;
@@ -682,7 +719,7 @@ impl Endpoint {
         let q = usize::from(unsafe { (*raw).post.is_receive() });
         if !st.retry[q].is_empty() {
             // Keep posting order behind operations waiting for queue space.
-            st.inflight.insert(id, raw);
+            st.track(raw);
             st.retry[q].push_back(raw);
             self.sync_retrying(&st);
             return Ok(());
@@ -691,11 +728,11 @@ impl Endpoint {
         let rc = unsafe { self.issue(raw) };
         match rc {
             Ok(()) => {
-                st.inflight.insert(id, raw);
+                st.track(raw);
                 Ok(())
             }
             Err(errno::EAGAIN) => {
-                st.inflight.insert(id, raw);
+                st.track(raw);
                 st.retry[q].push_back(raw);
                 self.sync_retrying(&st);
                 Ok(())
@@ -707,7 +744,7 @@ impl Endpoint {
                 if s.outstanding > 0 {
                     s.stopped = true;
                     s.err = e;
-                    st.inflight.insert(id, raw);
+                    st.track(raw);
                     return Ok(());
                 }
                 // SAFETY: `raw` came from Box::into_raw and nothing else refers to it.
@@ -961,7 +998,7 @@ impl Endpoint {
         // SAFETY: per the contract; ownership returns to this Box.
         let mut b = unsafe { Box::from_raw(raw) };
         let op = b.op.take().expect("slot holds its op");
-        st.inflight.remove(&op.id);
+        st.untrack(raw);
         for q in st.retry.iter_mut() {
             if let Some(pos) = q.iter().position(|&p| p == raw) {
                 q.remove(pos);
@@ -988,7 +1025,7 @@ impl Endpoint {
     /// (into `out`); a posted one completes through the CQ with `ECANCELED` if it had no effect.
     pub fn cancel(&self, id: OpId, out: &mut Vec<Done>) {
         let mut st = lock(&self.state);
-        let Some(&raw) = st.inflight.get(&id) else {
+        let Some(raw) = st.find(id) else {
             return;
         };
         // SAFETY: live slot, under the lock.
@@ -1108,7 +1145,11 @@ impl Endpoint {
                 return;
             }
             st.closed = true;
-            st.inflight.keys().copied().collect()
+            st.inflight
+                .iter()
+                // SAFETY: tracked slots are live and only read under the lock.
+                .filter_map(|&r| unsafe { (*r).op.as_ref() }.map(|o| o.id))
+                .collect()
         };
         for id in ids {
             self.cancel(id, out);
@@ -1127,7 +1168,7 @@ impl Endpoint {
             na_ofi_close(self.av);
             na_ofi_close(self.cq);
         }
-        let left: Vec<*mut Slot> = st.inflight.values().copied().collect();
+        let left: Vec<*mut Slot> = st.inflight.clone();
         for raw in left {
             // SAFETY: the endpoint is closed: no reference to the slot remains in libfabric.
             let s = unsafe { &mut *raw };
