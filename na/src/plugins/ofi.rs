@@ -649,7 +649,8 @@ mod imp {
         self_raw: [u8; 16],
         ep: sys::Endpoint,
         cq: Arc<CompletionQueue>,
-        av: Mutex<HashMap<[u8; 16], Peer, ahash::RandomState>>,
+        /// Peers by their 16 address bytes as one `u128` (one hash step per lookup).
+        av: Mutex<HashMap<u128, Peer, ahash::RandomState>>,
         probing: AtomicUsize,
         /// Sends resent after finding their connection closed, with how many times.
         resent: Mutex<HashMap<OpId, u8>>,
@@ -713,7 +714,8 @@ mod imp {
             }
             let raw: [u8; 16] = addr.as_bytes().try_into().map_err(|_| Error::InvalidArg)?;
             let mut av = lock(&self.av);
-            if let Some(p) = av.get(&raw) {
+            let key = u128::from_ne_bytes(raw);
+            if let Some(p) = av.get(&key) {
                 // Its bytes were checked when it entered the AV.
                 return Ok((p.fi, matches!(p.state, PeerState::Ready)));
             }
@@ -726,7 +728,7 @@ mod imp {
                 map_fi_errno(e)
             })?;
             av.insert(
-                raw,
+                key,
                 Peer {
                     fi,
                     state: PeerState::Unknown,
@@ -740,12 +742,12 @@ mod imp {
         fn forget(&self, raw: &[u8; 16]) {
             let mut av = lock(&self.av);
             if matches!(
-                av.get(raw).map(|p| &p.state),
+                av.get(&u128::from_ne_bytes(*raw)).map(|p| &p.state),
                 Some(PeerState::Probing { .. })
             ) {
                 return;
             }
-            if let Some(p) = av.remove(raw) {
+            if let Some(p) = av.remove(&u128::from_ne_bytes(*raw)) {
                 if let Err(e) = self.ep.av_remove(p.fi) {
                     tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: fi_av_remove failed");
                 }
@@ -758,7 +760,7 @@ mod imp {
                 return Some((op, post));
             };
             let mut av = lock(&self.av);
-            let Some(peer) = av.get_mut(&dest) else {
+            let Some(peer) = av.get_mut(&u128::from_ne_bytes(dest)) else {
                 return Some((op, post));
             };
             match &mut peer.state {
@@ -824,7 +826,7 @@ mod imp {
                         }
                         ProbeState::Down(e) => {
                             tracing::warn!(
-                                peer = %fmt_addr(&self.shared.protocol, raw),
+                                peer = %fmt_addr(&self.shared.protocol, &raw.to_ne_bytes()),
                                 error = %std::io::Error::from_raw_os_error(e),
                                 ops = queued.len(),
                                 "na.ofi: peer unreachable"
@@ -996,7 +998,8 @@ mod imp {
                 olen,
             } = d;
             let kind = op.req.kind();
-            let dest = conn_dest(&op);
+            // The peer matters only to an error (to resend or forget it).
+            let dest = if err != 0 { conn_dest(&op) } else { None };
             if err == libc::ENOTCONN
                 && matches!(kind, OpKind::SendUnexpected | OpKind::SendExpected)
                 && {
