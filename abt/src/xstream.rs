@@ -6,7 +6,7 @@
 //! work is done or a stop is requested. Outside those calls the caller is an external thread: ULT
 //! primitives block it like any OS thread, and yield / suspend / self return `Error::NotInUlt`.
 
-use crate::context::{self, Coro, StackCache};
+use crate::context::{self, Coro, CoroCache};
 use crate::error::{Error, Result};
 use crate::pool::{Parker, Pool, PoolKind, RingQueue};
 use crate::sched::{all_wait, Sched, SchedContext};
@@ -121,10 +121,10 @@ pub(crate) struct StreamLocal {
     pools: Vec<StdArc<dyn Pool>>,
     /// Their addresses (`unit::pool_id`), compared against a unit's to find its pool.
     pool_ids: Vec<usize>,
-    slab: RefCell<Vec<Option<Coro>>>,
+    slab: RefCell<Vec<Option<Box<Coro>>>>,
     free_slots: RefCell<Vec<usize>>,
     live: Cell<usize>,
-    stacks: RefCell<StackCache>,
+    coros: RefCell<CoroCache>,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
     locals: RefCell<Vec<(TypeId, Box<dyn Any>)>>,
@@ -172,7 +172,7 @@ impl StreamLocal {
             slab: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
             live: Cell::new(0),
-            stacks: RefCell::new(StackCache::default()),
+            coros: RefCell::new(CoroCache::default()),
             timers: RefCell::new(BinaryHeap::new()),
             timer_seq: Cell::new(0),
             locals: RefCell::new(Vec::new()),
@@ -343,12 +343,22 @@ impl StreamLocal {
                 self.requeue_here(unit);
                 self.run_claimed(next, c);
             }
-            context::Step::Finished => {
+            context::Step::Switched(context::Switch::Done) => {
+                // The body returned; its coroutine waits for the next ULT.
                 u.state.terminate();
                 let coro = self.slab.borrow_mut()[slot].take();
                 if let Some(c) = coro {
-                    self.stacks.borrow_mut().put(c.into_stack());
+                    self.coros.borrow_mut().put(c);
                 }
+                self.free_slots.borrow_mut().push(slot);
+                self.live.set(self.live.get() - 1);
+                crate::unit::recycle(unit.0);
+            }
+            context::Step::Finished => {
+                // A coroutine only returns when resumed without a job, which the run path never
+                // does; drop it rather than reuse it.
+                u.state.terminate();
+                drop(self.slab.borrow_mut()[slot].take());
                 self.free_slots.borrow_mut().push(slot);
                 self.live.set(self.live.get() - 1);
                 crate::unit::recycle(unit.0);
@@ -376,8 +386,8 @@ impl StreamLocal {
         if u.access.multi_consumer() {
             let _ = u.home.set(self.shared.clone());
         }
-        let stack = match self.stacks.borrow_mut().get(u.stack_size, u.guard) {
-            Ok(s) => s,
+        let coro = match self.coros.borrow_mut().get(u.stack_size, u.guard) {
+            Ok(c) => c,
             Err(e) => {
                 tracing::error!(
                     id = u.id,
@@ -389,7 +399,10 @@ impl StreamLocal {
                 return None;
             }
         };
-        let coro = Coro::new(stack, Unit(unit.0.clone()), body);
+        coro.set_job(context::Job {
+            unit: Unit(unit.0.clone()),
+            body,
+        });
         let slot = match self.free_slots.borrow_mut().pop() {
             Some(s) => {
                 self.slab.borrow_mut()[s] = Some(coro);

@@ -13,8 +13,9 @@ mod overflow;
 mod stack;
 
 pub(crate) use overflow::{ensure_altstack, install as install_overflow_handler, StackInfo};
+use stack::StackCache;
+pub(crate) use stack::UltStack;
 pub use stack::{default_stack_size, DEFAULT_STACK_SIZE};
-pub(crate) use stack::{StackCache, UltStack};
 
 use crate::error::Error;
 use crate::unit::{Unit, UnitInner};
@@ -29,6 +30,9 @@ pub(crate) enum Switch {
     Suspend,
     /// Back into its pool, and run this (already claimed) unit next.
     YieldTo(Unit, crate::state::Claim),
+    /// The ULT's body returned (its result is already recorded); the coroutine is idle, ready to
+    /// run another ULT's body on the same stack ([`CoroCache`]).
+    Done,
 }
 
 type Y = Yielder<(), Switch>;
@@ -66,36 +70,66 @@ pub(crate) enum Step {
     Finished,
 }
 
-/// One ULT's coroutine. `!Send`: lives in its home stream's slab.
+/// What a coroutine runs next: a ULT and its body.
+pub(crate) struct Job {
+    pub(crate) unit: Unit,
+    pub(crate) body: crate::state::Body,
+}
+
+/// A coroutine that runs ULT bodies one after the other on one stack: after a body returns it
+/// switches out with [`Switch::Done`] and waits for the next [`Job`], so a stream reuses idle
+/// coroutines (stack and initial frame) instead of building one per ULT. `!Send`: lives in its
+/// home stream's slab while it runs a ULT, in its stream's [`CoroCache`] while idle.
 pub(crate) struct Coro {
     co: Coroutine<(), Switch, (), UltStack>,
+    /// The next job, read by the coroutine when it is resumed idle.
+    next: std::rc::Rc<Cell<Option<Job>>>,
+    /// Its stack's size class and guard, for the cache.
+    size: usize,
+    guard: bool,
 }
 
 impl Coro {
-    /// Builds the coroutine for `unit` on `stack`; `body` runs on its first resume.
-    pub(crate) fn new(stack: UltStack, unit: Unit, body: crate::state::Body) -> Coro {
+    /// Builds an idle coroutine on `stack`.
+    pub(crate) fn new(stack: UltStack) -> Coro {
         let (guard_lo, guard_hi) = stack.guard_range();
-        let info = StackInfo {
-            guard_lo,
-            guard_hi,
-            size: stack.size(),
-            id: unit.0.id,
-            name: unit.0.name.clone(),
-        };
+        let (size, guard) = (stack.size(), stack.guarded());
+        let next = std::rc::Rc::new(Cell::new(None::<Job>));
+        let jobs = next.clone();
         let co = Coroutine::with_stack(stack, move |y: &Y, ()| {
-            // `running` and `unit` live in this frame until the body returns, which is what makes
-            // the raw pointers published below valid for as long as they are published.
-            let unit = unit;
-            let running = Running {
-                y,
-                unit: crate::sync::StdArc::as_ptr(&unit.0),
-                stack: info,
-            };
-            set_running(&running);
-            crate::unit::run_ult_body(&unit, body);
-            set_running(std::ptr::null());
+            while let Some(Job { unit, body }) = jobs.take() {
+                {
+                    // `running` and `unit` live in this block until the body returns, which is
+                    // what makes the raw pointers published below valid while published.
+                    let running = Running {
+                        y,
+                        unit: crate::sync::StdArc::as_ptr(&unit.0),
+                        stack: StackInfo {
+                            guard_lo,
+                            guard_hi,
+                            size,
+                            id: unit.0.id,
+                            name: unit.0.name.clone(),
+                        },
+                    };
+                    set_running(&running);
+                    crate::unit::run_ult_body(&unit, body);
+                    set_running(std::ptr::null());
+                }
+                y.suspend(Switch::Done);
+            }
         });
-        Coro { co }
+        Coro {
+            co,
+            next,
+            size,
+            guard,
+        }
+    }
+
+    /// Gives an idle coroutine its next ULT; the next `resume` starts it.
+    pub(crate) fn set_job(&self, job: Job) {
+        self.next.set(Some(job));
     }
 
     /// Runs the ULT until it switches out or finishes.
@@ -107,9 +141,67 @@ impl Coro {
         }
     }
 
-    /// The stack back, for reuse. Only call after `Step::Finished`.
-    pub(crate) fn into_stack(self) -> UltStack {
+    /// Ends an idle coroutine (no next job, so its loop returns) and gives its stack back.
+    fn into_stack(mut self) -> UltStack {
+        self.next.set(None);
+        if !self.co.done() {
+            let _ = self.resume();
+        }
         self.co.into_stack()
+    }
+}
+
+/// A stream's idle coroutines (boxed, so moving one between the cache and the slab moves a
+/// pointer), by stack size class, on top of its stack cache: creating a ULT
+/// takes an idle coroutine when one of its class is there (no stack set-up), a finished ULT's
+/// coroutine goes back here.
+#[derive(Default)]
+pub(crate) struct CoroCache {
+    // Boxed on purpose: a coroutine moves between this cache and the stream's slab on every ULT
+    // creation and finish, and a box moves as one pointer.
+    #[allow(clippy::vec_box)]
+    idle: Vec<(usize, bool, Vec<Box<Coro>>)>,
+    stacks: StackCache,
+}
+
+/// Idle coroutines kept per class (as many as stacks: `ABT_MEM_MAX_NUM_STACKS`).
+const CORO_CACHE_MAX: usize = 1024;
+
+impl CoroCache {
+    /// An idle coroutine for a ULT with this stack size and guard.
+    #[inline]
+    pub(crate) fn get(&mut self, size: usize, guard: bool) -> Result<Box<Coro>, Error> {
+        let size = stack::class_size(size);
+        if let Some((_, _, v)) = self
+            .idle
+            .iter_mut()
+            .find(|(s, g, _)| *s == size && *g == guard)
+        {
+            if let Some(c) = v.pop() {
+                return Ok(c);
+            }
+        }
+        self.new_coro(size, guard)
+    }
+
+    #[inline(never)]
+    fn new_coro(&mut self, size: usize, guard: bool) -> Result<Box<Coro>, Error> {
+        Ok(Box::new(Coro::new(self.stacks.get(size, guard)?)))
+    }
+
+    /// Takes back the coroutine of a finished ULT.
+    #[inline]
+    pub(crate) fn put(&mut self, c: Box<Coro>) {
+        let (size, guard) = (c.size, c.guard);
+        match self
+            .idle
+            .iter_mut()
+            .find(|(s, g, _)| *s == size && *g == guard)
+        {
+            Some((_, _, v)) if v.len() < CORO_CACHE_MAX => v.push(c),
+            Some(_) => self.stacks.put((*c).into_stack()),
+            None => self.idle.push((size, guard, vec![c])),
+        }
     }
 }
 

@@ -156,6 +156,13 @@ unsafe impl Stack for UltStack {
     }
 }
 
+/// The usable size a stack of `size` requested bytes gets: at least corosensei's minimum, rounded
+/// up to whole pages.
+#[inline]
+pub(crate) fn class_size(size: usize) -> usize {
+    round_up(size.max(corosensei::stack::MIN_STACK_SIZE), page_size())
+}
+
 /// A per-stream cache of stacks, so steady-state create / join / free maps nothing
 /// (Argobots keeps up to `ABT_MEM_MAX_NUM_STACKS` = 1024).
 #[derive(Default)]
@@ -169,8 +176,7 @@ const CACHE_MAX: usize = 1024;
 impl StackCache {
     #[inline]
     pub(crate) fn get(&mut self, size: usize, guard: bool) -> Result<UltStack, Error> {
-        let page = page_size();
-        let size = round_up(size.max(corosensei::stack::MIN_STACK_SIZE), page);
+        let size = class_size(size);
         if let Some((_, _, v)) = self
             .free
             .iter_mut()
