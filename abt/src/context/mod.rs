@@ -70,6 +70,12 @@ pub(crate) enum Step {
     Finished,
 }
 
+thread_local! {
+    /// The job an idle coroutine takes when it is next resumed (set just before that resume, on
+    /// the same thread; a per-coroutine cell would cost an allocation per live ULT).
+    static NEXT_JOB: Cell<Option<Job>> = const { Cell::new(None) };
+}
+
 /// What a coroutine runs next: a ULT and its body.
 pub(crate) struct Job {
     pub(crate) unit: Unit,
@@ -82,8 +88,6 @@ pub(crate) struct Job {
 /// home stream's slab while it runs a ULT, in its stream's [`CoroCache`] while idle.
 pub(crate) struct Coro {
     co: Coroutine<(), Switch, (), UltStack>,
-    /// The next job, read by the coroutine when it is resumed idle.
-    next: std::rc::Rc<Cell<Option<Job>>>,
     /// Its stack's size class and guard, for the cache.
     size: usize,
     guard: bool,
@@ -94,10 +98,8 @@ impl Coro {
     pub(crate) fn new(stack: UltStack) -> Coro {
         let (guard_lo, guard_hi) = stack.guard_range();
         let (size, guard) = (stack.size(), stack.guarded());
-        let next = std::rc::Rc::new(Cell::new(None::<Job>));
-        let jobs = next.clone();
         let co = Coroutine::with_stack(stack, move |y: &Y, ()| {
-            while let Some(Job { unit, body }) = jobs.take() {
+            while let Some(Job { unit, body }) = NEXT_JOB.with(Cell::take) {
                 {
                     // `running` and `unit` live in this block until the body returns, which is
                     // what makes the raw pointers published below valid while published.
@@ -119,17 +121,13 @@ impl Coro {
                 y.suspend(Switch::Done);
             }
         });
-        Coro {
-            co,
-            next,
-            size,
-            guard,
-        }
+        Coro { co, size, guard }
     }
 
-    /// Gives an idle coroutine its next ULT; the next `resume` starts it.
+    /// Gives an idle coroutine its next ULT; the next `resume` on this thread starts it (the
+    /// caller resumes it before any other coroutine).
     pub(crate) fn set_job(&self, job: Job) {
-        self.next.set(Some(job));
+        NEXT_JOB.with(|c| c.set(Some(job)));
     }
 
     /// Runs the ULT until it switches out or finishes.
@@ -143,7 +141,7 @@ impl Coro {
 
     /// Ends an idle coroutine (no next job, so its loop returns) and gives its stack back.
     fn into_stack(mut self) -> UltStack {
-        self.next.set(None);
+        drop(NEXT_JOB.with(Cell::take));
         if !self.co.done() {
             let _ = self.resume();
         }
