@@ -188,7 +188,9 @@ enum Op {
     /// Output overflow registration kept until the client's ack arrives, or until it is let go
     /// of: its deadline passed, its peer was removed or failed (the ack receive is canceled).
     AckWait {
-        _mem: MemHandle,
+        /// The registration and its encoded descriptor; back to the cache once acknowledged.
+        mem: MemHandle,
+        desc: Vec<u8>,
         /// The ack's expected receive, once posted.
         op: Option<na::OpId>,
         dest: na::Addr,
@@ -233,6 +235,8 @@ fn pull_capacity(size: usize) -> usize {
 struct Scratch {
     comps: Vec<na::Completion>,
     posts: VecDeque<Post>,
+    /// Entries `trigger` took from the completion queue in one batch.
+    batch: VecDeque<Entry>,
 }
 
 struct CtxState {
@@ -398,7 +402,7 @@ impl Context {
         };
         // Reused buffers: no allocation per progress call once warmed up.
         let mut scratch = lock(&inner.scratch);
-        let Scratch { comps, posts } = &mut *scratch;
+        let Scratch { comps, posts, .. } = &mut *scratch;
         loop {
             let mut activity = inner.post_pending(na, posts);
             inner.apply_removals(na);
@@ -467,11 +471,22 @@ impl Context {
     pub fn trigger(&self, max: usize) -> Result<usize> {
         let _g = self.drive()?;
         let _s = tracing::debug_span!("hg.trigger").entered();
+        // Only the driving thread gets here (`drive`), so the lock is never contended; taken
+        // before any callback runs, it cannot be re-entered (a nested trigger fails in `drive`).
+        let mut scratch = lock(&self.inner.scratch);
+        let batch = &mut scratch.batch;
         let mut n = 0;
+        // One lock per batch; callbacks queued while a batch runs come in the next one, within
+        // the same call, as when entries were popped one at a time.
         while n < max {
-            let Some(e) = self.inner.cq.pop() else { break };
-            run_entry(e);
-            n += 1;
+            self.inner.cq.pop_batch(max - n, batch);
+            if batch.is_empty() {
+                break;
+            }
+            while let Some(e) = batch.pop_front() {
+                run_entry(e);
+                n += 1;
+            }
         }
         Ok(n)
     }
@@ -1438,7 +1453,17 @@ impl CtxInner {
                     }
                 }
             }
-            Some(Op::AckWait { .. }) | Some(Op::Discard) => {
+            Some(Op::AckWait { .. }) => {
+                // The ack came: the client has pulled, nobody reads the buffer any more. A
+                // canceled receive (released at overflow_ack_timeout, or its peer gone) lets the
+                // registration end instead: a late pull must not read a later reply.
+                if let Some(Op::AckWait { mem, desc, .. }) = take_op(&mut st, token) {
+                    if result.is_ok() {
+                        self.give_send_overflow(mem, desc);
+                    }
+                }
+            }
+            Some(Op::Discard) => {
                 take_op(&mut st, token);
             }
             Some(Op::InputPull { parts, .. }) => {
@@ -2006,26 +2031,29 @@ impl CtxInner {
                 self.start_respond::<()>(dest, tag, cookie, Err(Error::MsgSize), None, None)?;
                 return Err(Error::MsgSize);
             }
-            let payload = proc::encode_to_vec(o)?;
-            let crc = (level == ChecksumLevel::Payload).then(|| header::payload_crc(&payload));
-            let mem = nac
-                .mem_register(payload, Access::READ)
-                .map_err(Error::from_na)?;
-            let r = BulkRef::from(BulkDesc::new(
-                local_segments(&mem),
-                crate::bulk::flags::READ_ONLY,
-                nac.mem_handle_serialize(&mem),
-            ));
-            let bsize = r.encoded_size();
-            let mut buf = MsgBuf::new(hs + bsize);
-            proc::encode_into(&r, &mut buf.as_mut_slice()[hs..])?;
+            let (mem, desc) = self.take_send_overflow(o, size)?;
+            let mut crc = None;
+            if level == ChecksumLevel::Payload {
+                let _ = mem.with_range(0, size, |seg, at, _, n| {
+                    crc = Some(header::payload_crc(&seg[at..at + n]));
+                });
+            }
+            let bsize = desc.len();
+            let mut buf = if hs + bsize <= nac.max_expected_size() {
+                self.take_recv_buf(nac.max_expected_size())
+            } else {
+                // Too big for an expected message: NA refuses it at post (MsgSize).
+                MsgBuf::new(hs + bsize)
+            };
+            buf.as_mut_slice()[hs..hs + bsize].copy_from_slice(&desc);
             hdr.flags |= flags::MORE_DATA;
             let atoken = self.token();
             let mut st = lock(&self.st);
             st.ops.insert(
                 atoken,
                 Op::AckWait {
-                    _mem: mem,
+                    mem,
+                    desc,
                     op: None,
                     dest: dest.clone(),
                     deadline: None,

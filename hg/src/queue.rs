@@ -35,6 +35,22 @@ impl<T> CompletionQueue<T> {
         e
     }
 
+    /// Moves up to `max` entries, oldest first, into `out` under one lock (the whole queue, by
+    /// swapping storage, when it fits and `out` is empty).
+    pub(crate) fn pop_batch(&self, max: usize, out: &mut VecDeque<T>) {
+        if self.len.load(Ordering::Acquire) == 0 || max == 0 {
+            return;
+        }
+        let mut q = lock(&self.q);
+        if max >= q.len() && out.is_empty() {
+            std::mem::swap(&mut *q, out);
+        } else {
+            let n = max.min(q.len());
+            out.extend(q.drain(..n));
+        }
+        self.len.store(q.len(), Ordering::Release);
+    }
+
     /// A racy hint while other threads push.
     pub(crate) fn len(&self) -> usize {
         self.len.load(Ordering::Acquire)

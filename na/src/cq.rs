@@ -43,7 +43,16 @@ impl CompletionQueue {
         }
         let mut q = lock(&self.queue);
         let n = q.len();
-        out.extend(q.drain(..));
+        if out.is_empty() {
+            // Swap the storage instead of moving completions one by one: the caller's emptied
+            // vector becomes the queue (`Vec` -> `VecDeque` is free), and the queue's deque
+            // becomes the caller's vector (free too while it has not wrapped, as between drains
+            // when only pushes happen; otherwise its elements move once, in place).
+            let spare = VecDeque::from(std::mem::take(out));
+            *out = Vec::from(std::mem::replace(&mut *q, spare));
+        } else {
+            out.extend(q.drain(..));
+        }
         self.len.store(0, Ordering::Release);
         n
     }
