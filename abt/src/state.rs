@@ -1,11 +1,13 @@
-//! The ULT state machine (running, suspending, suspended, resumed) as plain atomics, so loom can
-//! check it apart from the context switch.
+//! The ULT state machine (new, ready, running, suspended, terminated) as plain atomics, so loom
+//! can check it apart from the context switch.
 //!
-//! A ULT that is about to wait marks itself SUSPENDING *before* it publishes itself as a waiter
-//! (in an eventual's list, a timer list…), then switches out; its stream then moves it to SUSPENDED.
-//! A waker on another stream may come in between: it turns SUSPENDING into RESUMED, and the stream
-//! that finishes the suspend sees that and requeues the ULT itself. Exactly one of the two pushes
-//! the ULT back into a pool, so a wake is never lost and a ULT never runs twice.
+//! A ULT that is about to wait marks itself SUSPENDED *before* it publishes itself as a waiter
+//! (in an eventual's list, a timer list…), then switches out. A waker moves it SUSPENDED → READY
+//! with one CAS and pushes it back into its pool, even if the ULT has not switched out yet: a
+//! started ULT is only ever popped by its own stream (multi-consumer pools send it to that stream's
+//! inbox), and that stream is busy running the ULT until the switch out, so the entry cannot be
+//! run early. Exactly one waker wins the CAS, so a wake is never lost and a ULT never runs twice;
+//! the stream does nothing after a suspend.
 
 //!
 //! The word also guards the unit's body: the body is taken by whoever wins the one transition out
@@ -23,12 +25,9 @@ pub(crate) const READY: u8 = 0;
 pub(crate) const NEW: u8 = 6;
 /// Running on its stream.
 pub(crate) const RUNNING: u8 = 1;
-/// Has decided to wait and may already be published as a waiter; still on its stream.
-pub(crate) const SUSPENDING: u8 = 2;
-/// Switched out and parked; only a resume brings it back.
+/// Waiting: has decided to wait and may already be published as a waiter (switched out, or
+/// about to); only a resume brings it back.
 pub(crate) const SUSPENDED: u8 = 3;
-/// A resume arrived while it was SUSPENDING; its stream will requeue it.
-pub(crate) const RESUMED: u8 = 4;
 /// Its body returned.
 pub(crate) const TERMINATED: u8 = 5;
 
@@ -37,8 +36,6 @@ pub(crate) const TERMINATED: u8 = 5;
 pub(crate) enum Resume {
     /// The unit was SUSPENDED and is now READY: the caller pushes it into its pool.
     Push,
-    /// The unit was mid-suspend: its own stream will requeue it.
-    Handled,
     /// The unit is not waiting (running, ready or finished).
     NotSuspended,
 }
@@ -102,7 +99,7 @@ impl UltState {
     }
 
     /// Its home stream claims a started unit. While a unit is READY nobody but that stream writes
-    /// its state (resumers only touch SUSPENDING / SUSPENDED units, and a started unit is never
+    /// its state (resumers only touch SUSPENDED units, and a started unit is never
     /// in a pool another stream pops), so a load and a store replace the CAS.
     #[inline]
     pub(crate) fn claim_owned(&self) -> bool {
@@ -120,51 +117,28 @@ impl UltState {
         self.word.store(READY, Ordering::Release);
     }
 
-    /// The running unit decides to wait. Only the unit itself moves RUNNING → SUSPENDING.
+    /// The running unit decides to wait. Only the unit itself moves RUNNING → SUSPENDED.
     pub(crate) fn begin_suspend(&self) {
-        self.word.store(SUSPENDING, Ordering::Release);
+        self.word.store(SUSPENDED, Ordering::Release);
     }
 
     /// The unit decided not to wait after all (it never published itself): back to RUNNING.
-    /// Returns false if a resume raced in anyway (it is then RESUMED and must still switch out).
+    /// Returns false if a resume raced in anyway (it is then READY and already pushed, so it must
+    /// still switch out; its stream runs it again from that entry).
     pub(crate) fn cancel_suspend(&self) -> bool {
         self.word
-            .compare_exchange(SUSPENDING, RUNNING, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(SUSPENDED, RUNNING, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
     }
 
-    /// Its stream, after the switch out: true if the unit is now SUSPENDED (a later resume pushes
-    /// it); false if a resume came first, in which case the unit is READY and the stream pushes it.
-    pub(crate) fn finish_suspend(&self) -> bool {
+    /// Anyone: wake the unit. `Push`: the caller won and pushes it into its pool.
+    pub(crate) fn resume(&self) -> Resume {
         match self
             .word
-            .compare_exchange(SUSPENDING, SUSPENDED, Ordering::AcqRel, Ordering::Acquire)
+            .compare_exchange(SUSPENDED, READY, Ordering::AcqRel, Ordering::Acquire)
         {
-            Ok(_) => true,
-            Err(_) => {
-                // Only RESUMED can be here: nobody else moves a SUSPENDING unit.
-                self.word.store(READY, Ordering::Release);
-                false
-            }
-        }
-    }
-
-    /// Anyone: wake the unit.
-    pub(crate) fn resume(&self) -> Resume {
-        let mut s = self.word.load(Ordering::Acquire);
-        loop {
-            let (to, out) = match s {
-                SUSPENDING => (RESUMED, Resume::Handled),
-                SUSPENDED => (READY, Resume::Push),
-                _ => return Resume::NotSuspended,
-            };
-            match self
-                .word
-                .compare_exchange(s, to, Ordering::AcqRel, Ordering::Acquire)
-            {
-                Ok(_) => return out,
-                Err(now) => s = now,
-            }
+            Ok(_) => Resume::Push,
+            Err(_) => Resume::NotSuspended,
         }
     }
 
@@ -179,8 +153,9 @@ mod tests {
     use super::*;
     use crate::sync::{Arc, AtomicUsize};
 
-    /// Stream A suspends a waiter while stream B resumes it: the unit is pushed exactly once,
-    /// whichever side wins, and ends READY.
+    /// A waiter that published itself decides not to wait after all (its condition held) while
+    /// another stream resumes it: either the cancel wins (no push, RUNNING) or the resume wins
+    /// (exactly one push, READY, and the waiter must switch out); never both.
     #[test]
     fn loom_suspend_resume_race() {
         let mut b = loom::model::Builder::new();
@@ -196,14 +171,16 @@ mod tests {
                     p2.fetch_add(1, Ordering::Relaxed);
                 }
             });
-            // Stream A: the switch out has happened; finish the suspend.
-            if !st.finish_suspend() {
-                pushes.fetch_add(1, Ordering::Relaxed);
-            }
+            let cancelled = st.cancel_suspend();
             waker.join().unwrap();
-            assert_eq!(pushes.load(Ordering::Relaxed), 1);
-            assert_eq!(st.get(), READY);
-            // A second resume of a READY unit is refused.
+            if cancelled {
+                assert_eq!(pushes.load(Ordering::Relaxed), 0);
+                assert_eq!(st.get(), RUNNING);
+            } else {
+                assert_eq!(pushes.load(Ordering::Relaxed), 1);
+                assert_eq!(st.get(), READY);
+            }
+            // A second resume of a unit that is not waiting is refused.
             assert_eq!(st.resume(), Resume::NotSuspended);
         });
     }
@@ -217,7 +194,6 @@ mod tests {
             let st = Arc::new(UltState::new(None));
             assert!(st.begin_run().is_some());
             st.begin_suspend();
-            assert!(st.finish_suspend());
             let wins = Arc::new(AtomicUsize::new(0));
             let hs: Vec<_> = (0..2)
                 .map(|_| {

@@ -165,7 +165,6 @@ impl Thread {
                 Unit(self.u.arc().clone()).requeue();
                 Ok(())
             }
-            Resume::Handled => Ok(()),
             Resume::NotSuspended => Err(Error::NotSuspended),
         }
     }

@@ -498,7 +498,7 @@ impl ThreadParker {
 
 /// The waiting side of a [`Waiter`] (see [`Waiter::handle`]).
 pub(crate) enum WaitHandle {
-    /// The calling ULT: waiting is switching out (its state is already SUSPENDING).
+    /// The calling ULT: waiting is switching out (its state is already SUSPENDED).
     Ult,
     /// A blocked OS thread.
     Thread(crate::sync::Arc<ThreadParker>),
@@ -527,7 +527,7 @@ pub(crate) enum Waiter {
 }
 
 impl Waiter {
-    /// Prepares the caller to wait. In a ULT this marks it SUSPENDING, so a wake that comes before
+    /// Prepares the caller to wait. In a ULT this marks it SUSPENDED, so a wake that comes before
     /// the switch out is not lost. Register the result under the primitive's lock, then `wait`.
     pub(crate) fn prepare() -> Waiter {
         // A tasklet never runs inside a ULT, so it gets a thread parker here too.

@@ -301,10 +301,8 @@ impl StreamLocal {
                 self.requeue_here(unit);
             }
             context::Step::Switched(context::Switch::Suspend) => {
+                // Its waker pushes it (see `state`); nothing to do here.
                 std::mem::forget(step);
-                if !unit.0.state.finish_suspend() {
-                    self.requeue_here(unit);
-                }
             }
             _ => self.after_switch(unit, slot, step),
         }
@@ -333,11 +331,7 @@ impl StreamLocal {
                 u.state.yielded();
                 self.requeue_here(unit);
             }
-            context::Step::Switched(context::Switch::Suspend) => {
-                if !u.state.finish_suspend() {
-                    self.requeue_here(unit);
-                }
-            }
+            context::Step::Switched(context::Switch::Suspend) => {}
             context::Step::Switched(context::Switch::YieldTo(next, c)) => {
                 u.state.yielded();
                 self.requeue_here(unit);

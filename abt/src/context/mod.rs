@@ -26,7 +26,7 @@ use std::cell::Cell;
 pub(crate) enum Switch {
     /// Back into its pool, runnable.
     Yield,
-    /// Suspended (its state is already SUSPENDING); someone will resume it.
+    /// Suspended (its state is already SUSPENDED); someone will resume it.
     Suspend,
     /// Back into its pool, and run this (already claimed) unit next.
     YieldTo(Unit, crate::state::Claim),

@@ -55,7 +55,7 @@ impl<T: Clone> Eventual<T> {
                 if let Some(v) = &g.value {
                     return v.clone();
                 }
-                // Prepared under the lock: a ULT is SUSPENDING before `set` can see it, so a
+                // Prepared under the lock: a ULT is SUSPENDED before `set` can see it, so a
                 // wake between here and the switch is not lost (see `state`).
                 let w = Waiter::prepare();
                 let h = w.handle();
@@ -114,11 +114,13 @@ mod tests {
     use crate::sync::Arc;
 
     /// The ULT state machine around a real eventual: the waiter ULT on stream A has registered
-    /// and is mid-suspend (SUSPENDING, switch not yet finished) while stream B sets the eventual.
-    /// Whichever side wins, the ULT is pushed back into its pool exactly once and ends READY.
+    /// and may not have switched out yet (SUSPENDED) while stream B sets the eventual and a stray
+    /// resume from A's side races it. Whichever wins, the ULT is pushed back into its pool exactly
+    /// once and ends READY.
     #[test]
     fn loom_eventual_set_while_waiter_mid_suspend() {
         use crate::pool::{Access, LockPool, Pool, PoolKind};
+        use crate::state::Resume;
         use crate::sync::StdArc;
         use crate::unit::{Unit, UnitInner, Waiter};
         let mut b = loom::model::Builder::new();
@@ -135,13 +137,12 @@ mod tests {
             ));
             let ev = Arc::new(Eventual::<u32>::new());
             assert!(u.state.begin_run().is_some());
-            // Stream A, inside `Eventual::wait`: mark SUSPENDING, then register under the lock.
+            // Stream A, inside `Eventual::wait`: mark SUSPENDED, then register under the lock.
             u.state.begin_suspend();
             lock(&ev.inner).push(Waiter::Ult(u.clone()));
             let e2 = ev.clone();
             let setter = loom::thread::spawn(move || e2.set(1).unwrap());
-            // Stream A, after the switch out: finish the suspend (or requeue if B came first).
-            if !u.state.finish_suspend() {
+            if u.state.resume() == Resume::Push {
                 Unit(u.clone()).requeue();
             }
             setter.join().unwrap();
