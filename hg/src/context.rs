@@ -211,13 +211,15 @@ enum Op {
 /// Registered overflow buffers kept for reuse, so a large RPC registers (`fi_mr_reg`), zeroes
 /// and deregisters nothing once warmed up. Pull targets (peers' overflowed payloads land there)
 /// are kept by power-of-two capacity: a peer only sees its own descriptor. Send sources (our
-/// overflowed inputs) are kept by exact size with their encoded descriptor, since the peer sees
-/// their registration. A buffer comes back only once no operation and no peer can still use it.
+/// overflowed inputs and outputs) are kept by exact size with their encoded descriptor, since
+/// the peer sees their registration, and are reused towards the same peer only. A buffer comes back only once no operation and no peer can still use it.
 #[derive(Default)]
 struct OverflowCache {
     pull: Vec<MemHandle>,
     pull_bytes: usize,
-    send: Vec<(MemHandle, Vec<u8>)>,
+    /// With the peer it was last exposed to: reused only towards that peer, so a peer that
+    /// kept an old descriptor can never read what goes to another.
+    send: Vec<(MemHandle, Vec<u8>, na::Addr)>,
     send_bytes: usize,
 }
 
@@ -927,13 +929,22 @@ impl CtxInner {
 
     /// A registered, peer-readable buffer of exactly `size` bytes holding `value`, with its
     /// encoded `BulkRef` (cached with the buffer: same registration, same bytes).
-    fn take_send_overflow<T: Proc>(&self, value: &T, size: usize) -> Result<(MemHandle, Vec<u8>)> {
+    fn take_send_overflow<T: Proc>(
+        &self,
+        value: &T,
+        size: usize,
+        peer: &na::Addr,
+    ) -> Result<(MemHandle, Vec<u8>)> {
         let cached = (size <= OVERFLOW_KEEP_MAX)
             .then(|| {
                 let mut c = lock(&self.overflow);
-                let i = c.send.iter().rposition(|(m, _)| m.len() == size)?;
+                let i = c
+                    .send
+                    .iter()
+                    .rposition(|(m, _, p)| m.len() == size && p == peer)?;
                 c.send_bytes -= size;
-                Some(c.send.swap_remove(i))
+                let (m, d, _) = c.send.swap_remove(i);
+                Some((m, d))
             })
             .flatten();
         let (mem, desc) = match cached {
@@ -962,14 +973,14 @@ impl CtxInner {
     }
 
     /// Takes back a send overflow buffer no peer can read any more.
-    fn give_send_overflow(&self, mem: MemHandle, desc: Vec<u8>) {
+    fn give_send_overflow(&self, mem: MemHandle, desc: Vec<u8>, peer: na::Addr) {
         if mem.ref_count() != 1 || mem.len() > OVERFLOW_KEEP_MAX || mem.segments().len() != 1 {
             return;
         }
         let mut c = lock(&self.overflow);
         if c.send_bytes + mem.len() <= OVERFLOW_KEEP_BYTES {
             c.send_bytes += mem.len();
-            c.send.push((mem, desc));
+            c.send.push((mem, desc, peer));
         }
     }
 
@@ -1457,9 +1468,12 @@ impl CtxInner {
                 // The ack came: the client has pulled, nobody reads the buffer any more. A
                 // canceled receive (released at overflow_ack_timeout, or its peer gone) lets the
                 // registration end instead: a late pull must not read a later reply.
-                if let Some(Op::AckWait { mem, desc, .. }) = take_op(&mut st, token) {
+                if let Some(Op::AckWait {
+                    mem, desc, dest, ..
+                }) = take_op(&mut st, token)
+                {
                     if result.is_ok() {
-                        self.give_send_overflow(mem, desc);
+                        self.give_send_overflow(mem, desc, dest);
                     }
                 }
             }
@@ -1615,7 +1629,7 @@ impl CtxInner {
             // nobody reads the buffer any more. Otherwise (cancel, timeout, failure) a late
             // pull may still come, so the registration ends here.
             if f.replied || (f.ack_only && result.is_ok()) {
-                self.give_send_overflow(mem, desc);
+                self.give_send_overflow(mem, desc, f.dest.clone());
             }
         }
         f.handle.finish_forward();
@@ -1897,7 +1911,7 @@ impl CtxInner {
                 );
                 return Err(Error::MsgSize);
             }
-            let (mem, desc) = self.take_send_overflow(input, size)?;
+            let (mem, desc) = self.take_send_overflow(input, size, &dest)?;
             // Only the Payload level carries the CRC: skip the pass over the body otherwise.
             let mut crc = None;
             if level == ChecksumLevel::Payload {
@@ -2031,7 +2045,7 @@ impl CtxInner {
                 self.start_respond::<()>(dest, tag, cookie, Err(Error::MsgSize), None, None)?;
                 return Err(Error::MsgSize);
             }
-            let (mem, desc) = self.take_send_overflow(o, size)?;
+            let (mem, desc) = self.take_send_overflow(o, size, &dest)?;
             let mut crc = None;
             if level == ChecksumLevel::Payload {
                 let _ = mem.with_range(0, size, |seg, at, _, n| {
