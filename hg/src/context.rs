@@ -21,7 +21,7 @@
 use crate::bulk::{BulkDesc, BulkRef, BulkSegment, MemDescs};
 use crate::class::{Class, Handler};
 use crate::error::{Error, Result};
-use crate::handle::{Handle, HandleState, ServerSide};
+use crate::handle::{Bytes, Handle, HandleState, ServerSide};
 use crate::header::{self, flags, ChecksumLevel, RequestHeader, ResponseHeader};
 use crate::proc::{self, Proc};
 use crate::queue::{CompletionQueue, HandOff};
@@ -904,27 +904,46 @@ impl CtxInner {
             .map_err(Error::from_na)
     }
 
-    /// The first `size` bytes pulled into `mem`, which goes back to the cache when nothing
-    /// else holds it.
-    fn pulled_bytes(&self, mem: MemHandle, size: usize) -> Vec<u8> {
-        if mem.len() != pull_capacity(size) || mem.len() > OVERFLOW_KEEP_MAX {
-            // Not a cached size: the registration ends and its bytes are ours, uncopied.
+    /// The `size` bytes pulled into `mem`, checked against the payload CRC. A cached-size buffer
+    /// is kept as is (decoded in place, back to the cache when the bytes drop); any other gives
+    /// its bytes back without a copy as its registration ends.
+    fn pulled(&self, this: &Arc<CtxInner>, mem: MemHandle, size: usize, crc: u32) -> Result<Bytes> {
+        if mem.len() != pull_capacity(size)
+            || mem.len() > OVERFLOW_KEEP_MAX
+            || mem.segments().len() != 1
+        {
             let mut v = mem.into_vec();
             v.truncate(size);
-            return v;
+            header::verify_payload(self.level(), crc, &v)?;
+            return Ok(Bytes::Owned(v));
         }
-        let mut body = Vec::with_capacity(size);
-        let _ = mem.with_range(0, size, |seg, at, _, n| {
-            body.extend_from_slice(&seg[at..at + n])
-        });
-        if mem.ref_count() == 1 && mem.len() <= OVERFLOW_KEEP_MAX {
-            let mut c = lock(&self.overflow);
-            if c.pull_bytes + mem.len() <= OVERFLOW_KEEP_BYTES {
-                c.pull_bytes += mem.len();
-                c.pull.push(mem);
-            }
+        let level = self.level();
+        let mut r = Ok(());
+        if level == ChecksumLevel::Payload {
+            mem.with_range(0, size, |seg, at, _, n| {
+                r = header::verify_payload(level, crc, &seg[at..at + n])
+            })
+            .map_err(Error::from_na)?;
         }
-        body
+        let bytes = Bytes::Pulled {
+            mem: Some(mem),
+            len: size,
+            ctx: this.clone(),
+        };
+        // On a mismatch the bytes drop here, and the buffer goes back to the cache.
+        r.map(|()| bytes)
+    }
+
+    /// Takes back a pull buffer once nothing else holds it (its bytes were dropped).
+    pub(crate) fn give_pull_buf(&self, mem: MemHandle) {
+        if mem.ref_count() != 1 || mem.len() > OVERFLOW_KEEP_MAX {
+            return;
+        }
+        let mut c = lock(&self.overflow);
+        if c.pull_bytes + mem.len() <= OVERFLOW_KEEP_BYTES {
+            c.pull_bytes += mem.len();
+            c.pull.push(mem);
+        }
     }
 
     /// A registered, peer-readable buffer of exactly `size` bytes holding `value`, with its
@@ -1399,9 +1418,7 @@ impl CtxInner {
                         f.pull_ops.clear();
                         let (mem, size, crc, code, _) = f.pulling.take().expect("pull in flight");
                         let r = result.and_then(|()| {
-                            let body = self.pulled_bytes(mem, size);
-                            header::verify_payload(self.level(), crc, &body)?;
-                            f.handle.set_output(body);
+                            f.handle.set_output(self.pulled(this, mem, size, crc)?);
                             Ok(())
                         });
                         if r.is_ok() {
@@ -1497,11 +1514,7 @@ impl CtxInner {
                     unreachable!()
                 };
                 drop(st);
-                let r = result.and_then(|()| {
-                    let body = self.pulled_bytes(mem, size);
-                    header::verify_payload(self.level(), crc, &body)?;
-                    Ok(body)
-                });
+                let r = result.and_then(|()| self.pulled(this, mem, size, crc));
                 match r {
                     Ok(body) => {
                         handle.set_input(body);
@@ -1580,7 +1593,7 @@ impl CtxInner {
                 return Ok(None);
             }
             header::verify_payload(level, d.payload_crc, body)?;
-            f.handle.set_output(body.to_vec());
+            f.handle.set_output(Bytes::Owned(body.to_vec()));
             Ok(Some(code))
         })();
         self.give_recv_buf(buf);
@@ -1762,7 +1775,7 @@ impl CtxInner {
             self.bad_requests.fetch_add(1, Ordering::Relaxed);
             return answer(e);
         }
-        handle.set_input(body.to_vec());
+        handle.set_input(Bytes::Owned(body.to_vec()));
         self.cq.push(Entry::Process(handle, handler));
     }
 
@@ -1864,7 +1877,7 @@ impl CtxInner {
                         tag: 0,
                         cookie,
                         no_response,
-                        input: Some(bytes),
+                        input: Some(Bytes::Owned(bytes)),
                         responded: false,
                         self_client: Some(token),
                     }),
@@ -2007,7 +2020,7 @@ impl CtxInner {
             if f.recv_pending {
                 f.recv_pending = false;
                 f.replied = output.is_ok();
-                f.reply = Some(output.map(|b| f.handle.set_output(b)));
+                f.reply = Some(output.map(|b| f.handle.set_output(Bytes::Owned(b))));
             }
             self.maybe_complete(&mut st, token);
         }

@@ -10,11 +10,53 @@ use std::any::Any;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+/// Received bytes of an input or an output: an owned vector, or the first `len` bytes of the
+/// registered overflow buffer they were pulled into, decoded there without a copy; that buffer
+/// goes back to its context's cache when these bytes are dropped.
+pub(crate) enum Bytes {
+    Owned(Vec<u8>),
+    Pulled {
+        /// Always `Some` until dropped.
+        mem: Option<na::MemHandle>,
+        len: usize,
+        ctx: Arc<CtxInner>,
+    },
+}
+
+impl Bytes {
+    /// Decodes a `T` filling the bytes exactly.
+    fn decode<T: Proc>(&self) -> Result<T> {
+        match self {
+            Bytes::Owned(v) => proc::decode_exact(v),
+            Bytes::Pulled { mem, len, .. } => {
+                let mem = mem.as_ref().ok_or(Error::NoEntry)?;
+                let mut r = Err(Error::NoEntry);
+                // Pulled buffers are one segment: the closure runs once, over all `len` bytes.
+                mem.with_range(0, *len, |seg, at, _, n| {
+                    r = proc::decode_exact(&seg[at..at + n])
+                })
+                .map_err(Error::from_na)?;
+                r
+            }
+        }
+    }
+}
+
+impl Drop for Bytes {
+    fn drop(&mut self) {
+        if let Bytes::Pulled { mem, ctx, .. } = self {
+            if let Some(m) = mem.take() {
+                ctx.give_pull_buf(m);
+            }
+        }
+    }
+}
+
 pub(crate) struct ServerSide {
     pub(crate) tag: Tag,
     pub(crate) cookie: u8,
     pub(crate) no_response: bool,
-    pub(crate) input: Option<Vec<u8>>,
+    pub(crate) input: Option<Bytes>,
     pub(crate) responded: bool,
     /// For a forward to self: the origin's forward, completed by `respond` directly.
     pub(crate) self_client: Option<u64>,
@@ -25,7 +67,7 @@ pub(crate) struct HandleState {
     id: RpcId,
     target_id: u8,
     forward: Option<u64>,
-    output: Option<Vec<u8>>,
+    output: Option<Bytes>,
     server: Option<ServerSide>,
 }
 
@@ -210,21 +252,25 @@ impl Handle {
     pub(crate) fn begin_forward(&self, token: u64) {
         let mut st = lock(&self.inner.st);
         st.forward = Some(token);
-        st.output = None;
+        let old = st.output.take();
+        drop(st);
+        drop(old);
     }
 
     pub(crate) fn finish_forward(&self) {
         lock(&self.inner.st).forward = None;
     }
 
-    pub(crate) fn set_output(&self, bytes: Vec<u8>) {
-        lock(&self.inner.st).output = Some(bytes);
+    pub(crate) fn set_output(&self, bytes: Bytes) {
+        // The old bytes (a pulled buffer going back to the cache) drop after the lock.
+        let _old = lock(&self.inner.st).output.replace(bytes);
     }
 
-    pub(crate) fn set_input(&self, bytes: Vec<u8>) {
-        if let Some(s) = lock(&self.inner.st).server.as_mut() {
-            s.input = Some(bytes);
-        }
+    pub(crate) fn set_input(&self, bytes: Bytes) {
+        let mut st = lock(&self.inner.st);
+        let old = st.server.as_mut().map(|s| s.input.replace(bytes));
+        drop(st);
+        drop(old);
     }
 
     /// `HG_Cancel`: the forward's callback still runs once, with `Canceled` if the forward had
@@ -246,7 +292,7 @@ impl Handle {
             // Decoded in place: no copy of the reply bytes.
             (
                 st.id,
-                proc::decode_exact::<T>(st.output.as_deref().ok_or(Error::NoEntry)?),
+                st.output.as_ref().ok_or(Error::NoEntry)?.decode::<T>(),
             )
         };
         if !self.inner.ctx.class.with_rpc(id, |i| i.output.is::<T>())? {
@@ -262,10 +308,7 @@ impl Handle {
         let (id, r) = {
             let st = lock(&self.inner.st);
             let s = st.server.as_ref().ok_or(Error::InvalidArg)?;
-            (
-                st.id,
-                proc::decode_exact::<T>(s.input.as_deref().ok_or(Error::NoEntry)?),
-            )
+            (st.id, s.input.as_ref().ok_or(Error::NoEntry)?.decode::<T>())
         };
         if !self.inner.ctx.class.with_rpc(id, |i| i.input.is::<T>())? {
             return Err(Error::InvalidArg);
