@@ -470,7 +470,10 @@ mod imp {
                 self_raw: name,
                 ep,
                 cq,
-                av: Mutex::new(HashMap::with_hasher(ahash::RandomState::new())),
+                av: Mutex::new(Av {
+                    peers: HashMap::with_hasher(ahash::RandomState::new()),
+                    last_ready: None,
+                }),
                 probing: AtomicUsize::new(0),
                 resent: Mutex::new(HashMap::new()),
                 resent_n: AtomicUsize::new(0),
@@ -649,14 +652,22 @@ mod imp {
         self_raw: [u8; 16],
         ep: sys::Endpoint,
         cq: Arc<CompletionQueue>,
-        /// Peers by their 16 address bytes as one `u128` (one hash step per lookup).
-        av: Mutex<HashMap<u128, Peer, ahash::RandomState>>,
+        av: Mutex<Av>,
         probing: AtomicUsize,
         /// Sends resent after finding their connection closed, with how many times.
         resent: Mutex<HashMap<OpId, u8>>,
         resent_n: AtomicUsize,
         scratch: Mutex<Vec<Done>>,
         woken: AtomicBool,
+    }
+
+    /// This context's AV: its peers, and the last one found up.
+    struct Av {
+        /// Peers by their 16 address bytes as one `u128` (one hash step per lookup).
+        peers: HashMap<u128, Peer, ahash::RandomState>,
+        /// The last peer found up, `(key, fi_addr)`: an RPC's operations go to one peer, so
+        /// most lookups end here without hashing. Cleared whenever an entry changes.
+        last_ready: Option<(u128, u64)>,
     }
 
     /// How many times a send that found its connection closed (nothing sent) is sent again while
@@ -708,16 +719,26 @@ mod imp {
 
         /// The peer's `fi_addr_t` (inserting it if new), and whether sends may go straight to it.
         fn resolve_ready(&self, addr: &Addr) -> Result<(u64, bool)> {
-            if addr.plugin() != NAME {
+            // The name is usually this very constant: compare the pointers before the bytes.
+            if !std::ptr::eq(addr.plugin(), NAME) && addr.plugin() != NAME {
                 tracing::warn!(?addr, "na.ofi: address of another plugin");
                 return Err(Error::InvalidArg);
             }
             let raw: [u8; 16] = addr.as_bytes().try_into().map_err(|_| Error::InvalidArg)?;
             let mut av = lock(&self.av);
             let key = u128::from_ne_bytes(raw);
-            if let Some(p) = av.get(&key) {
+            if let Some((k, fi)) = av.last_ready {
+                if k == key {
+                    return Ok((fi, true));
+                }
+            }
+            if let Some(p) = av.peers.get(&key) {
                 // Its bytes were checked when it entered the AV.
-                return Ok((p.fi, matches!(p.state, PeerState::Ready)));
+                let (fi, ready) = (p.fi, matches!(p.state, PeerState::Ready));
+                if ready {
+                    av.last_ready = Some((key, fi));
+                }
+                return Ok((fi, ready));
             }
             parse_sockaddr(&raw).map_err(|why| {
                 tracing::warn!(?why, "na.ofi: bad address bytes");
@@ -727,7 +748,7 @@ mod imp {
                 tracing::warn!(?addr, fi_error = %sys::strerror(e), "na.ofi: fi_av_insert failed");
                 map_fi_errno(e)
             })?;
-            av.insert(
+            av.peers.insert(
                 key,
                 Peer {
                     fi,
@@ -741,13 +762,15 @@ mod imp {
         /// under way keeps it: its queued operations finish with the probe).
         fn forget(&self, raw: &[u8; 16]) {
             let mut av = lock(&self.av);
+            let key = u128::from_ne_bytes(*raw);
             if matches!(
-                av.get(&u128::from_ne_bytes(*raw)).map(|p| &p.state),
+                av.peers.get(&key).map(|p| &p.state),
                 Some(PeerState::Probing { .. })
             ) {
                 return;
             }
-            if let Some(p) = av.remove(&u128::from_ne_bytes(*raw)) {
+            av.last_ready = None;
+            if let Some(p) = av.peers.remove(&key) {
                 if let Err(e) = self.ep.av_remove(p.fi) {
                     tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: fi_av_remove failed");
                 }
@@ -760,7 +783,8 @@ mod imp {
                 return Some((op, post));
             };
             let mut av = lock(&self.av);
-            let Some(peer) = av.get_mut(&u128::from_ne_bytes(dest)) else {
+            av.last_ready = None;
+            let Some(peer) = av.peers.get_mut(&u128::from_ne_bytes(dest)) else {
                 return Some((op, post));
             };
             match &mut peer.state {
@@ -799,7 +823,8 @@ mod imp {
             let mut dead = Vec::new();
             {
                 let mut av = lock(&self.av);
-                for (raw, peer) in av.iter_mut() {
+                av.last_ready = None;
+                for (raw, peer) in av.peers.iter_mut() {
                     let PeerState::Probing {
                         probe,
                         since,
@@ -866,7 +891,7 @@ mod imp {
         fn take_queued(&self, only: Option<OpId>) -> Vec<Op> {
             let mut out = Vec::new();
             let mut av = lock(&self.av);
-            for peer in av.values_mut() {
+            for peer in av.peers.values_mut() {
                 if let PeerState::Probing { queued, .. } = &mut peer.state {
                     let mut i = 0;
                     while i < queued.len() {
