@@ -324,7 +324,7 @@ impl Context {
             Request::Put {
                 local: local.clone(),
                 local_offset,
-                remote: remote.clone(),
+                remote: Box::new(remote.clone()),
                 remote_offset,
                 len,
                 dest: dest.clone(),
@@ -351,7 +351,7 @@ impl Context {
             Request::Get {
                 local: local.clone(),
                 local_offset,
-                remote: remote.clone(),
+                remote: Box::new(remote.clone()),
                 remote_offset,
                 len,
                 dest: dest.clone(),

@@ -74,8 +74,9 @@ pub enum Request {
         local: MemHandle,
         /// Offset into `local`.
         local_offset: u64,
-        /// Peer's region.
-        remote: RemoteMem,
+        /// Peer's region (boxed: it is the largest field, and every operation, RMA or not, is
+        /// moved a few times between posting and completion).
+        remote: Box<RemoteMem>,
         /// Offset into `remote`.
         remote_offset: u64,
         /// Bytes to move.
@@ -89,8 +90,9 @@ pub enum Request {
         local: MemHandle,
         /// Offset into `local`.
         local_offset: u64,
-        /// Peer's region.
-        remote: RemoteMem,
+        /// Peer's region (boxed: it is the largest field, and every operation, RMA or not, is
+        /// moved a few times between posting and completion).
+        remote: Box<RemoteMem>,
         /// Offset into `remote`.
         remote_offset: u64,
         /// Bytes to move.

@@ -1019,7 +1019,6 @@ mod imp {
                 prov_errno,
                 len,
                 data,
-                tag,
                 olen,
             } = d;
             let kind = op.req.kind();
@@ -1121,7 +1120,6 @@ mod imp {
                 }
                 OpKind::Put | OpKind::Get => {}
             }
-            let _ = tag;
             if result == Err(Error::HostUnreach) {
                 if let Some(raw) = dest {
                     // The connection is gone: the next send to this peer probes and reconnects.

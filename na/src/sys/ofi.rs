@@ -485,8 +485,6 @@ pub struct Done {
     pub len: usize,
     /// Remote CQ data (unexpected receives: the tag).
     pub data: u64,
-    /// Tag (tagged receives).
-    pub tag: u64,
     /// Bytes that did not fit (truncation errors).
     pub olen: usize,
 }
@@ -1008,7 +1006,6 @@ impl Endpoint {
             prov_errno: b.prov_errno,
             len: b.len,
             data: b.data,
-            tag: b.tag,
             olen: b.olen,
         });
         if let Post::Rma { .. } = b.post {
