@@ -1,6 +1,6 @@
 //! The context's two queues: the completion queue trigger drains, and the hand-off queue other threads post through.
 
-use crate::sync::{lock, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, AtomicBool, AtomicUsize, Mutex, Ordering};
 use std::collections::VecDeque;
 
 /// Callbacks ready to run (`hg_completion_queue`). Progress (and, for operations that fail at
@@ -66,32 +66,29 @@ impl<T> CompletionQueue<T> {
 /// Dekker-style; the loom model below could not prove it, since loom does not model SeqCst
 /// fully, so the protocol now rests on the mutex alone.)
 pub(crate) struct HandOff<T> {
-    q: Mutex<Waiting<T>>,
+    q: Mutex<VecDeque<T>>,
     len: AtomicUsize,
-}
-
-struct Waiting<T> {
-    items: VecDeque<T>,
-    sleeping: bool,
+    /// Set by `prepare_sleep` and read by `push`, both under `q`'s lock, which orders them.
+    /// `end_sleep` clears it without the lock: the consumer is awake then, so a producer that
+    /// still reads `true` only sends a spare wake-up.
+    sleeping: AtomicBool,
 }
 
 impl<T> HandOff<T> {
     pub(crate) fn new() -> Self {
         HandOff {
-            q: Mutex::new(Waiting {
-                items: VecDeque::new(),
-                sleeping: false,
-            }),
+            q: Mutex::new(VecDeque::new()),
             len: AtomicUsize::new(0),
+            sleeping: AtomicBool::new(false),
         }
     }
 
     /// Queues `item`; returns true when the consumer may be blocked and must be woken.
     pub(crate) fn push(&self, item: T) -> bool {
         let mut q = lock(&self.q);
-        q.items.push_back(item);
-        self.len.store(q.items.len(), Ordering::Release);
-        q.sleeping
+        q.push_back(item);
+        self.len.store(q.len(), Ordering::Release);
+        self.sleeping.load(Ordering::Relaxed)
     }
 
     /// Moves every queued item into `out`.
@@ -103,26 +100,26 @@ impl<T> HandOff<T> {
         if out.is_empty() {
             // Swap the queues: no item is copied, and the caller's emptied buffer becomes the
             // queue's, so steady state allocates nothing.
-            std::mem::swap(&mut q.items, out);
+            std::mem::swap(&mut *q, out);
         } else {
-            out.extend(q.items.drain(..));
+            out.extend(q.drain(..));
         }
         self.len.store(0, Ordering::Release);
     }
 
     /// Announces a blocking wait; false (and no announcement) when work is already queued.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        let mut q = lock(&self.q);
-        if !q.items.is_empty() {
+        let q = lock(&self.q);
+        if !q.is_empty() {
             return false;
         }
-        q.sleeping = true;
+        self.sleeping.store(true, Ordering::Relaxed);
         true
     }
 
-    /// Ends the wait announced by `prepare_sleep`.
+    /// Ends the wait announced by `prepare_sleep` (no lock: see `sleeping`).
     pub(crate) fn end_sleep(&self) {
-        lock(&self.q).sleeping = false;
+        self.sleeping.store(false, Ordering::Relaxed);
     }
 
     /// A racy hint: true when nothing seems queued.
@@ -200,6 +197,69 @@ mod loom_tests {
             }
             h.take_all(&mut got);
             assert_eq!(got, vec![7]);
+        });
+    }
+
+    /// Progress sleeps, wakes (end_sleep, without the lock) and decides to sleep again while a
+    /// producer hands work over: whenever the second sleep finds nothing queued, the producer
+    /// saw that announcement and woke it; a stale announcement only costs a spare wake-up.
+    #[test]
+    fn loom_handoff_sleep_again_no_lost_wakeup() {
+        model(|| {
+            let h = Arc::new(HandOff::new());
+            let woken = Arc::new(AtomicBool::new(false));
+            let producer = {
+                let (h, woken) = (h.clone(), woken.clone());
+                thread::spawn(move || {
+                    if h.push(7u32) {
+                        woken.store(true, Ordering::SeqCst);
+                    }
+                })
+            };
+            let mut got = VecDeque::new();
+            if h.prepare_sleep() {
+                // Woken by a timeout, say.
+                h.end_sleep();
+            }
+            h.take_all(&mut got);
+            let slept = got.is_empty() && h.prepare_sleep();
+            producer.join().unwrap();
+            if slept {
+                assert!(woken.load(Ordering::SeqCst), "lost wake-up");
+                h.end_sleep();
+            }
+            h.take_all(&mut got);
+            assert_eq!(got, vec![7]);
+        });
+    }
+
+    /// Producers push while trigger takes batches: every entry comes out once, each
+    /// producer's in order, and `len` ends at zero.
+    #[test]
+    fn loom_completion_queue_batches_exactly_once() {
+        model(|| {
+            let q = Arc::new(CompletionQueue::new());
+            let p = {
+                let q = q.clone();
+                thread::spawn(move || {
+                    q.push(1u32);
+                    q.push(2u32);
+                })
+            };
+            let mut batch = VecDeque::new();
+            let mut got = Vec::new();
+            q.pop_batch(1, &mut batch);
+            got.extend(batch.drain(..));
+            q.push(3u32);
+            p.join().unwrap();
+            q.pop_batch(usize::MAX, &mut batch);
+            got.extend(batch.drain(..));
+            assert_eq!(q.len(), 0);
+            let mut sorted = got.clone();
+            sorted.sort();
+            assert_eq!(sorted, vec![1, 2, 3]);
+            let pos = |x| got.iter().position(|&y| y == x).unwrap();
+            assert!(pos(1) < pos(2));
         });
     }
 }
