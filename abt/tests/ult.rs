@@ -486,9 +486,8 @@ fn ult_runs_inside_an_abt_ult_span_for_a_name_filtering_subscriber() {
         }
     }
     let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let sub = registry().with(
-        Names(seen.clone()).with_filter(filter_fn(|m| m.is_span() && m.name() == "abt.ult")),
-    );
+    let sub = registry()
+        .with(Names(seen.clone()).with_filter(filter_fn(|m| m.is_span() && m.name() == "abt.ult")));
     tracing::subscriber::with_default(sub, || {
         let p = pool::create_basic(PoolKind::Fifo, Access::Priv);
         let mut prim = Primary::new(
