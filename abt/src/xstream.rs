@@ -130,6 +130,8 @@ pub(crate) struct StreamLocal {
     locals: RefCell<Vec<(TypeId, Box<dyn Any>)>>,
     notify_registered: Cell<bool>,
     idle_rounds: Cell<u32>,
+    /// The dispatch count when `idle_rounds` was last counted.
+    idle_seen: Cell<u64>,
 }
 
 thread_local! {
@@ -178,6 +180,7 @@ impl StreamLocal {
             locals: RefCell::new(Vec::new()),
             notify_registered: Cell::new(false),
             idle_rounds: Cell::new(0),
+            idle_seen: Cell::new(0),
         }
     }
 
@@ -234,7 +237,6 @@ impl StreamLocal {
             .store(u.dispatches.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
         let d = &self.shared.dispatches;
         d.store(d.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-        self.idle_rounds.set(0);
     }
 
     /// Runs a unit whose state this stream already moved to RUNNING (`claim` says whether this
@@ -498,7 +500,15 @@ impl StreamLocal {
         } else {
             // Idle streams over plain FIFO pools spin, as Argobots' do: briefly on the CPU, then
             // yielding it each round, so a loaded machine still runs the thread that has work.
-            let n = self.idle_rounds.get();
+            // Consecutive idle rounds: the count restarts when a unit was dispatched since the
+            // last one (compared here, so the dispatch path stores nothing for it).
+            let seen = self.shared.dispatches.load(Ordering::Relaxed);
+            let n = if seen == self.idle_seen.get() {
+                self.idle_rounds.get()
+            } else {
+                self.idle_seen.set(seen);
+                0
+            };
             self.idle_rounds.set(n.saturating_add(1));
             if n < SPIN_ROUNDS {
                 for _ in 0..64 {

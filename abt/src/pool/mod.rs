@@ -149,11 +149,18 @@ impl Common {
     #[inline(always)]
     pub(crate) fn pushed(&self) {
         if self.kind == PoolKind::FifoWait {
-            self.parker.unpark();
+            self.unpark_consumer();
         }
         if let Some(n) = self.first.get() {
             self.notify(n);
         }
+    }
+
+    /// Wakes a parked consumer of a `FifoWait` pool; out of line so a plain FIFO push keeps no
+    /// registers for the parker's swap-and-lock.
+    #[inline(never)]
+    fn unpark_consumer(&self) {
+        self.parker.unpark();
     }
 
     /// Calls the notifiers (a consumer registered at least one).
