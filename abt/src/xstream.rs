@@ -189,13 +189,14 @@ impl StreamLocal {
     #[inline]
     fn push_own(&self, unit: Unit) -> std::result::Result<(), Unit> {
         let id = unit.0.pool_id;
-        match self.pool_ids.iter().position(|&p| p == id) {
-            Some(i) => {
-                self.pools[i].push(unit);
-                Ok(())
+        // Zipped, so finding the pool and indexing it is one walk with no bounds check.
+        for (&pid, pool) in self.pool_ids.iter().zip(self.pools.iter()) {
+            if pid == id {
+                pool.push(unit);
+                return Ok(());
             }
-            None => Err(unit),
         }
+        Err(unit)
     }
 
     /// Puts a unit this stream ran back where it belongs (`Unit::requeue`), through the
