@@ -186,17 +186,19 @@ impl UnitInner {
             self.home = OnceLock::new();
         }
         *self.user_suspended.get_mut() = false;
-        *self.has_keys.get_mut() = false;
+        // Keys are only ever stored after `has_keys` is set, so without it the list is empty.
+        if std::mem::replace(self.has_keys.get_mut(), false) {
+            self.keys
+                .get_mut()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
+        }
         *self.slot.get_mut() = usize::MAX;
         *self.dispatches.get_mut() = 0;
         *self.done.get_mut() = 0;
         let j = self.join.get_mut();
         j.error = None;
         j.waiters.clear();
-        self.keys
-            .get_mut()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
     }
 }
 
@@ -251,6 +253,7 @@ pub(crate) fn new_unit(
 
 /// Creates a unit (ULT or tasklet) in `pool` and queues it: the one creation path of
 /// `Thread::create_with` and `Task::create`. Returns the handle's reference.
+#[inline]
 pub(crate) fn spawn(
     pool: &StdArc<dyn Pool>,
     name: Option<StdArc<str>>,
