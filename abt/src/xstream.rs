@@ -301,7 +301,12 @@ impl StreamLocal {
                 // Nothing in this variant needs dropping; forgetting it skips the drop glue.
                 std::mem::forget(step);
                 unit.0.state.yielded();
-                self.requeue_here(unit);
+                // It ran here, so it is started: only its pool's access decides.
+                if unit.0.access.multi_consumer() {
+                    unit.requeue();
+                } else if let Err(u) = self.push_own(unit) {
+                    u.requeue();
+                }
             }
             context::Step::Switched(context::Switch::Suspend) => {
                 // Its waker pushes it (see `state`); nothing to do here.
