@@ -451,7 +451,18 @@ impl UnitInner {
 
     /// Waits for the unit to finish (`ABT_thread_join`, `ABT_task_join`): a ULT caller is
     /// suspended, an OS thread blocks. The one join path of `Thread` and `Task`.
+    #[inline]
     pub(crate) fn join_wait(&self) -> Result<()> {
+        // Joining a unit that finished well (the usual case) is one load, inlined into the caller.
+        if self.done.load(Ordering::Acquire) & DONE_OK != 0 {
+            return Ok(());
+        }
+        self.join_wait_slow()
+    }
+
+    /// [`Self::join_wait`] when the unit has not finished yet.
+    #[inline(never)]
+    fn join_wait_slow(&self) -> Result<()> {
         loop {
             if let Some(r) = self.outcome() {
                 return r;
