@@ -370,17 +370,31 @@ impl Unit {
 
     /// Records the unit's outcome and wakes its joiners: one read-modify-write of the done word
     /// when nobody waits (see [`UnitInner::done`]).
+    #[inline]
     pub(crate) fn finish(&self, r: Result<()>) {
-        let prev = match r {
-            Ok(()) => self.0.done.fetch_or(DONE_OK, Ordering::AcqRel),
-            Err(e) => {
-                self.0.join.lock().error = Some(e);
-                self.0.done.fetch_or(DONE_ERR, Ordering::AcqRel)
+        match r {
+            // The common case inlined: one read-modify-write, nothing else when nobody joined yet.
+            Ok(()) => {
+                if self.0.done.fetch_or(DONE_OK, Ordering::AcqRel) & WAITERS != 0 {
+                    self.wake_joiners();
+                }
             }
-        };
-        if prev & WAITERS == 0 {
-            return;
+            Err(e) => self.finish_err(e),
         }
+    }
+
+    /// [`Self::finish`] with an error: recorded under the join lock before the outcome bit.
+    #[inline(never)]
+    fn finish_err(&self, e: Error) {
+        self.0.join.lock().error = Some(e);
+        if self.0.done.fetch_or(DONE_ERR, Ordering::AcqRel) & WAITERS != 0 {
+            self.wake_joiners();
+        }
+    }
+
+    /// Wakes the queued joiners (the outcome bit is set and WAITERS was).
+    #[inline(never)]
+    fn wake_joiners(&self) {
         // Joiners set WAITERS under the lock before queueing, so taking it orders this after them.
         let waiters = std::mem::take(&mut self.0.join.lock().waiters);
         for w in waiters {
@@ -407,10 +421,18 @@ impl Unit {
 pub(crate) fn run_ult_body(unit: &Unit, body: Body) {
     let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body));
     unit.run_key_destructors();
-    if r.is_err() {
-        tracing::warn!(id = unit.0.id, "abt: ULT panicked");
+    match r {
+        Ok(()) => unit.finish(Ok(())),
+        Err(p) => ult_panicked(unit, p),
     }
-    unit.finish(r.map_err(panic_error));
+}
+
+/// The end of a ULT whose body panicked.
+#[cold]
+#[inline(never)]
+fn ult_panicked(unit: &Unit, p: Box<dyn Any + Send>) {
+    tracing::warn!(id = unit.0.id, "abt: ULT panicked");
+    unit.finish(Err(panic_error(p)));
 }
 
 /// Turns a caught panic payload into our error.
