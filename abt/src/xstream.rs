@@ -262,7 +262,7 @@ impl StreamLocal {
     }
 
     /// A unit's first run: a tasklet runs to completion, a ULT gets its stack and coroutine.
-    #[inline(never)]
+    #[inline]
     fn run_first(&self, unit: Unit, body: Option<crate::state::Body>) {
         if unit.0.is_task {
             self.run_task(unit, body);
