@@ -164,6 +164,9 @@ impl Sched {
 pub struct SchedContext<'a> {
     pub(crate) local: &'a StreamLocal,
     pub(crate) pools: &'a [StdArc<dyn Pool>],
+    /// The same pools as plain references: the built-in schedulers' loops skip the `Arc` header
+    /// offset computation on every pop.
+    pub(crate) pool_refs: &'a [&'a dyn Pool],
     pub(crate) event_freq: u32,
     pub(crate) all_wait: bool,
 }
@@ -215,7 +218,7 @@ impl Scheduler for BasicSched {
         let mut n = 0u32;
         loop {
             let mut ran = false;
-            for p in ctx.pools() {
+            for p in ctx.pool_refs {
                 if let Some(u) = p.pop() {
                     ctx.run_unit(u);
                     ran = true;
@@ -245,7 +248,7 @@ impl Scheduler for PrioSched {
         let mut n = 0u32;
         loop {
             let mut ran = false;
-            for p in ctx.pools() {
+            for p in ctx.pool_refs {
                 if let Some(u) = p.pop() {
                     ctx.run_unit(u);
                     ran = true;

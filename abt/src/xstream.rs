@@ -598,9 +598,11 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
             }
         }
     }
+    let pool_refs: Vec<&dyn Pool> = sched.pools.iter().map(|p| &**p).collect();
     let ctx = SchedContext {
         local,
         pools: &sched.pools,
+        pool_refs: &pool_refs,
         event_freq: sched.event_freq,
         all_wait: all_wait(&sched.pools),
     };
