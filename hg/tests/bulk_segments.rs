@@ -1,5 +1,7 @@
 //! Bulk transfers over descriptors with one NA handle per segment (`PerSegment`), over inproc and ofi+tcp: offsets across segment boundaries, range errors, and a failing part.
 
+mod common;
+
 use hg::bulk::{flags, BulkDesc, MemDescs};
 use hg::na::plugins::inproc::{Fabric, FaultConfig};
 use hg::na::{self, Access};
@@ -43,19 +45,7 @@ fn inproc() -> Pair {
 
 /// An ofi+tcp class, or None (skip) without libfabric's tcp provider, unless CI=true.
 fn ofi_class() -> Option<Class> {
-    match Class::init_opt("ofi+tcp://127.0.0.1", true, opts()) {
-        Ok(c) => Some(c),
-        Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "libfabric tcp provider unavailable under CI=true: {e}"
-            );
-            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
-            None
-        }
-        Err(e) => panic!("init ofi+tcp: {e}"),
-    }
+    common::ofi_class(opts())
 }
 
 fn ofi() -> Option<Pair> {

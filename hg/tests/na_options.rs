@@ -1,8 +1,10 @@
 //! `InitOptions::na` reaches the NA class `Class::init_opt` opens (`hg_init_info::na_init_info`):
 //! a larger eager size and busy mode over ofi+tcp.
 
+mod common;
+
 use hg::na::ProgressMode;
-use hg::{Class, Error, Handle, InitOptions, Rpc};
+use hg::{Class, Handle, InitOptions, Rpc};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,19 +23,7 @@ hg::rpc! {
 }
 
 fn class(opts: InitOptions) -> Option<Class> {
-    match Class::init_opt("ofi+tcp://127.0.0.1", true, opts) {
-        Ok(c) => Some(c),
-        Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "libfabric tcp provider unavailable under CI=true: {e}"
-            );
-            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
-            None
-        }
-        Err(e) => panic!("init: {e}"),
-    }
+    common::ofi_class(opts)
 }
 
 #[test]

@@ -1,7 +1,9 @@
 //! Overflowed inputs and outputs in a row, of changing sizes and contents: each RPC gets its own bytes back although the context reuses its registered overflow buffers, over inproc and ofi+tcp, with and without payload checksums.
 
+mod common;
+
 use hg::na::plugins::inproc::{Fabric, FaultConfig};
-use hg::{ChecksumLevel, Class, Error, Handle, InitOptions, Rpc};
+use hg::{ChecksumLevel, Class, Handle, InitOptions, Rpc};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -98,19 +100,7 @@ fn reused_overflow_buffers_carry_each_rpcs_bytes_inproc() {
 }
 
 fn ofi_class(level: ChecksumLevel) -> Option<Class> {
-    match Class::init_opt("ofi+tcp://127.0.0.1", true, opts(level)) {
-        Ok(c) => Some(c),
-        Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "libfabric tcp provider unavailable under CI=true: {e}"
-            );
-            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
-            None
-        }
-        Err(e) => panic!("init ofi+tcp: {e}"),
-    }
+    common::ofi_class(opts(level))
 }
 
 #[test]

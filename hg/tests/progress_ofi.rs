@@ -1,5 +1,7 @@
 //! Blocking `progress` over ofi+tcp, many times, with timeouts from zero through sub-millisecond to `Duration::MAX` (bounded by a forward's deadline or a wake-up): every call is `Ok`, none panics or hangs.
 
+mod common;
+
 use hg::{Class, Context, Error, Handle, InitOptions, Rpc};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -66,19 +68,7 @@ fn timeouts() -> Vec<Duration> {
 }
 
 fn class(opts: InitOptions) -> Option<Class> {
-    match Class::init_opt("ofi+tcp://127.0.0.1", true, opts) {
-        Ok(c) => Some(c),
-        Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "libfabric tcp provider unavailable under CI=true: {e}"
-            );
-            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
-            None
-        }
-        Err(e) => panic!("init ofi+tcp: {e}"),
-    }
+    common::ofi_class(opts)
 }
 
 /// Aborts the test process if the test has not finished in time: a blocking progress that
