@@ -1,5 +1,7 @@
 //! RPCs over ofi+tcp on 127.0.0.1: in one process, and to a server in a child process that is killed mid-RPC.
 
+mod common;
+
 use hg::na::{self, Access};
 use hg::{BulkOp, BulkRef, Class, Context, Error, Handle, InitOptions, Rpc};
 use std::io::{BufRead, BufReader};
@@ -51,25 +53,12 @@ hg::rpc! {
 
 const GUARD: Duration = Duration::from_secs(60);
 
-/// Opens `info`, or None (skip) without libfabric's tcp provider, unless CI=true.
-fn class(info: &str) -> Option<Class> {
-    let opts = InitOptions {
+/// An ofi+tcp class on 127.0.0.1 with a small receive pool, or None (skip) as `common::ofi_class`.
+fn class() -> Option<Class> {
+    common::ofi_class(InitOptions {
         request_post_init: 64,
         ..InitOptions::default()
-    };
-    match Class::init_opt(info, true, opts) {
-        Ok(c) => Some(c),
-        Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "libfabric tcp provider unavailable under CI=true: {e}"
-            );
-            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
-            None
-        }
-        Err(e) => panic!("init {info}: {e}"),
-    }
+    })
 }
 
 fn serve(class: &Class) {
@@ -117,8 +106,7 @@ fn echo(
 
 #[test]
 fn one_process_echo_overflow_bulk_noentry() {
-    let (Some(server), Some(client)) = (class("ofi+tcp://127.0.0.1"), class("ofi+tcp://127.0.0.1"))
-    else {
+    let (Some(server), Some(client)) = (class(), class()) else {
         return;
     };
     serve(&server);
@@ -203,7 +191,7 @@ fn child_server_main() {
     if std::env::var("HG_OFI_CHILD").is_err() {
         return;
     }
-    let server = class("ofi+tcp://127.0.0.1").expect("child needs ofi");
+    let server = class().expect("child needs ofi");
     serve(&server);
     let ctx = server.context_create().unwrap();
     println!("ADDR {}", server.addr_to_string(&ctx.self_addr()).unwrap());
@@ -216,7 +204,7 @@ fn child_server_main() {
 
 #[test]
 fn killed_server_gives_one_callback() {
-    let Some(client) = class("ofi+tcp://127.0.0.1") else {
+    let Some(client) = class() else {
         return;
     };
     client.register_rpc::<Echo>(None);
