@@ -26,9 +26,15 @@ const RUN: u8 = 0;
 const JOIN: u8 = 1;
 const STOP: u8 = 2;
 
-/// Idle rounds a stream over plain FIFO pools spins before it starts yielding its CPU between
-/// rounds (≈ 2–3 µs a round: about half a second of pure spinning, as Argobots' idle loop).
-const SPIN_ROUNDS: u32 = 200_000;
+/// How long a stream over plain FIFO pools spins, idle, before it starts yielding its CPU
+/// between rounds. Argobots' basic scheduler never yields; half a second keeps every benchmark
+/// and every busy stream spinning as Argobots' do, while a stream idle for longer lets a loaded
+/// machine run the threads that have work.
+const SPIN_TIME: Duration = Duration::from_millis(500);
+
+/// Idle rounds between two clock reads while spinning (a round is one pause plus the pool
+/// checks, tens of ns; reading the clock every round would double it).
+const CLOCK_EVERY: u32 = 1024;
 
 /// Longest idle park; only a hang guard, since every wake source unparks the stream.
 const MAX_PARK: Duration = Duration::from_secs(1);
@@ -132,6 +138,10 @@ pub(crate) struct StreamLocal {
     idle_rounds: Cell<u32>,
     /// The dispatch count when `idle_rounds` was last counted.
     idle_seen: Cell<u64>,
+    /// When the current idle spell was first timed (its round [`CLOCK_EVERY`]).
+    idle_since: Cell<Option<Instant>>,
+    /// The current idle spell has spun for [`SPIN_TIME`]: yield the CPU each round.
+    idle_yield: Cell<bool>,
 }
 
 thread_local! {
@@ -181,6 +191,8 @@ impl StreamLocal {
             notify_registered: Cell::new(false),
             idle_rounds: Cell::new(0),
             idle_seen: Cell::new(0),
+            idle_since: Cell::new(None),
+            idle_yield: Cell::new(false),
         }
     }
 
@@ -504,24 +516,48 @@ impl StreamLocal {
             };
             self.shared.parker.park(Some(timeout));
         } else {
-            // Idle streams over plain FIFO pools spin, as Argobots' do: briefly on the CPU, then
-            // yielding it each round, so a loaded machine still runs the thread that has work.
-            // Consecutive idle rounds: the count restarts when a unit was dispatched since the
-            // last one (compared here, so the dispatch path stores nothing for it).
-            let seen = self.shared.dispatches.load(Ordering::Relaxed);
-            let n = if seen == self.idle_seen.get() {
-                self.idle_rounds.get()
-            } else {
-                self.idle_seen.set(seen);
-                0
-            };
-            self.idle_rounds.set(n.saturating_add(1));
-            if n < SPIN_ROUNDS {
-                for _ in 0..64 {
-                    std::hint::spin_loop();
-                }
-            } else {
-                std::thread::yield_now();
+            self.idle_spin();
+        }
+    }
+
+    /// One idle round of a stream over plain FIFO pools. Such streams spin, as Argobots' do: one
+    /// pause a round, so work pushed by another stream is seen within tens of ns (the scheduler
+    /// pops again right after; with 64 pauses a round, ≈ 1.9 µs here, that wait was most of a
+    /// cross-stream round trip). After [`SPIN_TIME`] idle, the round yields the CPU instead, so a
+    /// loaded machine still runs the threads that have work.
+    #[inline]
+    fn idle_spin(&self) {
+        // Consecutive idle rounds: the count restarts when a unit was dispatched since the last
+        // one (compared here, so the dispatch path stores nothing for it).
+        let seen = self.shared.dispatches.load(Ordering::Relaxed);
+        let n = if seen == self.idle_seen.get() {
+            self.idle_rounds.get()
+        } else {
+            self.idle_seen.set(seen);
+            self.idle_yield.set(false);
+            0
+        };
+        self.idle_rounds.set(n.wrapping_add(1));
+        if n % CLOCK_EVERY == 0 && n != 0 {
+            self.time_idle_spell(n);
+        }
+        if self.idle_yield.get() {
+            std::thread::yield_now();
+        } else {
+            std::hint::spin_loop();
+        }
+    }
+
+    /// Every [`CLOCK_EVERY`] idle rounds: has this idle spell spun for [`SPIN_TIME`]?
+    #[cold]
+    #[inline(never)]
+    fn time_idle_spell(&self, n: u32) {
+        let now = Instant::now();
+        if n == CLOCK_EVERY {
+            self.idle_since.set(Some(now));
+        } else if let Some(t0) = self.idle_since.get() {
+            if now.duration_since(t0) >= SPIN_TIME {
+                self.idle_yield.set(true);
             }
         }
     }
