@@ -8,7 +8,7 @@
 //! the OS thread if every pool is `FifoWait` and spins (yielding the CPU) otherwise.
 
 use crate::error::{Error, Result};
-use crate::pool::{Pool, PoolKind};
+use crate::pool::{Pool, PoolKind, RingPool};
 use crate::sync::StdArc;
 use crate::unit::Unit;
 use crate::xstream::StreamLocal;
@@ -164,9 +164,8 @@ impl Sched {
 pub struct SchedContext<'a> {
     pub(crate) local: &'a StreamLocal,
     pub(crate) pools: &'a [StdArc<dyn Pool>],
-    /// The same pools as plain references: the built-in schedulers' loops skip the `Arc` header
-    /// offset computation on every pop.
-    pub(crate) pool_refs: &'a [&'a dyn Pool],
+    /// The same pools as the built-in schedulers' loops pop them (see [`PoolRef`]).
+    pub(crate) pool_refs: &'a [PoolRef<'a>],
     pub(crate) event_freq: u32,
     pub(crate) all_wait: bool,
 }
@@ -209,17 +208,37 @@ impl SchedContext<'_> {
     }
 }
 
+/// A scheduler's pool as the built-in loops pop it: the crate's own [`RingPool`] directly, with
+/// the stream's uid passed in (no virtual call, no thread-local read), any other pool through the
+/// trait (a plain reference: no `Arc` header offset per pop).
+#[derive(Clone, Copy)]
+pub(crate) enum PoolRef<'a> {
+    Ring(&'a RingPool),
+    Dyn(&'a dyn Pool),
+}
+
+impl PoolRef<'_> {
+    #[inline(always)]
+    fn pop(self, me: usize) -> Option<Unit> {
+        match self {
+            PoolRef::Ring(r) => r.pop_from(me),
+            PoolRef::Dyn(p) => p.pop(),
+        }
+    }
+}
+
 /// `ABT_SCHED_BASIC`: one unit from each pool per round.
 pub struct BasicSched;
 
 impl Scheduler for BasicSched {
     fn run(&mut self, ctx: &SchedContext<'_>) {
         let freq = ctx.event_freq();
+        let me = ctx.local.uid;
         let mut n = 0u32;
         loop {
             let mut ran = false;
             for p in ctx.pool_refs {
-                if let Some(u) = p.pop() {
+                if let Some(u) = p.pop(me) {
                     ctx.run_unit(u);
                     ran = true;
                     n += 1;
@@ -245,11 +264,12 @@ pub struct PrioSched;
 impl Scheduler for PrioSched {
     fn run(&mut self, ctx: &SchedContext<'_>) {
         let freq = ctx.event_freq();
+        let me = ctx.local.uid;
         let mut n = 0u32;
         loop {
             let mut ran = false;
             for p in ctx.pool_refs {
-                if let Some(u) = p.pop() {
+                if let Some(u) = p.pop(me) {
                     ctx.run_unit(u);
                     ran = true;
                     n += 1;

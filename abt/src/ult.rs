@@ -219,10 +219,13 @@ pub fn yield_to(target: &Thread) -> Result<()> {
 #[doc(alias = "ABT_self_suspend")]
 pub fn suspend() -> Result<()> {
     check_ult()?;
-    context::with_current(|c| {
-        c.user_suspended.store(true, Ordering::Release);
-        c.state.begin_suspend();
-    });
+    if let Some(me) = context::take_stream_ref() {
+        me.0.user_suspended.store(true, Ordering::Release);
+        me.0.state.begin_suspend();
+        // `Thread::resume` pushes a reference of its own: the stream's goes (the coroutine's
+        // keeps the unit alive), and `Suspend` tells the stream it is gone.
+        drop(me);
+    }
     context::switch_out(Switch::Suspend)
 }
 
@@ -232,16 +235,26 @@ pub fn sleep(d: Duration) -> Result<()> {
     if in_tasklet() {
         return Err(Error::InTasklet);
     }
-    let Some(unit) = context::current_unit() else {
+    // The timer list takes over the stream's reference (`Switch::Suspend` tells the stream).
+    let Some(unit) = context::take_stream_ref() else {
         std::thread::sleep(d);
         return Ok(());
     };
     let at = Instant::now() + d;
     unit.0.state.begin_suspend();
-    let queued = crate::xstream::with_current(move |s| s.add_timer(at, unit));
+    let mut unit = Some(unit);
+    let queued = crate::xstream::with_current(|s| {
+        if let Some(u) = unit.take() {
+            s.add_timer(at, u)
+        }
+    });
     if queued.is_none() {
-        // A ULT always runs on a stream; keep the state machine sound anyway.
-        context::with_current(|c| c.state.cancel_suspend());
+        // A ULT always runs on a stream; keep the state machine sound anyway: still running,
+        // so the stream keeps its reference.
+        if let Some(u) = unit {
+            u.0.state.cancel_suspend();
+            std::mem::forget(u);
+        }
         std::thread::sleep(d);
         return Ok(());
     }

@@ -532,8 +532,9 @@ impl ThreadParker {
     }
 }
 
-/// Switches the running ULT out as suspended (its state already says so). Its own small
-/// function: inlined into the waiting primitives, the switch's code grew on the yield path too.
+/// Switches the running ULT out as suspended (its state already says so), its stream's reference
+/// now held by its registered waiter. Its own small function: inlined into the waiting
+/// primitives, the switch's code grew on the yield path too.
 #[inline(never)]
 fn suspend_running_ult() {
     let r = crate::context::switch_out(crate::context::Switch::Suspend);
@@ -542,7 +543,8 @@ fn suspend_running_ult() {
 
 /// The waiting side of a [`Waiter`] (see [`Waiter::handle`]).
 pub(crate) enum WaitHandle {
-    /// The calling ULT: waiting is switching out (its state is already SUSPENDED).
+    /// The calling ULT: waiting is switching out (its state is already SUSPENDED) with
+    /// `Switch::Suspend` (its [`Waiter`] holds the stream's reference).
     Ult,
     /// A blocked OS thread.
     Thread(crate::sync::Arc<ThreadParker>),
@@ -570,10 +572,12 @@ pub(crate) enum Waiter {
 
 impl Waiter {
     /// Prepares the caller to wait. In a ULT this marks it SUSPENDED, so a wake that comes before
-    /// the switch out is not lost. Register the result under the primitive's lock, then `wait`.
+    /// the switch out is not lost, and the waiter takes over the reference the ULT's stream holds
+    /// (`context::take_stream_ref`: no count update). Then either register the result under the
+    /// primitive's lock and `wait` on its handle, or `cancel` it; nothing else.
     pub(crate) fn prepare() -> Waiter {
         // A tasklet never runs inside a ULT, so it gets a thread parker here too.
-        match crate::context::current_unit() {
+        match crate::context::take_stream_ref() {
             Some(u) => {
                 u.0.state.begin_suspend();
                 Waiter::Ult(u.0)
@@ -584,9 +588,16 @@ impl Waiter {
 
     /// The caller did not register after all (the condition already held).
     pub(crate) fn cancel(self) {
-        if let Waiter::Ult(u) = &self {
-            if !u.state.cancel_suspend() {
-                // A stray resume raced in; switching out lets the stream requeue us.
+        if let Waiter::Ult(u) = self {
+            if u.state.cancel_suspend() {
+                // Not published and still running: the stream's reference stays the stream's
+                // (`prepare`).
+                std::mem::forget(u);
+            } else {
+                // A stray resume raced in and pushed a reference of its own; the stream's is
+                // dropped here (the coroutine's own keeps the unit alive), and switching out
+                // lets the stream run us again from that entry.
+                drop(u);
                 let _ = crate::context::switch_out(crate::context::Switch::Suspend);
             }
         }

@@ -8,7 +8,7 @@
 
 use crate::context::{self, Coro, CoroCache};
 use crate::error::{Error, Result};
-use crate::pool::{Parker, Pool, PoolKind, RingQueue};
+use crate::pool::{Parker, Pool, PoolKind, RingPool, RingQueue};
 use crate::sched::{all_wait, Sched, SchedContext};
 use crate::state::Claim;
 use crate::sync::{AtomicU64, AtomicU8, Ordering, StdArc, StdMutex, Weak};
@@ -18,6 +18,7 @@ use std::any::{Any, TypeId};
 use std::cell::{Cell, RefCell};
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
+use std::mem::ManuallyDrop;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -117,16 +118,22 @@ impl Ord for Timer {
     }
 }
 
+/// One of a stream's scheduler pools, by its id (`unit::pool_id`, compared against a unit's to
+/// find its pool): the crate's own ring pool is pushed directly with the stream's uid (no virtual
+/// call, no thread-local read), any other through the trait.
+enum OwnPool {
+    Ring(usize, StdArc<RingPool>),
+    Dyn(usize, StdArc<dyn Pool>),
+}
+
 /// Stream state only its own OS thread touches (`!Send`: it owns the coroutines).
 pub(crate) struct StreamLocal {
     pub(crate) shared: StdArc<StreamShared>,
     /// `shared.uid`, read on every dispatch.
-    uid: usize,
+    pub(crate) uid: usize,
     /// The scheduler's pools, so a wake on this stream requeues through them (no pool reference
     /// count update).
-    pools: Vec<StdArc<dyn Pool>>,
-    /// Their addresses (`unit::pool_id`), compared against a unit's to find its pool.
-    pool_ids: Vec<usize>,
+    pools: Vec<OwnPool>,
     slab: RefCell<Vec<Option<Box<Coro>>>>,
     free_slots: RefCell<Vec<usize>>,
     live: Cell<usize>,
@@ -145,7 +152,14 @@ pub(crate) struct StreamLocal {
 }
 
 thread_local! {
-    static CURRENT: RefCell<Option<Rc<StreamLocal>>> = const { RefCell::new(None) };
+    /// The stream running on this OS thread. `ManuallyDrop`, so the thread-local has no
+    /// destructor to register and every access is one thread-pointer-relative load (with a
+    /// destructor, each access calls std's lazy-registration accessor: ≈ 15 instructions on
+    /// every wake on this stream). [`set_current`] drops the value it replaces, and
+    /// `run_stream` always puts the previous value (`None` at the outermost level) back, also when
+    /// unwinding, so nothing is left behind at thread exit.
+    static CURRENT: RefCell<ManuallyDrop<Option<Rc<StreamLocal>>>> =
+        const { RefCell::new(ManuallyDrop::new(None)) };
     static IN_TASK: Cell<bool> = const { Cell::new(false) };
     static CURRENT_UID: Cell<usize> = const { Cell::new(0) };
 }
@@ -162,6 +176,7 @@ pub(crate) fn in_tasklet() -> bool {
 
 /// Pushes `unit` into its pool through the current stream's scheduler pool list when the pool is
 /// one of them (no reference-count update); gives the unit back otherwise.
+#[inline]
 pub(crate) fn push_via_current(unit: Unit) -> std::result::Result<(), Unit> {
     CURRENT.with(|c| match c.borrow().as_ref() {
         Some(s) => s.push_own(unit),
@@ -170,8 +185,18 @@ pub(crate) fn push_via_current(unit: Unit) -> std::result::Result<(), Unit> {
 }
 
 pub(crate) fn with_current<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {
-    let s = CURRENT.with(|c| c.borrow().clone())?;
+    let s = CURRENT.with(|c| (**c.borrow()).clone())?;
     Some(f(&s))
+}
+
+/// Makes `s` the current stream and returns the previous one.
+fn set_current(s: Option<Rc<StreamLocal>>) -> Option<Rc<StreamLocal>> {
+    CURRENT.with(|c| {
+        ManuallyDrop::into_inner(std::mem::replace(
+            &mut *c.borrow_mut(),
+            ManuallyDrop::new(s),
+        ))
+    })
 }
 
 impl StreamLocal {
@@ -179,8 +204,13 @@ impl StreamLocal {
         StreamLocal {
             uid: shared.uid,
             shared,
-            pool_ids: pools.iter().map(crate::unit::pool_id).collect(),
-            pools,
+            pools: pools
+                .iter()
+                .map(|p| match crate::pool::as_ring(p) {
+                    Some(r) => OwnPool::Ring(crate::unit::pool_id(p), r),
+                    None => OwnPool::Dyn(crate::unit::pool_id(p), p.clone()),
+                })
+                .collect(),
             slab: RefCell::new(Vec::new()),
             free_slots: RefCell::new(Vec::new()),
             live: Cell::new(0),
@@ -198,14 +228,20 @@ impl StreamLocal {
 
     /// Pushes `unit` into its pool through this stream's pool list when the pool is one of the
     /// scheduler's (no reference-count update); gives the unit back otherwise.
-    #[inline]
+    #[inline(always)]
     fn push_own(&self, unit: Unit) -> std::result::Result<(), Unit> {
         let id = unit.0.pool_id;
-        // Zipped, so finding the pool and indexing it is one walk with no bounds check.
-        for (&pid, pool) in self.pool_ids.iter().zip(self.pools.iter()) {
-            if pid == id {
-                pool.push(unit);
-                return Ok(());
+        for p in &self.pools {
+            match p {
+                OwnPool::Ring(pid, r) if *pid == id => {
+                    r.push_from(self.uid, unit);
+                    return Ok(());
+                }
+                OwnPool::Dyn(pid, d) if *pid == id => {
+                    d.push(unit);
+                    return Ok(());
+                }
+                _ => {}
             }
         }
         Err(unit)
@@ -321,8 +357,10 @@ impl StreamLocal {
                 }
             }
             context::Step::Switched(context::Switch::Suspend) => {
-                // Its waker pushes it (see `state`); nothing to do here.
+                // Its waker pushes it (see `state`), with our reference, which the ULT took over
+                // (`context::take_stream_ref`): forgotten, not dropped.
                 std::mem::forget(step);
+                std::mem::forget(unit);
             }
             _ => self.after_switch(unit, slot, step),
         }
@@ -351,7 +389,8 @@ impl StreamLocal {
                 u.state.yielded();
                 self.requeue_here(unit);
             }
-            context::Step::Switched(context::Switch::Suspend) => {}
+            // Our reference was taken over by the ULT (`context::take_stream_ref`).
+            context::Step::Switched(context::Switch::Suspend) => std::mem::forget(unit),
             context::Step::Switched(context::Switch::YieldTo(next, c)) => {
                 u.state.yielded();
                 self.requeue_here(unit);
@@ -598,7 +637,7 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
     context::install_panic_hook();
     context::ensure_altstack();
     shared.tid.store(gettid(), Ordering::Release);
-    let prev = CURRENT.with(|c| c.borrow_mut().replace(local.clone()));
+    let prev = set_current(Some(local.clone()));
     let prev_uid = CURRENT_UID.with(|c| c.replace(shared.uid));
     // Runs when the scheduler returns or unwinds: the pools' owner-bound parts are given back
     // while this stream's uid is still current, then the caller's stream (if any) is current again.
@@ -613,7 +652,7 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
                 p.release_owner();
             }
             let prev = self.prev.take();
-            CURRENT.with(|c| *c.borrow_mut() = prev);
+            drop(set_current(prev));
             CURRENT_UID.with(|c| c.set(self.prev_uid));
         }
     }
@@ -634,7 +673,17 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
             }
         }
     }
-    let pool_refs: Vec<&dyn Pool> = sched.pools.iter().map(|p| &**p).collect();
+    let rings: Vec<Option<StdArc<crate::pool::RingPool>>> =
+        sched.pools.iter().map(crate::pool::as_ring).collect();
+    let pool_refs: Vec<crate::sched::PoolRef<'_>> = sched
+        .pools
+        .iter()
+        .zip(&rings)
+        .map(|(p, r)| match r {
+            Some(r) => crate::sched::PoolRef::Ring(r),
+            None => crate::sched::PoolRef::Dyn(&**p),
+        })
+        .collect();
     let ctx = SchedContext {
         local,
         pools: &sched.pools,

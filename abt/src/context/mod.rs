@@ -26,7 +26,9 @@ use std::cell::Cell;
 pub(crate) enum Switch {
     /// Back into its pool, runnable.
     Yield,
-    /// Suspended (its state is already SUSPENDED); someone will resume it.
+    /// Suspended (its state is already SUSPENDED); someone will resume it. The ULT took over
+    /// the reference its stream holds for it ([`take_stream_ref`]) and handed it to whoever will
+    /// wake it (or dropped it), so the stream forgets its copy instead of dropping it.
     Suspend,
     /// Back into its pool, and run this (already claimed) unit next.
     YieldTo(Unit, crate::state::Claim),
@@ -286,6 +288,26 @@ pub(crate) fn current_unit() -> Option<Unit> {
         crate::sync::StdArc::increment_strong_count(p);
         Some(Unit(crate::sync::StdArc::from_raw(p)))
     }
+}
+
+/// The running ULT as a [`Unit`] that *takes over* the reference its stream holds while it
+/// runs, with no count update. The stream gives that reference up (forgets it) when the ULT
+/// switches out with [`Switch::Suspend`]; the caller must either keep or drop the result and then
+/// switch out with `Suspend` (handing it to a waiter list saves a locked increment here and a
+/// locked decrement in the stream on every wait), or forget it (`std::mem::forget`) and keep
+/// running.
+#[inline]
+pub(crate) fn take_stream_ref() -> Option<Unit> {
+    let p = current_ptr();
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: `p` came from `Arc::as_ptr` of the running unit (see `current_unit`). Every
+    // resume of a ULT goes through `StreamLocal::resume`, which holds a counted `Unit` for it
+    // until the ULT switches out; on `Switch::Suspend` it forgets that `Unit` instead of dropping
+    // it, so the count it stood for belongs to the value made here. On every other path the
+    // caller forgets this value (see the function docs), so exactly one of the two is dropped.
+    Some(Unit(unsafe { crate::sync::StdArc::from_raw(p) }))
 }
 
 /// Runs `f` on the running ULT's data without touching its reference count.

@@ -87,7 +87,7 @@ pub type Notify = StdArc<dyn Fn() + Send + Sync>;
 /// A pool of work units (`ABT_pool`, `ABT_pool_def`). Implement it to plug in a new queue; run
 /// `testing::pool_conformance` (feature `conformance`) against it.
 #[doc(alias = "ABT_pool_def")]
-pub trait Pool: Send + Sync + 'static {
+pub trait Pool: std::any::Any + Send + Sync + 'static {
     /// Adds a unit (`ABT_pool_push`) and calls the registered notifiers.
     #[doc(alias = "ABT_pool_push")]
     fn push(&self, unit: Unit);
@@ -214,6 +214,14 @@ impl Common {
     pub(crate) fn park_count(&self) -> u64 {
         self.parker.park_count()
     }
+}
+
+/// The crate's own ring pool behind `pool`, if it is one: the built-in schedulers and a stream's
+/// requeues then push and pop it directly, with the stream's uid passed in (no virtual call, no
+/// thread-local read).
+pub(crate) fn as_ring(pool: &StdArc<dyn Pool>) -> Option<StdArc<RingPool>> {
+    let any: StdArc<dyn std::any::Any + Send + Sync> = pool.clone();
+    any.downcast::<RingPool>().ok()
 }
 
 /// Creates a pool of `kind` and `access` with the implementation that suits the access mode

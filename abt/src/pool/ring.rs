@@ -228,21 +228,34 @@ impl RingPool {
     }
 }
 
-impl Pool for RingPool {
+impl RingPool {
+    /// `push` by the stream whose uid is `me` (the caller knows it: no thread-local read).
     #[inline]
-    fn push(&self, unit: Unit) {
+    pub(crate) fn push_from(&self, me: usize, unit: Unit) {
         match &self.q {
-            Flavor::Local(q) => q.push(current_uid(), unit),
+            Flavor::Local(q) => q.push(me, unit),
             other => other.push_multi_consumer(unit),
         }
         self.common.pushed();
     }
+    /// `pop` by the stream whose uid is `me`.
     #[inline]
-    fn pop(&self) -> Option<Unit> {
+    pub(crate) fn pop_from(&self, me: usize) -> Option<Unit> {
         match &self.q {
-            Flavor::Local(q) => q.pop(current_uid()),
+            Flavor::Local(q) => q.pop(me),
             other => other.pop_multi_consumer(),
         }
+    }
+}
+
+impl Pool for RingPool {
+    #[inline]
+    fn push(&self, unit: Unit) {
+        self.push_from(current_uid(), unit)
+    }
+    #[inline]
+    fn pop(&self) -> Option<Unit> {
+        self.pop_from(current_uid())
     }
     fn pop_wait(&self, timeout: Duration) -> Option<Unit> {
         self.common.pop_wait(timeout, || self.pop())
