@@ -30,7 +30,7 @@ pub struct InitOptions {
     pub request_post_incr: usize,
     /// The most unexpected receives a context keeps posted (default 8192). At that bound further
     /// requests wait in the transport (held by inproc, queued by libfabric) until a buffer is
-    /// reposted, which happens as soon as the request's body has been copied out.
+    /// reposted, which the next `progress` does once the request's body has been copied out.
     pub request_post_max: usize,
     /// Largest encoded input or output carried by the overflow path (an RMA transfer of the
     /// whole payload, `HG_CORE_MORE_DATA`); beyond it forward and respond fail with

@@ -3,10 +3,11 @@
 //! How an RPC moves (Mercury's `hg_core_*` path, DESIGN §1–3):
 //!
 //! - **Posting.** `forward`, `respond`, `cancel` and bulk transfers may be called from any thread.
-//!   They encode on the caller's thread, straight into the NA message buffer, and hand the ready
-//!   operation to the context's hand-off queue, waking a `progress` that is blocked. The next
-//!   `progress` posts it to NA. A forward posts the expected receive for the reply *before* the
-//!   unexpected send, with a tag from a counter starting at 1.
+//!   They encode on the caller's thread, straight into the NA message buffer, and post the ready
+//!   operation to NA themselves when no `progress` holds the NA context; otherwise they hand it
+//!   to the context's hand-off queue, waking a `progress` that is blocked, which posts it. A
+//!   forward posts the expected receive for the reply *before* the unexpected send, with a tag
+//!   from a counter starting at 1.
 //! - **Progress** (`hg_core_progress`) posts handed-off work, keeps the unexpected receives posted,
 //!   polls NA and runs each NA completion through the operation's state machine: a request is
 //!   decoded and verified (bad bytes are a typed error and a `tracing` event; an unknown id is
@@ -24,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::handle::{Bytes, Handle, HandleState, ServerSide};
 use crate::header::{self, flags, ChecksumLevel, RequestHeader, ResponseHeader};
 use crate::proc::{self, Proc};
-use crate::queue::{CompletionQueue, HandOff};
+use crate::queue::{CompletionQueue, HandOff, Posted};
 use crate::registry::{RpcId, U64Map};
 use crate::sync::{
     lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UserArc,
@@ -61,7 +62,7 @@ pub(crate) enum Entry {
     Process(Handle, Handler),
 }
 
-/// Work prepared on the caller's thread, posted by progress.
+/// Work prepared on the caller's thread, posted by it or by progress.
 enum Post {
     Forward {
         token: u64,
@@ -245,7 +246,11 @@ struct CtxState {
     ops: U64Map<Op>,
     /// Forwards in `ops` that have a deadline: while zero, progress skips the deadline scans.
     timed: usize,
+    /// Unexpected receives posted, plus those in `reposts`.
     unexpected_posted: usize,
+    /// Buffers of requests received, reposted by the next `progress` (after the work the
+    /// handlers handed off, so a reply leaves before its request's buffer goes back to NA).
+    reposts: Vec<MsgBuf>,
     /// How many unexpected receives to keep posted (grows by `request_post_incr`).
     unexpected_target: usize,
     /// `AckWait` operations in `ops` (output overflow registrations kept for an ack).
@@ -332,6 +337,7 @@ impl Context {
                 ack_waits: 0,
                 deadlines: deadlines.clone(),
                 unexpected_posted: 0,
+                reposts: Vec::new(),
                 unexpected_target: class
                     .options()
                     .request_post_init
@@ -591,7 +597,8 @@ impl ContextRef {
     }
 
     /// Unexpected receives currently posted (grows from `request_post_init` by
-    /// `request_post_incr` up to `request_post_max`).
+    /// `request_post_incr` up to `request_post_max`). The buffers of requests received since
+    /// the last `progress` count as posted: that `progress` reposts them before it polls.
     pub fn posted_receives(&self) -> usize {
         lock(&self.inner.st).unexpected_posted
     }
@@ -1021,14 +1028,24 @@ impl CtxInner {
         }
     }
 
+    /// Posts `p` to NA now when no `progress` holds the NA context (Mercury's `HG_Forward` and
+    /// `HG_Respond` call NA from the caller's thread too): the message leaves inside the call,
+    /// not at the next `progress`. Otherwise (a `progress` is polling or blocked, possibly on
+    /// another thread) it is queued and that `progress` is woken to post it (DESIGN §1).
     fn hand_off(&self, p: Post) {
         if self.closed.load(Ordering::Acquire) {
             // Teardown already drained the queue: fail the operation here, exactly once.
             self.fail_post(p);
             return;
         }
-        if self.handoff.push(p) {
-            self.waker.wake();
+        match self
+            .handoff
+            .post_or_push(&self.na, p, |na, p| self.post(na, p))
+        {
+            Posted::Now | Posted::Queued { wake: false } => {}
+            Posted::Queued { wake: true } => self.waker.wake(),
+            // Teardown took the NA context: nothing will post it.
+            Posted::Closed(p) => self.fail_post(p),
         }
     }
 
@@ -1093,6 +1110,10 @@ impl CtxInner {
         }
         let size = self.class.na().max_unexpected_size();
         let mut st = lock(&self.st);
+        // No need to clear them: only the received length is ever read.
+        while let Some(buf) = st.reposts.pop() {
+            na.recv_unexpected(buf, UNEXPECTED);
+        }
         while st.unexpected_posted < st.unexpected_target {
             na.recv_unexpected(MsgBuf::new(size), UNEXPECTED);
             st.unexpected_posted += 1;
@@ -1674,15 +1695,14 @@ impl CtxInner {
                 }
             }
         }
-        let na = match na {
-            Some(na) if repost && !self.closed.load(Ordering::Acquire) => na,
-            _ => {
-                lock(&self.st).unexpected_posted -= 1;
-                return;
-            }
-        };
-        // No need to clear it: only the received length is ever read.
-        na.recv_unexpected(buf, UNEXPECTED);
+        let mut st = lock(&self.st);
+        if na.is_some() && repost && !self.closed.load(Ordering::Acquire) {
+            // Reposted by the next progress, after the reply this request is about to get:
+            // posting a receive costs the provider as much as a send, and it would delay it.
+            st.reposts.push(buf);
+        } else {
+            st.unexpected_posted -= 1;
+        }
     }
 
     fn accept_request(

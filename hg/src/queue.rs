@@ -1,6 +1,6 @@
 //! The context's two queues: the completion queue trigger drains, and the hand-off queue other threads post through.
 
-use crate::sync::{lock, AtomicBool, AtomicUsize, Mutex, Ordering};
+use crate::sync::{lock, try_lock, AtomicBool, AtomicUsize, Mutex, Ordering};
 use std::collections::VecDeque;
 
 /// Callbacks ready to run (`hg_completion_queue`). Progress (and, for operations that fail at
@@ -126,6 +126,49 @@ impl<T> HandOff<T> {
     pub(crate) fn is_empty(&self) -> bool {
         self.len.load(Ordering::Acquire) == 0
     }
+
+    /// Posts `item` through `target` (the context's NA context) right away when nobody holds
+    /// it, after what this queue held (so a thread's cancel never overtakes its own forward);
+    /// otherwise queues it for the holder, a `progress`, to post. `Closed` gives the item back
+    /// when `target` was torn down (`None`).
+    pub(crate) fn post_or_push<N>(
+        &self,
+        target: &Mutex<Option<N>>,
+        item: T,
+        mut post: impl FnMut(&N, T),
+    ) -> Posted<T> {
+        let Some(guard) = try_lock(target) else {
+            return Posted::Queued {
+                wake: self.push(item),
+            };
+        };
+        let Some(n) = guard.as_ref() else {
+            return Posted::Closed(item);
+        };
+        if !self.is_empty() {
+            let mut earlier = VecDeque::new();
+            self.take_all(&mut earlier);
+            for e in earlier {
+                post(n, e);
+            }
+        }
+        post(n, item);
+        Posted::Now
+    }
+}
+
+/// What [`HandOff::post_or_push`] did with its item.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Posted<T> {
+    /// Posted on the caller's thread.
+    Now,
+    /// Queued for the `progress` that holds the target; `wake` when it may be blocked.
+    Queued {
+        /// The holder announced a blocking wait: wake it.
+        wake: bool,
+    },
+    /// The target is gone: the item comes back, unposted.
+    Closed(T),
 }
 
 #[cfg(all(test, loom))]
@@ -230,6 +273,87 @@ mod loom_tests {
             }
             h.take_all(&mut got);
             assert_eq!(got, vec![7]);
+        });
+    }
+
+    /// A forward posted directly or handed to a progress that holds the NA context and is
+    /// about to block: it reaches NA exactly once, and a blocked progress is always woken.
+    /// (Progress lets the NA context go before the join: loom counts a `try_lock` pending when
+    /// another thread locks as blocked until that thread unlocks.)
+    #[test]
+    fn loom_post_or_push_never_lost() {
+        model(|| {
+            let h = Arc::new(HandOff::new());
+            let na = Arc::new(Mutex::new(Some(Mutex::new(Vec::new()))));
+            // 1: posted directly, 2: queued without a wake-up, 3: queued with one.
+            let how = Arc::new(AtomicUsize::new(0));
+            let producer = {
+                let (h, na, how) = (h.clone(), na.clone(), how.clone());
+                thread::spawn(move || {
+                    let r = match h.post_or_push(&na, 7u32, |n, x| lock(n).push(x)) {
+                        Posted::Now => 1,
+                        Posted::Queued { wake: false } => 2,
+                        Posted::Queued { wake: true } => 3,
+                        Posted::Closed(_) => panic!("not closed"),
+                    };
+                    how.store(r, Ordering::SeqCst);
+                })
+            };
+            // Progress: holds the NA context, posts what was queued, decides to block (and
+            // stays blocked in NA, holding it, until woken or timed out).
+            let mut q = VecDeque::new();
+            let (slept, posted_before) = {
+                let g = lock(&na);
+                let n = g.as_ref().unwrap();
+                h.take_all(&mut q);
+                lock(n).extend(q.drain(..));
+                let slept = h.prepare_sleep();
+                let posted = !lock(n).is_empty();
+                (slept, posted)
+            };
+            producer.join().unwrap();
+            if slept && !posted_before && how.load(Ordering::SeqCst) == 2 {
+                panic!("queued to a blocked progress without waking it");
+            }
+            if slept {
+                h.end_sleep();
+            }
+            let g = lock(&na);
+            let n = g.as_ref().unwrap();
+            h.take_all(&mut q);
+            lock(n).extend(q.drain(..));
+            assert_eq!(*lock(n), vec![7]);
+        });
+    }
+
+    /// One thread's forward then cancel, each posted directly or queued, while progress takes
+    /// the NA context and lets it go: NA sees them once each, in the thread's order.
+    #[test]
+    fn loom_post_or_push_keeps_a_threads_order() {
+        model(|| {
+            let h = Arc::new(HandOff::new());
+            let na = Arc::new(Mutex::new(Some(Mutex::new(Vec::new()))));
+            let producer = {
+                let (h, na) = (h.clone(), na.clone());
+                thread::spawn(move || {
+                    for x in [1u32, 2] {
+                        let r = h.post_or_push(&na, x, |n, x| lock(n).push(x));
+                        assert_ne!(r, Posted::Closed(x));
+                    }
+                })
+            };
+            let mut q = VecDeque::new();
+            {
+                let g = lock(&na);
+                h.take_all(&mut q);
+                lock(g.as_ref().unwrap()).extend(q.drain(..));
+            }
+            producer.join().unwrap();
+            let g = lock(&na);
+            h.take_all(&mut q);
+            let n = g.as_ref().unwrap();
+            lock(n).extend(q.drain(..));
+            assert_eq!(*lock(n), vec![1, 2]);
         });
     }
 

@@ -24,6 +24,18 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     }
 }
 
+/// Locks a mutex if nobody holds it (poison recovered as in [`lock`]); `None` when it is held,
+/// by another thread or by this one.
+pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {
+    // loom's mutex reports std's error type too.
+    use std::sync::TryLockError;
+    match m.try_lock() {
+        Ok(g) => Some(g),
+        Err(TryLockError::Poisoned(p)) => Some(p.into_inner()),
+        Err(TryLockError::WouldBlock) => None,
+    }
+}
+
 /// The write guard of the facade's `RwLock`.
 #[cfg(not(loom))]
 pub(crate) type MutexGuardLike<'a, T> = std::sync::RwLockWriteGuard<'a, T>;

@@ -438,6 +438,46 @@ fn forward_from_another_thread_wakes_blocked_progress() {
 }
 
 #[test]
+fn forward_and_respond_post_inside_the_call_when_no_progress_holds_the_context() {
+    let p = pair();
+    let handled = Arc::new(AtomicUsize::new(0));
+    let h2 = handled.clone();
+    p.server
+        .register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+            let i: EchoIn = h.get_input()?;
+            h.respond(
+                &EchoOut {
+                    rc: i.n + 1,
+                    data: i.data,
+                },
+                |_| {},
+            )?;
+            h2.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        })));
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    let got = slot();
+    let g = got.clone();
+    h.forward(
+        &EchoIn {
+            data: vec![5; 3],
+            n: 1,
+        },
+        move |h, r| {
+            g.lock()
+                .unwrap()
+                .push(r.and_then(|()| h.get_output::<EchoOut>()).map(|o| o.rc));
+        },
+    )
+    .unwrap();
+    // The client is never driven here: the request reached the server because forward sent it.
+    drive(&[&p.sctx], || handled.load(Ordering::SeqCst) == 1);
+    // And the reply is already on its way back: the server is not driven any more.
+    drive(&[&p.cctx], || !got.lock().unwrap().is_empty());
+    assert_eq!(*got.lock().unwrap(), vec![Ok(2)]);
+}
+
+#[test]
 fn reentrant_progress_is_a_typed_error() {
     let p = pair();
     let ctx = Arc::new(p.cctx);

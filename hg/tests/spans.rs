@@ -97,18 +97,19 @@ fn one_rpc_is_followed_from_hg_to_na_and_back() {
         })
     };
     let rpc_field = format!("rpc_id={id}");
-    // Origin: forward (with the id), its NA send and the reply's receive posted from progress.
+    // Origin: forward (with the id) posts the reply's receive and its NA send itself (no
+    // progress held the NA context at the time).
     assert!(has("hg.forward", None, Some(&rpc_field)), "{spans:#?}");
     assert!(
-        has("na.recv_expected_post", Some("hg.progress"), None),
+        has("na.recv_expected_post", Some("hg.forward"), None),
         "{spans:#?}"
     );
     assert!(
-        has("na.send_unexpected", Some("hg.progress"), None),
+        has("na.send_unexpected", Some("hg.forward"), None),
         "{spans:#?}"
     );
     // Target: the request decoded inside progress records the id, the handler runs in trigger,
-    // and respond's NA send is posted by progress.
+    // and respond posts its NA send itself.
     assert!(
         has("hg.request", Some("hg.progress"), Some(&rpc_field)),
         "{spans:#?}"
@@ -122,7 +123,7 @@ fn one_rpc_is_followed_from_hg_to_na_and_back() {
         "{spans:#?}"
     );
     assert!(
-        has("na.send_expected", Some("hg.progress"), None),
+        has("na.send_expected", Some("hg.respond"), None),
         "{spans:#?}"
     );
     // Back at the origin: the callback runs in trigger.

@@ -71,8 +71,6 @@ fn one_update_crosses_na_hg_abt_and_is_stored() {
         ("client", "hg.forward", "rpc_id="),
         ("client", "na.send_unexpected", ""),
         ("server", "hg.request", "rpc_id="),
-        // The request's receive buffer is reposted as soon as its body is copied out.
-        ("server", "na.recv_unexpected_post", ""),
         ("server", "hg.handler", "rpc_id="),
         ("server", "abt.ult", "name=update"),
         ("server", "demo.update_handler", "step=get_input"),
@@ -93,6 +91,15 @@ fn one_update_crosses_na_hg_abt_and_is_stored() {
         find(&hops, respond, "client", "hg.forward_cb", "rpc_id=").is_some(),
         "{lines:#?}"
     );
+    // The request's receive buffer goes back to NA at the server's next progress.
+    let request = find(&hops, 0, "server", "hg.request", "").unwrap();
+    assert!(
+        find(&hops, request, "server", "na.recv_unexpected_post", "").is_some(),
+        "{lines:#?}"
+    );
+    // Nobody held the NA context when the handler responded: respond posted its send itself.
+    let send = find(&hops, respond, "server", "na.send_expected", "").unwrap();
+    assert!(hops[send].depth > hops[respond].depth, "{lines:#?}");
     // The server's hops ran inside ULTs: each update-path span recorded after the first ULT
     // switch-in that tracing saw is nested under an abt.ult span. Spans before it may be roots:
     // recording is switched on while the progress ULT is already running, so that run's abt.ult
