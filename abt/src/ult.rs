@@ -76,6 +76,7 @@ impl std::fmt::Debug for Thread {
 impl Thread {
     /// Creates a ULT running `f` in `pool` with default attributes (`ABT_thread_create`).
     #[doc(alias = "ABT_thread_create")]
+    #[inline]
     pub fn create(pool: &StdArc<dyn Pool>, f: impl FnOnce() + Send + 'static) -> Thread {
         Self::create_with(pool, &ThreadAttr::default(), f)
     }

@@ -132,6 +132,9 @@ pub(crate) struct Common {
     more: Mutex<Vec<Notify>>,
     more_n: crate::sync::AtomicUsize,
     parker: Parker,
+    /// Whether a push has anything to do after queueing: the kind is `FifoWait` or a notifier
+    /// is registered. One load on every push instead of two checks.
+    after_push: crate::sync::AtomicBool,
 }
 
 impl Common {
@@ -143,28 +146,32 @@ impl Common {
             more: Mutex::new(Vec::new()),
             more_n: crate::sync::AtomicUsize::new(0),
             parker: Parker::new(),
+            after_push: crate::sync::AtomicBool::new(kind == PoolKind::FifoWait),
         }
     }
 
     #[inline(always)]
     pub(crate) fn pushed(&self) {
+        // Acquire pairs with `add_notify`'s Release store: a push that sees the flag sees the
+        // notifier. A push racing a registration may miss it, as it could before.
+        if self.after_push.load(crate::sync::Ordering::Acquire) {
+            self.after_push_slow();
+        }
+    }
+
+    /// Wakes a parked consumer of a `FifoWait` pool and calls the notifiers; out of line so a
+    /// plain FIFO push keeps no registers for the parker's swap-and-lock.
+    #[inline(never)]
+    fn after_push_slow(&self) {
         if self.kind == PoolKind::FifoWait {
-            self.unpark_consumer();
+            self.parker.unpark();
         }
         if let Some(n) = self.first.get() {
             self.notify(n);
         }
     }
 
-    /// Wakes a parked consumer of a `FifoWait` pool; out of line so a plain FIFO push keeps no
-    /// registers for the parker's swap-and-lock.
-    #[inline(never)]
-    fn unpark_consumer(&self) {
-        self.parker.unpark();
-    }
-
     /// Calls the notifiers (a consumer registered at least one).
-    #[inline(never)]
     fn notify(&self, first: &Notify) {
         first();
         if self.more_n.load(crate::sync::Ordering::Acquire) > 0 {
@@ -179,6 +186,7 @@ impl Common {
             lock(&self.more).push(n);
             self.more_n.fetch_add(1, crate::sync::Ordering::Release);
         }
+        self.after_push.store(true, crate::sync::Ordering::Release);
     }
 
     pub(crate) fn pop_wait(
