@@ -178,10 +178,12 @@ pub(crate) fn in_tasklet() -> bool {
 /// one of them (no reference-count update); gives the unit back otherwise.
 #[inline]
 pub(crate) fn push_via_current(unit: Unit) -> std::result::Result<(), Unit> {
-    CURRENT.with(|c| match c.borrow().as_ref() {
+    // The thread-local access stays a tiny closure (so `with` inlines to one thread-pointer-
+    // relative load); the push runs outside it on a non-atomic `Rc` clone.
+    match CURRENT.with(|c| (**c.borrow()).clone()) {
         Some(s) => s.push_own(unit),
         None => Err(unit),
-    })
+    }
 }
 
 pub(crate) fn with_current<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {
