@@ -213,7 +213,10 @@ pub fn yield_to(target: &Thread) -> Result<()> {
     let Some(claim) = target.u.state.begin_run() else {
         return Err(Error::InvalidYieldTarget);
     };
-    context::switch_out(Switch::YieldTo(Unit(target.u.arc().clone()), claim))
+    context::switch_out(Switch::YieldTo(Box::new((
+        Unit(target.u.arc().clone()),
+        claim,
+    ))))
 }
 
 /// Suspends the running ULT until someone calls [`Thread::resume`] on it (`ABT_self_suspend`).

@@ -393,7 +393,8 @@ impl StreamLocal {
             }
             // Our reference was taken over by the ULT (`context::take_stream_ref`).
             context::Step::Switched(context::Switch::Suspend) => std::mem::forget(unit),
-            context::Step::Switched(context::Switch::YieldTo(next, c)) => {
+            context::Step::Switched(context::Switch::YieldTo(to)) => {
+                let (next, c) = *to;
                 u.state.yielded();
                 self.requeue_here(unit);
                 self.run_claimed(next, c);

@@ -31,7 +31,9 @@ pub(crate) enum Switch {
     /// wake it (or dropped it), so the stream forgets its copy instead of dropping it.
     Suspend,
     /// Back into its pool, and run this (already claimed) unit next.
-    YieldTo(Unit, crate::state::Claim),
+    /// Boxed so the whole enum is one pointer-sized word (the box's niche holds the other
+    /// variants): every switch passes it through corosensei, and `yield_to` is the rare one.
+    YieldTo(Box<(Unit, crate::state::Claim)>),
     /// The ULT's body returned (its result is already recorded); the coroutine is idle, ready to
     /// run another ULT's body on the same stack ([`CoroCache`]).
     Done,
