@@ -203,16 +203,25 @@ fn neg(rc: isize) -> i32 {
 }
 
 /// An opened fabric and domain over one `fi_info` (the class's half; shared by its endpoints).
+///
+/// The domain is opened `FI_THREAD_DOMAIN` (as Mercury's tools open it, `NA_THREAD_MODE_SINGLE`):
+/// libfabric takes none of its own locks, and this module serializes every call on the domain
+/// and on its endpoints, CQs, AVs and MRs with one lock, [`Fabric::serial`]'s, held only
+/// around the call itself (never while blocked in `poll`). That one uncontended lock costs less
+/// than the locks `FI_THREAD_SAFE` makes rxm and tcp take on every call (about 1,000
+/// instructions per RPC and side under callgrind, docs/perf.md).
 pub struct Fabric {
     info: *mut FiInfo,
     fabric: *mut Fid,
     domain: *mut Fid,
+    serial: Mutex<()>,
 }
 
-// SAFETY: the domain is opened FI_THREAD_SAFE, so its fids may be used from any thread; `info` is
-// read-only after open and freed only in Drop.
+// SAFETY: every libfabric call on the domain or on a fid opened from it holds `serial`'s lock,
+// which is what FI_THREAD_DOMAIN asks of the application; `info` is read-only after open and
+// freed only in Drop.
 unsafe impl Send for Fabric {}
-// SAFETY: as above; every method takes &self and libfabric serializes internally.
+// SAFETY: as above; every method takes &self and serializes its libfabric calls.
 unsafe impl Sync for Fabric {}
 
 impl Fabric {
@@ -260,7 +269,13 @@ impl Fabric {
             info,
             fabric,
             domain,
+            serial: Mutex::new(()),
         })
+    }
+
+    /// The lock every libfabric call on this domain and its fids holds (FI_THREAD_DOMAIN).
+    fn serial(&self) -> crate::sync::MutexGuard<'_, ()> {
+        lock(&self.serial)
     }
 
     fn info_str(&self, f: unsafe extern "C" fn(*const FiInfo) -> *const c_char) -> String {
@@ -303,11 +318,19 @@ impl Fabric {
 
     /// `fi_mr_reg` of `len` bytes at `addr`. The caller keeps the memory alive until the returned
     /// [`Mr`] is dropped (na's `MemHandle` drops its plugin half only with its memory).
-    pub fn mr_reg(&self, addr: usize, len: usize, access: u64, key: u64) -> Result<Mr, i32> {
+    pub fn mr_reg(
+        self: &std::sync::Arc<Self>,
+        addr: usize,
+        len: usize,
+        access: u64,
+        key: u64,
+    ) -> Result<Mr, i32> {
         let mut mr = std::ptr::null_mut();
         let mut out_key = 0u64;
         let mut desc = std::ptr::null_mut();
-        // SAFETY: registering does not touch the bytes; the out pointers are valid.
+        let _serial = self.serial();
+        // SAFETY: registering does not touch the bytes; the out pointers are valid; the domain
+        // is serialized (FI_THREAD_DOMAIN).
         let rc = unsafe {
             na_ofi_mr_reg(
                 self.domain,
@@ -324,6 +347,7 @@ impl Fabric {
             return Err(-rc);
         }
         Ok(Mr {
+            fabric: self.clone(),
             mr,
             key: out_key,
             desc: desc as usize,
@@ -344,6 +368,8 @@ impl Drop for Fabric {
 
 /// One memory registration (`fid_mr`); closed on drop.
 pub struct Mr {
+    /// Its domain: kept open while the registration lives, and its lock serializes the close.
+    fabric: std::sync::Arc<Fabric>,
     mr: *mut Fid,
     /// The key peers use.
     pub key: u64,
@@ -351,14 +377,15 @@ pub struct Mr {
     pub desc: usize,
 }
 
-// SAFETY: an MR fid of an FI_THREAD_SAFE domain may be closed from any thread.
+// SAFETY: the MR fid is closed under its domain's lock, from whichever thread drops it.
 unsafe impl Send for Mr {}
 // SAFETY: no method mutates through &self.
 unsafe impl Sync for Mr {}
 
 impl Drop for Mr {
     fn drop(&mut self) {
-        // SAFETY: closed once, here.
+        let _serial = self.fabric.serial();
+        // SAFETY: closed once, here, with the domain serialized.
         unsafe { na_ofi_close(self.mr) };
     }
 }
@@ -550,8 +577,9 @@ pub struct Endpoint {
     state: Mutex<EpState>,
 }
 
-// SAFETY: the fids belong to an FI_THREAD_SAFE domain; slot pointers are only dereferenced under
-// `state`'s lock or after being removed from it by the one thread that then owns the slot.
+// SAFETY: every libfabric call on the fids holds the domain's `serial` lock (FI_THREAD_DOMAIN);
+// slot pointers are only dereferenced under `state`'s lock or after being removed from it by the
+// one thread that then owns the slot.
 unsafe impl Send for Endpoint {}
 // SAFETY: as above.
 unsafe impl Sync for Endpoint {}
@@ -568,7 +596,9 @@ impl Endpoint {
             std::ptr::null_mut(),
         );
         let mut fd: c_int = -1;
-        // SAFETY: domain and info are valid while `fabric` lives; out pointers are valid.
+        let serial = fabric.serial();
+        // SAFETY: domain and info are valid while `fabric` lives; out pointers are valid; the
+        // domain is serialized.
         let rc = unsafe {
             na_ofi_ep_open(
                 fabric.domain,
@@ -581,6 +611,7 @@ impl Endpoint {
                 &mut fd,
             )
         };
+        drop(serial);
         if rc != 0 {
             return Err(-rc);
         }
@@ -611,7 +642,8 @@ impl Endpoint {
     /// `fi_getname`: the endpoint's 16-byte `sockaddr_in`.
     pub fn name(&self) -> Result<[u8; 16], i32> {
         let mut out = [0u8; 16];
-        // SAFETY: `ep` is open; `out` has 16 bytes.
+        let _serial = self.fabric.serial();
+        // SAFETY: `ep` is open; `out` has 16 bytes; the domain is serialized.
         let rc = unsafe { na_ofi_getname(self.ep, out.as_mut_ptr()) };
         if rc != 0 {
             return Err(-rc);
@@ -628,7 +660,8 @@ impl Endpoint {
             return Err(errno::ECANCELED);
         }
         let mut out = 0u64;
-        // SAFETY: `av` is open; `addr` is 16 readable bytes; `out` is valid.
+        let _serial = self.fabric.serial();
+        // SAFETY: `av` is open; `addr` is 16 readable bytes; `out` is valid; serialized.
         let rc = unsafe { na_ofi_av_insert(self.av, addr.as_ptr(), &mut out) };
         if rc != 0 {
             return Err(-rc);
@@ -642,7 +675,9 @@ impl Endpoint {
         if st.closed {
             return Err(errno::ECANCELED);
         }
-        // SAFETY: `av` is open; removing an unknown address is an error return, not UB.
+        let _serial = self.fabric.serial();
+        // SAFETY: `av` is open; removing an unknown address is an error return, not UB;
+        // serialized.
         let rc = unsafe { na_ofi_av_remove(self.av, fi_addr) };
         if rc != 0 {
             return Err(-rc);
@@ -759,6 +794,8 @@ impl Endpoint {
     /// # Safety
     /// `raw` is a live slot the caller has exclusive access to (under the state lock).
     unsafe fn issue(&self, raw: *mut Slot) -> Result<(), i32> {
+        // Every branch below calls libfabric: the domain is serialized for all of them.
+        let _serial = self.fabric.serial();
         // SAFETY: per the contract.
         let s = unsafe { &mut *raw };
         let op = s.op.as_mut().expect("slot holds its op");
@@ -848,8 +885,10 @@ impl Endpoint {
         let mut entries = std::mem::MaybeUninit::<[CqEntry; BATCH]>::uninit();
         let base = entries.as_mut_ptr().cast::<CqEntry>();
         loop {
-            // SAFETY: `cq` is open; `base` has room for BATCH entries.
+            let serial = self.fabric.serial();
+            // SAFETY: `cq` is open; `base` has room for BATCH entries; serialized.
             let n = unsafe { na_ofi_cq_read(self.cq, base, BATCH) };
+            drop(serial);
             if n > 0 {
                 let n = (n as usize).min(BATCH);
                 // SAFETY: fi_cq_read wrote `n` (<= BATCH) whole entries from `base`.
@@ -875,8 +914,10 @@ impl Endpoint {
                     err: 0,
                     prov_errno: 0,
                 };
-                // SAFETY: `cq` is open; `err` is a valid out struct.
+                let serial = self.fabric.serial();
+                // SAFETY: `cq` is open; `err` is a valid out struct; serialized.
                 let rc = unsafe { na_ofi_cq_readerr(self.cq, &mut err) };
+                drop(serial);
                 if rc > 0 && !err.op_context.is_null() {
                     let mut st = lock(&self.state);
                     let code = if err.err == 0 {
@@ -1043,9 +1084,10 @@ impl Endpoint {
                 .map(|c| (c as *mut FiCtx).cast())
                 .collect()
         };
+        let _serial = self.fabric.serial();
         for c in ctxs {
             // SAFETY: `ep` is open; `c` is a context of this endpoint (fi_cancel of a finished
-            // piece is a harmless not-found).
+            // piece is a harmless not-found); serialized.
             unsafe { na_ofi_cancel(self.ep, c) };
         }
     }
@@ -1072,8 +1114,10 @@ impl Endpoint {
             },
         ];
         let nfds = if self.wait_fd.is_some() {
-            // SAFETY: fabric and cq are open.
+            let serial = self.fabric.serial();
+            // SAFETY: fabric and cq are open; serialized (the poll below is not).
             let rc = unsafe { na_ofi_trywait(self.fabric.fabric, self.cq) };
+            drop(serial);
             if rc != 0 {
                 self.waiting.store(false, Ordering::SeqCst);
                 return;
@@ -1156,13 +1200,17 @@ impl Endpoint {
             }
         }
         let mut st = lock(&self.state);
+        let serial = self.fabric.serial();
         // SAFETY: closing the endpoint makes libfabric drop every reference to our contexts;
-        // the CQ and AV close after it.
+        // the CQ and AV close after it; serialized.
         unsafe {
             na_ofi_close(self.ep);
             na_ofi_close(self.av);
             na_ofi_close(self.cq);
         }
+        // Released before any slot is dropped: an op's MemHandle may close its MR, which
+        // takes this lock too.
+        drop(serial);
         let left: Vec<*mut Slot> = st.inflight.clone();
         for raw in left {
             // SAFETY: the endpoint is closed: no reference to the slot remains in libfabric.

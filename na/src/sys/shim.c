@@ -56,7 +56,8 @@ int na_ofi_getinfo(const char *prov, const char *node, const char *service, uint
     hints->addr_format = FI_SOCKADDR_IN;
     hints->ep_attr->type = FI_EP_RDM;
     hints->ep_attr->protocol = FI_PROTO_RXM;
-    hints->domain_attr->threading = FI_THREAD_SAFE;
+    /* The Rust side serializes every call on the domain (sys/ofi.rs, Fabric::serial). */
+    hints->domain_attr->threading = FI_THREAD_DOMAIN;
     hints->domain_attr->control_progress = FI_PROGRESS_MANUAL;
     hints->domain_attr->data_progress = FI_PROGRESS_MANUAL;
     hints->domain_attr->av_type = FI_AV_MAP;
