@@ -5,7 +5,7 @@
 //! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
 //! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window;
-//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind). Over ofi+tcp the target is a second process (this
+//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half. Over ofi+tcp the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1`); over inproc it is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
 //!
@@ -253,7 +253,12 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
         );
         return;
     }
-    for size in [0usize, 64, 4096] {
+    let (rates, bulk) = match std::env::var("HG_BENCH_ONLY").as_deref() {
+        Ok("rate") => (true, false),
+        Ok("bulk") => (false, true),
+        _ => (true, true),
+    };
+    for size in [0usize, 64, 4096].into_iter().filter(|_| rates) {
         // The encoded input is the u64 length plus the bytes; size counts the whole body.
         let payload = vec![7u8; size.saturating_sub(8)];
         for inflight in [1usize, 16, 64] {
@@ -292,7 +297,7 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
     }
     // As Mercury's hg_bw_write / hg_bw_read by default: 1 RPC in flight, 64 transfers per RPC.
     let (count, bw_inflight) = (bw_transfers(), bw_inflight());
-    for len in [64usize << 10, 1 << 20] {
+    for len in [64usize << 10, 1 << 20].into_iter().filter(|_| bulk) {
         for pull in [true, false] {
             let bulk =
                 hg::Bulk::create(class, vec![vec![3u8; len * count]], Access::READWRITE).unwrap();
