@@ -954,13 +954,14 @@ impl CtxInner {
     }
 
     /// A registered, peer-readable buffer of exactly `size` bytes holding `value`, with its
-    /// encoded `BulkRef` (cached with the buffer: same registration, same bytes).
+    /// encoded `BulkRef` (cached with the buffer: same registration, same bytes) and, at checksum
+    /// level Payload, the CRC32C of the encoded bytes.
     fn take_send_overflow<T: Proc>(
         &self,
         value: &T,
         size: usize,
         peer: &na::Addr,
-    ) -> Result<(MemHandle, Vec<u8>)> {
+    ) -> Result<(MemHandle, Vec<u8>, Option<u32>)> {
         let cached = (size <= OVERFLOW_KEEP_MAX)
             .then(|| {
                 let mut c = lock(&self.overflow);
@@ -989,13 +990,19 @@ impl CtxInner {
                 (mem, desc)
             }
         };
-        let mut r = Ok(());
+        // One segment (registered just above, or cached from there): encoded, then summed in
+        // one pass each. Only the Payload level carries the CRC: no pass over the body otherwise.
+        let (mut r, mut crc) = (Ok(()), None);
+        let level = self.level();
         mem.with_range(0, size, |seg, at, _, n| {
             r = encode_body(value, &mut seg[at..at + n]);
+            if level == ChecksumLevel::Payload {
+                crc = Some(header::payload_crc(&seg[at..at + n]));
+            }
         })
         .map_err(Error::from_na)?;
         r?;
-        Ok((mem, desc))
+        Ok((mem, desc, crc))
     }
 
     /// Takes back a send overflow buffer no peer can read any more.
@@ -1944,14 +1951,7 @@ impl CtxInner {
                 );
                 return Err(Error::MsgSize);
             }
-            let (mem, desc) = self.take_send_overflow(input, size, &dest)?;
-            // Only the Payload level carries the CRC: skip the pass over the body otherwise.
-            let mut crc = None;
-            if level == ChecksumLevel::Payload {
-                let _ = mem.with_range(0, size, |seg, at, _, n| {
-                    crc = Some(header::payload_crc(&seg[at..at + n]));
-                });
-            }
+            let (mem, desc, crc) = self.take_send_overflow(input, size, &dest)?;
             let bsize = desc.len();
             if uh + hs + bsize > nac.max_unexpected_size() {
                 return Err(Error::MsgSize);
@@ -2078,13 +2078,7 @@ impl CtxInner {
                 self.start_respond::<()>(dest, tag, cookie, Err(Error::MsgSize), None, None)?;
                 return Err(Error::MsgSize);
             }
-            let (mem, desc) = self.take_send_overflow(o, size, &dest)?;
-            let mut crc = None;
-            if level == ChecksumLevel::Payload {
-                let _ = mem.with_range(0, size, |seg, at, _, n| {
-                    crc = Some(header::payload_crc(&seg[at..at + n]));
-                });
-            }
+            let (mem, desc, crc) = self.take_send_overflow(o, size, &dest)?;
             let bsize = desc.len();
             let mut buf = if hs + bsize <= nac.max_expected_size() {
                 self.take_recv_buf(nac.max_expected_size())

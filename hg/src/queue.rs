@@ -276,6 +276,13 @@ mod loom_tests {
         });
     }
 
+    /// What a `progress` holding the NA context does with the hand-off queue: posts it all.
+    fn post_queued(h: &HandOff<u32>, na: &Mutex<Vec<u32>>) {
+        let mut q = VecDeque::new();
+        h.take_all(&mut q);
+        lock(na).extend(q.drain(..));
+    }
+
     /// A forward posted directly or handed to a progress that holds the NA context and is
     /// about to block: it reaches NA exactly once, and a blocked progress is always woken.
     /// (Progress lets the NA context go before the join: loom counts a `try_lock` pending when
@@ -301,12 +308,10 @@ mod loom_tests {
             };
             // Progress: holds the NA context, posts what was queued, decides to block (and
             // stays blocked in NA, holding it, until woken or timed out).
-            let mut q = VecDeque::new();
             let (slept, posted_before) = {
                 let g = lock(&na);
                 let n = g.as_ref().unwrap();
-                h.take_all(&mut q);
-                lock(n).extend(q.drain(..));
+                post_queued(&h, n);
                 let slept = h.prepare_sleep();
                 let posted = !lock(n).is_empty();
                 (slept, posted)
@@ -320,8 +325,7 @@ mod loom_tests {
             }
             let g = lock(&na);
             let n = g.as_ref().unwrap();
-            h.take_all(&mut q);
-            lock(n).extend(q.drain(..));
+            post_queued(&h, n);
             assert_eq!(*lock(n), vec![7]);
         });
     }
@@ -342,17 +346,11 @@ mod loom_tests {
                     }
                 })
             };
-            let mut q = VecDeque::new();
-            {
-                let g = lock(&na);
-                h.take_all(&mut q);
-                lock(g.as_ref().unwrap()).extend(q.drain(..));
-            }
+            post_queued(&h, lock(&na).as_ref().unwrap());
             producer.join().unwrap();
             let g = lock(&na);
-            h.take_all(&mut q);
             let n = g.as_ref().unwrap();
-            lock(n).extend(q.drain(..));
+            post_queued(&h, n);
             assert_eq!(*lock(n), vec![1, 2]);
         });
     }

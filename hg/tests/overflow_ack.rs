@@ -121,28 +121,35 @@ fn turn(ctxs: &[&Context]) {
     }
 }
 
-/// A client that sends one request on a raw NA context, receives the (overflowing) reply and
-/// then dies: it never pulls the output and never acknowledges. Returns the client's address
-/// as the server names it once the reply is in and the raw context is closed.
-fn client_dies_after_reply(s: &Setup) -> na::Addr {
-    let raw = s.client.na().context_create(9).unwrap();
-    let body = hg::proc::encode_to_vec(&BigIn { n: 200_000 }).unwrap();
+/// Sends request `id` with `input` to the server from the raw NA context `raw`, as an HG
+/// client would (checksums off, cookie 0), with reply tag `tag`; nobody on this side will
+/// pull or acknowledge an overflowing reply.
+fn send_raw_request(s: &Setup, raw: &na::Context, id: u64, input: &impl hg::Proc, tag: na::Tag) {
+    let body = hg::proc::encode_to_vec(input).unwrap();
     let hs = ChecksumLevel::None.header_size();
     let uh = s.client.na().unexpected_header_size();
     let mut buf = MsgBuf::new(uh + hs + body.len());
     raw.msg_init_unexpected(&mut buf);
     let msg = &mut buf.as_mut_slice()[uh..];
     let req = RequestHeader {
-        id: Big::id(),
+        id,
         flags: 0,
         cookie: 0,
     };
     header::encode_request(&req, ChecksumLevel::None, msg, body.len()).unwrap();
     msg[hs..].copy_from_slice(&body);
+    raw.send_unexpected(buf, uh + hs + body.len(), &s.saddr, tag, 2);
+}
+
+/// A client that sends one request on a raw NA context, receives the (overflowing) reply and
+/// then dies: it never pulls the output and never acknowledges. Returns the client's address
+/// as the server names it once the reply is in and the raw context is closed.
+fn client_dies_after_reply(s: &Setup) -> na::Addr {
+    let raw = s.client.na().context_create(9).unwrap();
     let tag = 77;
     let max = s.client.na().max_expected_size();
     raw.recv_expected(MsgBuf::new(max), &s.saddr, tag, 1);
-    raw.send_unexpected(buf, uh + hs + body.len(), &s.saddr, tag, 2);
+    send_raw_request(s, &raw, Big::id(), &BigIn { n: 200_000 }, tag);
     let end = Instant::now() + GUARD;
     let reply = loop {
         turn(&[&s.sctx]);
@@ -223,20 +230,7 @@ fn released_on_peer_removal(s: &Setup) {
 /// for that peer is let go of at once (no deadline, no removal).
 fn released_when_the_reply_fails(s: &Setup) {
     let raw = s.client.na().context_create(9).unwrap();
-    let body = hg::proc::encode_to_vec(&LaterIn { x: 0 }).unwrap();
-    let hs = ChecksumLevel::None.header_size();
-    let uh = s.client.na().unexpected_header_size();
-    let mut buf = MsgBuf::new(uh + hs + body.len());
-    raw.msg_init_unexpected(&mut buf);
-    let msg = &mut buf.as_mut_slice()[uh..];
-    let req = RequestHeader {
-        id: Later::id(),
-        flags: 0,
-        cookie: 0,
-    };
-    header::encode_request(&req, ChecksumLevel::None, msg, body.len()).unwrap();
-    msg[hs..].copy_from_slice(&body);
-    raw.send_unexpected(buf, uh + hs + body.len(), &s.saddr, 78, 2);
+    send_raw_request(s, &raw, Later::id(), &LaterIn { x: 0 }, 78);
     let end = Instant::now() + GUARD;
     while s.kept.lock().unwrap().is_empty() {
         turn(&[&s.sctx]);
