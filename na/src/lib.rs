@@ -40,6 +40,6 @@ pub use error::{Error, Result};
 pub use mem::{Access, MemHandle, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
 pub use msg::{MsgBuf, Tag};
 pub use op::{Completion, Op, OpId, OpKind, Request, Rma};
-pub use plugin::{InfoString, InitOptions, Plugin, PluginContext, ProgressMode};
+pub use plugin::{InfoString, InitOptions, Plugin, PluginContext, ProgressMode, ThreadMode};
 pub use rdma::{rdma_devices, RdmaDevice};
 pub use recv_pool::{Received, RecvPool, RecvPoolConfig};

@@ -103,6 +103,8 @@ pub struct InitOptions {
     pub max_contexts: u8,
     /// Whether a `progress` with a timeout may sleep in the kernel (`na_init_info::progress_mode`).
     pub progress_mode: ProgressMode,
+    /// Who serializes the transport's calls (`na_init_info::thread_mode`).
+    pub thread_mode: ThreadMode,
 }
 
 impl Default for InitOptions {
@@ -112,6 +114,7 @@ impl Default for InitOptions {
             max_expected_size: 4096,
             max_contexts: 64,
             progress_mode: ProgressMode::Block,
+            thread_mode: ThreadMode::Serialized,
         }
     }
 }
@@ -130,6 +133,27 @@ pub enum ProgressMode {
     /// and `wait_fd()` is then the wake eventfd only. For a caller that owns a core and spins.
     #[doc(alias = "NA_NO_BLOCK")]
     NoBlock,
+}
+
+/// Who serializes a class's calls into its transport (`na_init_info::thread_mode`). Either way
+/// the class may be used from any thread; the modes differ in cost and in how contexts driven
+/// by several threads at once share the transport.
+#[doc(alias = "na_thread_mode")]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ThreadMode {
+    /// na serializes every call on the class's transport domain with one lock of its own, held
+    /// only around each call; the ofi plugin opens its domain `FI_THREAD_DOMAIN`, so the
+    /// provider takes none of its own locks. What Mercury's tools run with
+    /// (`NA_THREAD_MODE_SINGLE`), without their one-thread promise. Cheapest while one thread at
+    /// a time drives the class's contexts; contexts polled by several threads at once wait on
+    /// each other's calls. The default.
+    #[default]
+    #[doc(alias = "NA_THREAD_MODE_SINGLE")]
+    Serialized,
+    /// The provider serializes (`FI_THREAD_SAFE`, Mercury's default): its own, finer locks on
+    /// every call and no class-wide lock, for several threads driving several contexts of one
+    /// class at once.
+    Provider,
 }
 
 /// A parsed info string: `<plugin>[+<protocol>][://[<host>][:<port>]]` (`na_info`).

@@ -19,7 +19,7 @@ use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
 use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, Segment};
 use crate::msg::Tag;
-use crate::plugin::{InfoString, InitOptions, Plugin, ProgressMode};
+use crate::plugin::{InfoString, InitOptions, Plugin, ProgressMode, ThreadMode};
 use crate::sync::Arc;
 use std::net::Ipv4Addr;
 
@@ -353,7 +353,14 @@ mod imp {
         // Mercury asks VIRT_ADDR | ALLOCATED | PROV_KEY | LOCAL | ENDPOINT; we leave out LOCAL
         // and ENDPOINT (message buffers are not registered): tcp answers 0 either way.
         let mr_hints = flags::MR_VIRT_ADDR | flags::MR_ALLOCATED | flags::MR_PROV_KEY;
-        let fabric = sys::Fabric::open(prov, node.as_deref(), service.as_deref(), mr_hints)
+        let serialized = opts.thread_mode == ThreadMode::Serialized;
+        let fabric = sys::Fabric::open(
+            prov,
+            node.as_deref(),
+            service.as_deref(),
+            mr_hints,
+            serialized,
+        )
             .map_err(|e| {
                 let err = if e == sys::errno::ENODATA {
                     Error::NoDev

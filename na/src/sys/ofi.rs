@@ -93,6 +93,7 @@ extern "C" {
         node: *const c_char,
         service: *const c_char,
         mr_mode: u64,
+        serialized: c_int,
         out: *mut *mut FiInfo,
     ) -> c_int;
     fn na_ofi_freeinfo(info: *mut FiInfo);
@@ -204,22 +205,25 @@ fn neg(rc: isize) -> i32 {
 
 /// An opened fabric and domain over one `fi_info` (the class's half; shared by its endpoints).
 ///
-/// The domain is opened `FI_THREAD_DOMAIN` (as Mercury's tools open it, `NA_THREAD_MODE_SINGLE`):
-/// libfabric takes none of its own locks, and this module serializes every call on the domain
-/// and on its endpoints, CQs, AVs and MRs with one lock, [`Fabric::serial`]'s, held only
-/// around the call itself (never while blocked in `poll`). That one uncontended lock costs less
-/// than the locks `FI_THREAD_SAFE` makes rxm and tcp take on every call (about 1,000
-/// instructions per RPC and side under callgrind, docs/perf.md).
+/// Serialized (`ThreadMode::Serialized`, the default), the domain is opened `FI_THREAD_DOMAIN`
+/// (as Mercury's tools open it, `NA_THREAD_MODE_SINGLE`): libfabric takes none of its own locks,
+/// and this module serializes every call on the domain and on its endpoints, CQs, AVs and MRs
+/// with one lock, [`Fabric::serial`]'s, held only around the call itself (never while blocked in
+/// `poll`). That one uncontended lock costs less than the locks `FI_THREAD_SAFE` makes rxm and
+/// tcp take on every call (about 700 instructions per RPC and side under callgrind,
+/// docs/perf.md). Otherwise the domain is `FI_THREAD_SAFE` and there is no lock of ours.
 pub struct Fabric {
     info: *mut FiInfo,
     fabric: *mut Fid,
     domain: *mut Fid,
-    serial: Mutex<()>,
+    /// `Some` in `ThreadMode::Serialized` (FI_THREAD_DOMAIN), `None` in `Provider`.
+    serial: Option<Mutex<()>>,
 }
 
-// SAFETY: every libfabric call on the domain or on a fid opened from it holds `serial`'s lock,
-// which is what FI_THREAD_DOMAIN asks of the application; `info` is read-only after open and
-// freed only in Drop.
+// SAFETY: every libfabric call on the domain or on a fid opened from it holds `serial`'s lock
+// when the domain is FI_THREAD_DOMAIN (what that level asks of the application), and the
+// provider serializes when it is FI_THREAD_SAFE; `info` is read-only after open and freed only
+// in Drop.
 unsafe impl Send for Fabric {}
 // SAFETY: as above; every method takes &self and serializes its libfabric calls.
 unsafe impl Sync for Fabric {}
@@ -232,6 +236,7 @@ impl Fabric {
         node: Option<&str>,
         service: Option<&str>,
         mr_mode: u64,
+        serialized: bool,
     ) -> Result<Fabric, i32> {
         let cprov = CString::new(prov).map_err(|_| errno::EINVAL)?;
         let cnode = node
@@ -250,6 +255,7 @@ impl Fabric {
                 cnode.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
                 cserv.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
                 mr_mode,
+                c_int::from(serialized),
                 &mut info,
             )
         };
@@ -269,13 +275,14 @@ impl Fabric {
             info,
             fabric,
             domain,
-            serial: Mutex::new(()),
+            serial: serialized.then(|| Mutex::new(())),
         })
     }
 
-    /// The lock every libfabric call on this domain and its fids holds (FI_THREAD_DOMAIN).
-    fn serial(&self) -> crate::sync::MutexGuard<'_, ()> {
-        lock(&self.serial)
+    /// The lock every libfabric call on this domain and its fids holds (FI_THREAD_DOMAIN);
+    /// none when the provider serializes (FI_THREAD_SAFE).
+    fn serial(&self) -> Option<crate::sync::MutexGuard<'_, ()>> {
+        self.serial.as_ref().map(lock)
     }
 
     fn info_str(&self, f: unsafe extern "C" fn(*const FiInfo) -> *const c_char) -> String {

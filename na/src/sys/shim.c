@@ -41,7 +41,7 @@ const char *na_ofi_strerror(int err) { return fi_strerror(err); }
  * `service` name the local address (FI_SOURCE) when given. The first IPv4 answer is duplicated
  * into *out (a single fi_info the caller frees with na_ofi_freeinfo). */
 int na_ofi_getinfo(const char *prov, const char *node, const char *service, uint64_t mr_mode,
-                   struct fi_info **out)
+                   int serialized, struct fi_info **out)
 {
     struct fi_info *hints, *list = NULL, *cur;
     int rc;
@@ -56,8 +56,9 @@ int na_ofi_getinfo(const char *prov, const char *node, const char *service, uint
     hints->addr_format = FI_SOCKADDR_IN;
     hints->ep_attr->type = FI_EP_RDM;
     hints->ep_attr->protocol = FI_PROTO_RXM;
-    /* The Rust side serializes every call on the domain (sys/ofi.rs, Fabric::serial). */
-    hints->domain_attr->threading = FI_THREAD_DOMAIN;
+    /* Serialized: the Rust side holds one lock around every call on the domain (sys/ofi.rs,
+     * Fabric::serial). Otherwise the provider locks. */
+    hints->domain_attr->threading = serialized ? FI_THREAD_DOMAIN : FI_THREAD_SAFE;
     hints->domain_attr->control_progress = FI_PROGRESS_MANUAL;
     hints->domain_attr->data_progress = FI_PROGRESS_MANUAL;
     hints->domain_attr->av_type = FI_AV_MAP;
