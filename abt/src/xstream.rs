@@ -33,6 +33,11 @@ const STOP: u8 = 2;
 /// machine run the threads that have work.
 const SPIN_TIME: Duration = Duration::from_millis(500);
 
+/// Pauses per idle round of a stream over plain FIFO pools. One (≈ 29 ns here) did better than 8
+/// and than the former 64 on both cross-stream benchmarks (create into another stream's pool,
+/// eventual round trip across two streams; medians of 8 alternated rounds, docs/perf.md).
+const IDLE_PAUSES: u32 = 1;
+
 /// Idle rounds between two clock reads while spinning (a round is one pause plus the pool
 /// checks, tens of ns; reading the clock every round would double it).
 const CLOCK_EVERY: u32 = 1024;
@@ -586,7 +591,9 @@ impl StreamLocal {
         if self.idle_yield.get() {
             std::thread::yield_now();
         } else {
-            std::hint::spin_loop();
+            for _ in 0..IDLE_PAUSES {
+                std::hint::spin_loop();
+            }
         }
     }
 
