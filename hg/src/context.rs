@@ -1042,7 +1042,7 @@ impl CtxInner {
     fn hand_off(&self, p: Post) {
         if self.closed.load(Ordering::Acquire) {
             // Teardown already drained the queue: fail the operation here, exactly once.
-            self.fail_post(p);
+            self.fail_orphan(p);
             return;
         }
         match self
@@ -1051,8 +1051,29 @@ impl CtxInner {
         {
             Posted::Now | Posted::Queued { wake: false } => {}
             Posted::Queued { wake: true } => self.waker.wake(),
-            // Teardown took the NA context: nothing will post it.
-            Posted::Closed(p) => self.fail_post(p),
+            // Teardown took the NA context or closed the queue: nothing will post it.
+            Posted::Closed(p) => self.fail_orphan(p),
+        }
+    }
+
+    /// Fails work that lost a race with teardown and runs its callback here, at once: the
+    /// context has no `trigger` any more, and teardown's own run of the queue may be over.
+    fn fail_orphan(&self, p: Post) {
+        self.fail_post(p);
+        self.run_queued_after_close();
+    }
+
+    /// Runs every callback still queued, on this thread, each once (the completion queue hands
+    /// each entry to one popper); requests not yet handled are dropped. Only once the context
+    /// is closed, when no `trigger` can run.
+    fn run_queued_after_close(&self) {
+        while let Some(e) = self.cq.pop() {
+            match e {
+                Entry::Forward { .. } | Entry::Done(..) => run_entry(e),
+                Entry::Process(h, _) => {
+                    tracing::debug!(rpc_id = h.id(), "hg: request dropped at context teardown")
+                }
+            }
         }
     }
 
@@ -1822,9 +1843,10 @@ impl CtxInner {
             return;
         }
         let na = lock(&self.na).take();
-        // Work handed off but never posted: fail it.
+        // Work handed off but never posted: fail it. The queue closes as it drains, so work a
+        // racing thread hands off from now on comes back to that thread, which fails it.
         let mut posts = VecDeque::new();
-        self.handoff.take_all(&mut posts);
+        self.handoff.close(&mut posts);
         for p in posts {
             self.fail_post(p);
         }
@@ -1855,14 +1877,7 @@ impl CtxInner {
             }
         }
         // Run every callback still queued, here, once; unhandled requests are dropped.
-        while let Some(e) = self.cq.pop() {
-            match e {
-                Entry::Forward { .. } | Entry::Done(..) => run_entry(e),
-                Entry::Process(h, _) => {
-                    tracing::debug!(rpc_id = h.id(), "hg: request dropped at context teardown")
-                }
-            }
-        }
+        self.run_queued_after_close();
     }
 
     // ---- entry points used by `Handle` ----

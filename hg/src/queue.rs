@@ -66,7 +66,8 @@ impl<T> CompletionQueue<T> {
 /// Dekker-style; the loom model below could not prove it, since loom does not model SeqCst
 /// fully, so the protocol now rests on the mutex alone.)
 pub(crate) struct HandOff<T> {
-    q: Mutex<VecDeque<T>>,
+    /// The queue, and whether it was closed (then it refuses items: nobody would post them).
+    q: Mutex<(VecDeque<T>, bool)>,
     len: AtomicUsize,
     /// Set by `prepare_sleep` and read by `push`, both under `q`'s lock, which orders them.
     /// `end_sleep` clears it without the lock: the consumer is awake then, so a producer that
@@ -77,18 +78,33 @@ pub(crate) struct HandOff<T> {
 impl<T> HandOff<T> {
     pub(crate) fn new() -> Self {
         HandOff {
-            q: Mutex::new(VecDeque::new()),
+            q: Mutex::new((VecDeque::new(), false)),
             len: AtomicUsize::new(0),
             sleeping: AtomicBool::new(false),
         }
     }
 
-    /// Queues `item`; returns true when the consumer may be blocked and must be woken.
-    pub(crate) fn push(&self, item: T) -> bool {
-        let mut q = lock(&self.q);
+    /// Queues `item`; `Ok(true)` when the consumer may be blocked and must be woken, `Err(item)`
+    /// once the queue is closed.
+    pub(crate) fn push(&self, item: T) -> Result<bool, T> {
+        let mut g = lock(&self.q);
+        let (q, closed) = &mut *g;
+        if *closed {
+            return Err(item);
+        }
         q.push_back(item);
         self.len.store(q.len(), Ordering::Release);
-        self.sleeping.load(Ordering::Relaxed)
+        Ok(self.sleeping.load(Ordering::Relaxed))
+    }
+
+    /// Closes the queue (later pushes are refused) and moves what it held into `out`. Under the
+    /// queue's lock, so every item is either drained here or refused to its pusher: none is left
+    /// behind for a consumer that is gone.
+    pub(crate) fn close(&self, out: &mut VecDeque<T>) {
+        let mut g = lock(&self.q);
+        g.1 = true;
+        out.extend(g.0.drain(..));
+        self.len.store(0, Ordering::Release);
     }
 
     /// Moves every queued item into `out`.
@@ -96,11 +112,12 @@ impl<T> HandOff<T> {
         if self.len.load(Ordering::Acquire) == 0 {
             return;
         }
-        let mut q = lock(&self.q);
+        let mut g = lock(&self.q);
+        let q = &mut g.0;
         if out.is_empty() {
             // Swap the queues: no item is copied, and the caller's emptied buffer becomes the
             // queue's, so steady state allocates nothing.
-            std::mem::swap(&mut *q, out);
+            std::mem::swap(q, out);
         } else {
             out.extend(q.drain(..));
         }
@@ -109,8 +126,8 @@ impl<T> HandOff<T> {
 
     /// Announces a blocking wait; false (and no announcement) when work is already queued.
     pub(crate) fn prepare_sleep(&self) -> bool {
-        let q = lock(&self.q);
-        if !q.is_empty() {
+        let g = lock(&self.q);
+        if !g.0.is_empty() {
             return false;
         }
         self.sleeping.store(true, Ordering::Relaxed);
@@ -130,7 +147,7 @@ impl<T> HandOff<T> {
     /// Posts `item` through `target` (the context's NA context) right away when nobody holds
     /// it, after what this queue held (so a thread's cancel never overtakes its own forward);
     /// otherwise queues it for the holder, a `progress`, to post. `Closed` gives the item back
-    /// when `target` was torn down (`None`).
+    /// when `target` was torn down (`None`) or the queue closed.
     pub(crate) fn post_or_push<N>(
         &self,
         target: &Mutex<Option<N>>,
@@ -138,8 +155,9 @@ impl<T> HandOff<T> {
         mut post: impl FnMut(&N, T),
     ) -> Posted<T> {
         let Some(guard) = try_lock(target) else {
-            return Posted::Queued {
-                wake: self.push(item),
+            return match self.push(item) {
+                Ok(wake) => Posted::Queued { wake },
+                Err(item) => Posted::Closed(item),
             };
         };
         let Some(n) = guard.as_ref() else {
@@ -167,7 +185,7 @@ pub(crate) enum Posted<T> {
         /// The holder announced a blocking wait: wake it.
         wake: bool,
     },
-    /// The target is gone: the item comes back, unposted.
+    /// The target is gone or the queue closed: the item comes back, unposted.
     Closed(T),
 }
 
@@ -222,7 +240,7 @@ mod loom_tests {
             let producer = {
                 let (h, woken) = (h.clone(), woken.clone());
                 thread::spawn(move || {
-                    if h.push(7u32) {
+                    if h.push(7u32) == Ok(true) {
                         woken.store(true, Ordering::SeqCst);
                     }
                 })
@@ -254,7 +272,7 @@ mod loom_tests {
             let producer = {
                 let (h, woken) = (h.clone(), woken.clone());
                 thread::spawn(move || {
-                    if h.push(7u32) {
+                    if h.push(7u32) == Ok(true) {
                         woken.store(true, Ordering::SeqCst);
                     }
                 })
@@ -327,6 +345,32 @@ mod loom_tests {
             let n = g.as_ref().unwrap();
             post_queued(&h, n);
             assert_eq!(*lock(n), vec![7]);
+        });
+    }
+
+    /// A forward handed off while its context is torn down on another thread: teardown's
+    /// close drains it or its pusher gets it back (and fails it); it is never left queued with
+    /// nobody to complete it. (With `post_or_push`, a `try_lock` that fails under teardown
+    /// ends in this push; loom cannot make a `try_lock` fail, so the push is modelled alone.)
+    #[test]
+    fn loom_handoff_close_strands_nothing() {
+        model(|| {
+            let h = Arc::new(HandOff::new());
+            let pusher = {
+                let h = h.clone();
+                thread::spawn(move || h.push(7u32).err().unwrap_or(0))
+            };
+            let mut drained = VecDeque::new();
+            h.close(&mut drained);
+            let refused = pusher.join().unwrap();
+            let mut stranded = VecDeque::new();
+            h.take_all(&mut stranded);
+            assert!(stranded.is_empty(), "an item outlived the close");
+            let mut seen: Vec<u32> = drained.into_iter().collect();
+            if refused != 0 {
+                seen.push(refused);
+            }
+            assert_eq!(seen, vec![7]);
         });
     }
 

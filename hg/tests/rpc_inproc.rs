@@ -394,6 +394,48 @@ fn teardown_completes_in_flight_forwards_once() {
     assert_eq!(*got.lock().unwrap(), vec![Err(Error::Canceled); 3]);
 }
 
+/// Forwards from another thread race the context's close: every forward that was accepted
+/// (`Ok`) gets exactly one callback, wherever the race fell (posted before, drained by the close,
+/// or refused after it and failed on the forwarding thread), and none is left behind.
+#[test]
+fn forwards_racing_close_from_another_thread_complete_once() {
+    for round in 0..20 {
+        let p = pair();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let called = Arc::new(AtomicUsize::new(0));
+        let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+        let (a, c) = (accepted.clone(), called.clone());
+        let t = std::thread::spawn(move || {
+            // Until the context refuses new work.
+            for _ in 0..100_000 {
+                let c = c.clone();
+                let r = h.forward(&EchoIn::default(), move |_, _| {
+                    c.fetch_add(1, Ordering::SeqCst);
+                });
+                match r {
+                    Ok(()) => a.fetch_add(1, Ordering::SeqCst),
+                    Err(Error::Canceled) => break,
+                    // The previous forward on this handle is still in flight.
+                    Err(Error::Busy) => continue,
+                    Err(e) => panic!("round {round}: {e:?}"),
+                };
+            }
+        });
+        for _ in 0..(round * 3) {
+            p.cctx.progress(Duration::ZERO).unwrap();
+            p.cctx.trigger(usize::MAX).unwrap();
+        }
+        let Pair { cctx, .. } = p;
+        cctx.close();
+        t.join().unwrap();
+        assert_eq!(
+            called.load(Ordering::SeqCst),
+            accepted.load(Ordering::SeqCst),
+            "round {round}"
+        );
+    }
+}
+
 #[test]
 fn dead_server_gives_one_callback() {
     let p = pair();
