@@ -3,24 +3,12 @@
 
 mod common;
 
+use common::{Echo, EchoIn, EchoOut};
+
 use hg::na::ProgressMode;
-use hg::{Class, Handle, InitOptions, Rpc};
+use hg::{Class, InitOptions, Rpc};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-hg::rpc! {
-    /// Echo.
-    pub rpc Echo(EchoIn, EchoOut) {
-        input {
-            /// Payload.
-            pub data: Vec<u8>,
-        }
-        output {
-            /// Payload back.
-            pub data: Vec<u8>,
-        }
-    }
-}
 
 fn class(opts: InitOptions) -> Option<Class> {
     common::ofi_class(opts)
@@ -46,10 +34,7 @@ fn busy_mode_and_eager_size_reach_na() {
         4096,
         "defaults stay Mercury's"
     );
-    server.register_rpc::<Echo>(Some(Arc::new(|h: Handle| {
-        let i: EchoIn = h.get_input()?;
-        h.respond(&EchoOut { data: i.data }, |_| {})
-    })));
+    common::serve_echo(&server);
     client.register_rpc::<Echo>(None);
     let (sctx, cctx) = (
         server.context_create().unwrap(),

@@ -2,24 +2,12 @@
 
 mod common;
 
+use common::{Echo, EchoIn, EchoOut};
+
 use hg::{Class, Context, Error, Handle, InitOptions, Rpc};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-hg::rpc! {
-    /// Echo.
-    pub rpc Echo(EchoIn, EchoOut) {
-        input {
-            /// Payload.
-            pub data: Vec<u8>,
-        }
-        output {
-            /// Payload back.
-            pub data: Vec<u8>,
-        }
-    }
-}
 
 hg::rpc! {
     /// Held by the server, never answered (until teardown).
@@ -103,10 +91,7 @@ impl Drop for Watchdog {
 /// address string and the thread, which ends once a `Stop` has been answered.
 fn spawn_server(opts: InitOptions) -> Option<(String, std::thread::JoinHandle<()>)> {
     let server = class(opts)?;
-    server.register_rpc::<Echo>(Some(Arc::new(|h: Handle| {
-        let i: EchoIn = h.get_input()?;
-        h.respond(&EchoOut { data: i.data }, |_| {})
-    })));
+    common::serve_echo(&server);
     let held = Arc::new(Mutex::new(Vec::new()));
     server.register_rpc::<Hold>(Some(Arc::new(move |h: Handle| {
         held.lock().unwrap().push(h);

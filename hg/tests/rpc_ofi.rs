@@ -2,26 +2,14 @@
 
 mod common;
 
+use common::{Echo, EchoIn, EchoOut};
+
 use hg::na::{self, Access};
 use hg::{BulkOp, BulkRef, Class, Context, Error, Handle, InitOptions, Rpc};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-hg::rpc! {
-    /// Echo.
-    pub rpc Echo(EchoIn, EchoOut) {
-        input {
-            /// Payload.
-            pub data: Vec<u8>,
-        }
-        output {
-            /// Payload back.
-            pub data: Vec<u8>,
-        }
-    }
-}
 
 hg::rpc! {
     /// Never answered: the server holds the handle.
@@ -62,10 +50,7 @@ fn class() -> Option<Class> {
 }
 
 fn serve(class: &Class) {
-    class.register_rpc::<Echo>(Some(Arc::new(|h: Handle| {
-        let i: EchoIn = h.get_input()?;
-        h.respond(&EchoOut { data: i.data }, |_| {})
-    })));
+    common::serve_echo(class);
     let held = Arc::new(Mutex::new(Vec::new()));
     class.register_rpc::<Hang>(Some(Arc::new(move |h: Handle| {
         held.lock().unwrap().push(h);

@@ -1,8 +1,9 @@
-//! Helpers shared by hg's integration tests: an ofi+tcp class, or a skip without libfabric's tcp provider.
+//! Helpers shared by hg's integration tests: an ofi+tcp class (or a skip without libfabric's tcp provider), and the Echo RPC.
 
 #![allow(dead_code)]
 
-use hg::{Class, Error, InitOptions};
+use hg::{Class, Error, Handle, InitOptions};
+use std::sync::Arc;
 
 /// Opens a listening ofi+tcp class on 127.0.0.1 with `opts`, or returns None (skip) when
 /// libfabric's tcp provider is missing — except under CI=true, where that is a failure.
@@ -20,4 +21,26 @@ pub fn ofi_class(opts: InitOptions) -> Option<Class> {
         }
         Err(e) => panic!("init ofi+tcp: {e}"),
     }
+}
+
+hg::rpc! {
+    /// Echo.
+    pub rpc Echo(EchoIn, EchoOut) {
+        input {
+            /// Payload.
+            pub data: Vec<u8>,
+        }
+        output {
+            /// Payload back.
+            pub data: Vec<u8>,
+        }
+    }
+}
+
+/// Registers [`Echo`] on `class` with a handler that answers each input with its own bytes.
+pub fn serve_echo(class: &Class) {
+    class.register_rpc::<Echo>(Some(Arc::new(|h: Handle| {
+        let i: EchoIn = h.get_input()?;
+        h.respond(&EchoOut { data: i.data }, |_| {})
+    })));
 }
