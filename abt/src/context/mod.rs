@@ -130,6 +130,7 @@ impl Coro {
 
     /// Gives an idle coroutine its next ULT; the next `resume` on this thread starts it (the
     /// caller resumes it before any other coroutine).
+    #[inline]
     pub(crate) fn set_job(&self, job: Job) {
         NEXT_JOB.with(|c| c.set(Some(job)));
     }
