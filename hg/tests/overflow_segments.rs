@@ -1,5 +1,7 @@
 //! Overflowed payloads (`MORE_DATA`) described by a peer with one NA handle per segment, as a Mercury whose NA plugin cannot register vectors sends them: pulled part by part, both directions, over inproc and ofi+tcp.
 
+mod common;
+
 use hg::header::{self, flags, RequestHeader, ResponseHeader};
 use hg::na::plugins::inproc::{Fabric, FaultConfig};
 use hg::na::{self, Access, MsgBuf};
@@ -170,25 +172,13 @@ fn per_segment_overflow_over_inproc() {
     );
 }
 
-fn ofi_na() -> Option<na::Class> {
-    match na::Class::initialize("ofi+tcp://127.0.0.1", true) {
-        Ok(c) => Some(c),
-        Err(e @ (na::Error::NoDev | na::Error::ProtoNoSupport)) => {
-            assert_ne!(
-                std::env::var("CI").as_deref(),
-                Ok("true"),
-                "libfabric tcp provider unavailable under CI=true: {e}"
-            );
-            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
-            None
-        }
-        Err(e) => panic!("init ofi+tcp: {e}"),
-    }
+fn ofi() -> Option<na::Class> {
+    common::ofi_na(&na::InitOptions::default())
 }
 
 #[test]
 fn per_segment_overflow_over_ofi() {
-    let (Some(a), Some(b), Some(c), Some(d)) = (ofi_na(), ofi_na(), ofi_na(), ofi_na()) else {
+    let (Some(a), Some(b), Some(c), Some(d)) = (ofi(), ofi(), ofi(), ofi()) else {
         return;
     };
     let server = Class::from_na(a, opts());

@@ -2,15 +2,20 @@
 
 #![allow(dead_code)]
 
-use hg::{Class, Error, Handle, InitOptions};
+use hg::{Class, Handle, InitOptions};
 use std::sync::Arc;
 
 /// Opens a listening ofi+tcp class on 127.0.0.1 with `opts`, or returns None (skip) when
 /// libfabric's tcp provider is missing — except under CI=true, where that is a failure.
 pub fn ofi_class(opts: InitOptions) -> Option<Class> {
-    match Class::init_opt("ofi+tcp://127.0.0.1", true, opts) {
+    ofi_na(&opts.na).map(|na| Class::from_na(na, opts))
+}
+
+/// The NA half of [`ofi_class`]: a listening ofi+tcp NA class, or None (skip) as there.
+pub fn ofi_na(opts: &hg::na::InitOptions) -> Option<hg::na::Class> {
+    match hg::na::Class::initialize_opt("ofi+tcp://127.0.0.1", true, opts) {
         Ok(c) => Some(c),
-        Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
+        Err(e @ (hg::na::Error::NoDev | hg::na::Error::ProtoNoSupport)) => {
             assert_ne!(
                 std::env::var("CI").as_deref(),
                 Ok("true"),
