@@ -84,7 +84,7 @@ fn opts() -> InitOptions {
     o
 }
 
-/// Opens the ofi+tcp class. Under `HG_BENCH_POLL=1` both sides spin, so NA runs in busy mode
+/// Opens the ofi+tcp class (`listen`: the target; the origin does not). Under `HG_BENCH_POLL=1` both sides spin, so NA runs in busy mode
 /// (`ProgressMode::NoBlock`, CQs without a wait object) as Mercury's tools do with `-b`.
 fn ofi_class(listen: bool) -> hg::Result<Class> {
     let mut o = opts();
@@ -382,7 +382,9 @@ fn main() {
     }
 
     if only.as_deref() != Some("inproc") {
-        let Ok(client) = ofi_class(true) else {
+        // The origin does not listen, as Mercury's hg_rate / hg_bw_* clients do not
+        // (`hg_perf_init(.., listen = false)`): like for like (DESIGN §9).
+        let Ok(client) = ofi_class(false) else {
             println!("ofi+tcp unavailable: skipped");
             return;
         };
