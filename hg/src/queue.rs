@@ -229,6 +229,18 @@ mod loom_tests {
         });
     }
 
+    /// Another thread pushes 7 and records whether the push asked for a wake-up.
+    fn push_and_wake(h: &Arc<HandOff<u32>>) -> (thread::JoinHandle<()>, Arc<AtomicBool>) {
+        let woken = Arc::new(AtomicBool::new(false));
+        let (h, w) = (h.clone(), woken.clone());
+        let producer = thread::spawn(move || {
+            if h.push(7u32) == Ok(true) {
+                w.store(true, Ordering::SeqCst);
+            }
+        });
+        (producer, woken)
+    }
+
     /// A forward handed over from another thread while progress decides to block: either
     /// progress sees the item, or the producer sees the announcement and wakes it. No lost
     /// wake-up, and the item is taken exactly once.
@@ -236,15 +248,7 @@ mod loom_tests {
     fn loom_handoff_no_lost_wakeup() {
         model(|| {
             let h = Arc::new(HandOff::new());
-            let woken = Arc::new(AtomicBool::new(false));
-            let producer = {
-                let (h, woken) = (h.clone(), woken.clone());
-                thread::spawn(move || {
-                    if h.push(7u32) == Ok(true) {
-                        woken.store(true, Ordering::SeqCst);
-                    }
-                })
-            };
+            let (producer, woken) = push_and_wake(&h);
             let mut got = VecDeque::new();
             let slept = h.prepare_sleep();
             if !slept {
@@ -268,15 +272,7 @@ mod loom_tests {
     fn loom_handoff_sleep_again_no_lost_wakeup() {
         model(|| {
             let h = Arc::new(HandOff::new());
-            let woken = Arc::new(AtomicBool::new(false));
-            let producer = {
-                let (h, woken) = (h.clone(), woken.clone());
-                thread::spawn(move || {
-                    if h.push(7u32) == Ok(true) {
-                        woken.store(true, Ordering::SeqCst);
-                    }
-                })
-            };
+            let (producer, woken) = push_and_wake(&h);
             let mut got = VecDeque::new();
             if h.prepare_sleep() {
                 // Woken by a timeout, say.

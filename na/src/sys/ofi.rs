@@ -584,8 +584,8 @@ pub struct Endpoint {
     state: Mutex<EpState>,
 }
 
-// SAFETY: every libfabric call on the fids holds the domain's `serial` lock (FI_THREAD_DOMAIN);
-// slot pointers are only dereferenced under `state`'s lock or after being removed from it by the
+// SAFETY: every libfabric call on the fids holds the domain's `serial` lock when it is
+// FI_THREAD_DOMAIN, and the provider serializes when it is FI_THREAD_SAFE; slot pointers are only dereferenced under `state`'s lock or after being removed from it by the
 // one thread that then owns the slot.
 unsafe impl Send for Endpoint {}
 // SAFETY: as above.
