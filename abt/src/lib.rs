@@ -22,7 +22,7 @@
 //! | `ABT_mutex`, `ABT_cond`, `ABT_eventual`, `ABT_future`, `ABT_barrier` | [`Mutex`], [`Cond`], [`Eventual`], [`Future`], [`Barrier`] |
 //! | `ABT_ERR_*` | [`Error::code`] |
 //!
-//! **A started ULT never changes stream.** Its coroutine (corosensei, `!Send`) stays in the slab of
+//! **A started ULT never changes stream.** Its coroutine (our own stack switch, `!Send`) stays in the slab of
 //! the stream that first ran it; multi-consumer pools only ever hand out units that have not
 //! started, and a started ULT that yields or is resumed goes back to its own stream.
 //!

@@ -103,6 +103,9 @@ pub struct Sched {
     pub(crate) def: Box<dyn Scheduler>,
     pub(crate) pools: Vec<StdArc<dyn Pool>>,
     pub(crate) event_freq: u32,
+    /// Made by [`Sched::create_basic`]: a built-in loop, which counts units in the stream (so
+    /// ULTs may switch directly to the next one between its event checks).
+    pub(crate) builtin: bool,
 }
 
 /// The predefined schedulers (`ABT_sched_predef`).
@@ -137,6 +140,7 @@ impl Sched {
             def: Box::new(def),
             pools,
             event_freq,
+            builtin: false,
         })
     }
 
@@ -147,10 +151,12 @@ impl Sched {
         pools: Vec<StdArc<dyn Pool>>,
         config: SchedConfig,
     ) -> Result<Sched> {
-        match kind {
-            SchedKind::Basic => Sched::create(BasicSched, pools, config),
-            SchedKind::Prio => Sched::create(PrioSched, pools, config),
-        }
+        let mut s = match kind {
+            SchedKind::Basic => Sched::create(BasicSched, pools, config)?,
+            SchedKind::Prio => Sched::create(PrioSched, pools, config)?,
+        };
+        s.builtin = true;
+        Ok(s)
     }
 
     /// The pools (`ABT_sched_get_pools`).
@@ -227,34 +233,47 @@ impl PoolRef<'_> {
     }
 }
 
+/// The loop of both built-in schedulers: `one_per_round` false is `ABT_SCHED_PRIO` (back to the
+/// first pool after each unit). The count of units since the last event check lives in the
+/// stream, where a ULT switching directly to the next ULT adds its switch (`xstream`).
+fn builtin_run(ctx: &SchedContext<'_>, one_per_round: bool) {
+    let freq = ctx.event_freq();
+    let local = ctx.local;
+    let me = local.uid;
+    let n = local.sched_count();
+    loop {
+        let mut ran = false;
+        for p in ctx.pool_refs {
+            if let Some(u) = p.pop(me) {
+                n.set(n.get() + 1);
+                ctx.run_unit(u);
+                local.run_handoff();
+                ran = true;
+                if !one_per_round {
+                    break;
+                }
+            }
+        }
+        if !ran || n.get() >= freq {
+            n.set(0);
+            if ctx.has_to_stop() {
+                break;
+            }
+            ctx.check_events();
+            local.run_handoff();
+            if !ran {
+                ctx.idle();
+            }
+        }
+    }
+}
+
 /// `ABT_SCHED_BASIC`: one unit from each pool per round.
 pub struct BasicSched;
 
 impl Scheduler for BasicSched {
     fn run(&mut self, ctx: &SchedContext<'_>) {
-        let freq = ctx.event_freq();
-        let me = ctx.local.uid;
-        let mut n = 0u32;
-        loop {
-            let mut ran = false;
-            for p in ctx.pool_refs {
-                if let Some(u) = p.pop(me) {
-                    ctx.run_unit(u);
-                    ran = true;
-                    n += 1;
-                }
-            }
-            if !ran || n >= freq {
-                n = 0;
-                if ctx.has_to_stop() {
-                    break;
-                }
-                ctx.check_events();
-                if !ran {
-                    ctx.idle();
-                }
-            }
-        }
+        builtin_run(ctx, true)
     }
 }
 
@@ -263,30 +282,7 @@ pub struct PrioSched;
 
 impl Scheduler for PrioSched {
     fn run(&mut self, ctx: &SchedContext<'_>) {
-        let freq = ctx.event_freq();
-        let me = ctx.local.uid;
-        let mut n = 0u32;
-        loop {
-            let mut ran = false;
-            for p in ctx.pool_refs {
-                if let Some(u) = p.pop(me) {
-                    ctx.run_unit(u);
-                    ran = true;
-                    n += 1;
-                    break;
-                }
-            }
-            if !ran || n >= freq {
-                n = 0;
-                if ctx.has_to_stop() {
-                    break;
-                }
-                ctx.check_events();
-                if !ran {
-                    ctx.idle();
-                }
-            }
-        }
+        builtin_run(ctx, false)
     }
 }
 

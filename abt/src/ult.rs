@@ -187,6 +187,10 @@ fn check_ult() -> Result<()> {
 #[doc(alias = "ABT_self_yield")]
 #[inline]
 pub fn yield_now() -> Result<()> {
+    // Straight to the next ready ULT of this stream when its scheduler allows it.
+    if crate::xstream::switch_next(false) {
+        return Ok(());
+    }
     // A tasklet never runs inside a ULT, so the tasklet check is only needed on the error path.
     match context::switch_out(Switch::Yield) {
         Err(Error::NotInUlt) if in_tasklet() => Err(Error::InTasklet),

@@ -114,6 +114,9 @@ pub(crate) struct UnitInner {
     pub(crate) has_keys: AtomicBool,
     /// Index of its coroutine in the home stream's slab.
     pub(crate) slot: AtomicUsize,
+    /// The address of its coroutine's switch context while started (0 before): what a switch
+    /// to it reads, one load from the unit (see `context::Target`). Home stream only.
+    pub(crate) ctx: AtomicUsize,
     pub(crate) dispatches: AtomicU64,
     /// Outcome and joiner bits ([`DONE_OK`], [`DONE_ERR`], [`WAITERS`]). The finisher sets its
     /// outcome bit and a joiner its WAITERS bit with one read-modify-write each, so whichever comes
@@ -147,6 +150,7 @@ impl UnitInner {
             has_keys: AtomicBool::new(false),
             user_suspended: AtomicBool::new(false),
             slot: AtomicUsize::new(usize::MAX),
+            ctx: AtomicUsize::new(0),
             dispatches: AtomicU64::new(0),
             done: AtomicU8::new(0),
             join: SpinMutex::new(JoinState {
@@ -194,6 +198,7 @@ impl UnitInner {
                 .clear();
         }
         *self.slot.get_mut() = usize::MAX;
+        *self.ctx.get_mut() = 0;
         *self.dispatches.get_mut() = 0;
         *self.done.get_mut() = 0;
         let j = self.join.get_mut();
@@ -551,6 +556,10 @@ impl WaitHandle {
     pub(crate) fn wait(self) {
         match self {
             WaitHandle::Ult => {
+                // Straight to the next ready ULT of this stream when its scheduler allows it.
+                if crate::xstream::switch_next(true) {
+                    return;
+                }
                 let r = crate::context::switch_out(crate::context::Switch::Suspend);
                 debug_assert!(r.is_ok());
             }

@@ -6,7 +6,7 @@
 //! work is done or a stop is requested. Outside those calls the caller is an external thread: ULT
 //! primitives block it like any OS thread, and yield / suspend / self return `Error::NotInUlt`.
 
-use crate::context::{self, Coro, CoroCache};
+use crate::context::{self, CoroCache, CoroSlab, Switch};
 use crate::error::{Error, Result};
 use crate::pool::{Parker, Pool, PoolKind, RingPool, RingQueue};
 use crate::sched::{all_wait, Sched, SchedContext};
@@ -139,9 +139,23 @@ pub(crate) struct StreamLocal {
     /// The scheduler's pools, so a wake on this stream requeues through them (no pool reference
     /// count update).
     pools: Vec<OwnPool>,
-    slab: RefCell<Vec<Option<Box<Coro>>>>,
-    free_slots: RefCell<Vec<usize>>,
+    slab: CoroSlab,
     live: Cell<usize>,
+    /// The stream's reference to the ULT it runs (its pool entry), held here rather than in
+    /// `resume`'s frame, so a ULT that switches directly to the next one (`switch_next`) hands
+    /// it over: whatever sits here when `resume` returns is the ULT that switched out.
+    running: Cell<Option<Unit>>,
+    /// Units run since the built-in scheduler's last event check (it checks every
+    /// `event_freq`); direct switches between ULTs count here too.
+    sched_n: Cell<u32>,
+    /// The event frequency while a built-in scheduler runs over `direct_ring` alone; 0: no
+    /// direct switches.
+    direct_freq: Cell<u32>,
+    /// The scheduler's one pool when it is a single-consumer `RingPool`, and its id.
+    direct_ring: Option<(usize, StdArc<RingPool>)>,
+    /// A unit the direct path popped but could not switch to (new, a tasklet, stale): the
+    /// built-in scheduler runs it next.
+    handoff: Cell<Option<Unit>>,
     coros: RefCell<CoroCache>,
     timers: RefCell<BinaryHeap<Timer>>,
     timer_seq: Cell<u64>,
@@ -177,6 +191,42 @@ pub(crate) fn current_uid() -> usize {
 
 pub(crate) fn in_tasklet() -> bool {
     IN_TASK.with(|c| c.get())
+}
+
+/// Whether a subscriber may want `abt.ult` spans (the global level gate only: two loads when
+/// nobody listens).
+#[inline(always)]
+fn tracing_on() -> bool {
+    tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
+        && tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
+}
+
+/// What [`StreamLocal::direct_next`] decided.
+enum Direct {
+    /// Not applicable: switch out to the scheduler as usual.
+    No,
+    /// The running ULT was popped again: it runs on.
+    Stay,
+    /// Switch to this ULT (claimed, counted, holding the stream's reference).
+    Switch(context::Target),
+    /// The running ULT is settled (requeued or registered as a waiter): switch out to the
+    /// scheduler, which has nothing to do for it.
+    Settled,
+}
+
+/// A yield (`wait` false) or a wait (`wait` true) of the running ULT through the direct path
+/// ([`StreamLocal::direct_next`]). False: not applicable, the caller switches out as usual.
+#[inline]
+pub(crate) fn switch_next(wait: bool) -> bool {
+    let Some(d) = context::with_stream(|s| s.direct_next(wait)) else {
+        return false;
+    };
+    match d {
+        Direct::No => false,
+        Direct::Stay => true,
+        Direct::Switch(t) => context::switch_direct(t).is_ok(),
+        Direct::Settled => context::switch_out(Switch::Settled).is_ok(),
+    }
 }
 
 /// Pushes `unit` into its pool through the current stream's scheduler pool list when the pool is
@@ -218,10 +268,19 @@ impl StreamLocal {
                     None => OwnPool::Dyn(crate::unit::pool_id(p), p.clone()),
                 })
                 .collect(),
-            slab: RefCell::new(Vec::new()),
-            free_slots: RefCell::new(Vec::new()),
+            slab: CoroSlab::default(),
             live: Cell::new(0),
-            coros: RefCell::new(CoroCache::default()),
+            running: Cell::new(None),
+            sched_n: Cell::new(0),
+            direct_freq: Cell::new(0),
+            direct_ring: match &pools[..] {
+                [p] if !p.access().multi_consumer() => {
+                    crate::pool::as_ring(p).map(|r| (crate::unit::pool_id(p), r))
+                }
+                _ => None,
+            },
+            handoff: Cell::new(None),
+            coros: RefCell::new(CoroCache::new(context::Parent::default())),
             timers: RefCell::new(BinaryHeap::new()),
             timer_seq: Cell::new(0),
             locals: RefCell::new(Vec::new()),
@@ -328,31 +387,30 @@ impl StreamLocal {
         }
     }
 
-    /// Switches into a started ULT and handles how it came back. The hot path of every yield;
-    /// the rarer outcomes are in [`Self::after_switch`].
+    /// Switches into a started ULT and handles how it came back (the ULT that comes back may be
+    /// another one of this stream's, which the first switched to directly). The hot path of every
+    /// yield; the rarer outcomes are in [`Self::after_switch`].
     #[inline(never)]
     fn resume(&self, unit: Unit, slot: usize) {
-        // The coroutine is resumed in place: nothing a ULT can call touches the slab (starting
-        // and finishing coroutines happens here, between resumes), so the borrow is never shared.
-        let step = {
-            let mut slab = self.slab.borrow_mut();
-            let Some(coro) = slab.get_mut(slot).and_then(Option::as_mut) else {
-                return;
-            };
-            // Only the global level gate here (two loads when nobody listens): `enabled!` asks
-            // subscribers about its own callsite, not `abt.ult`'s, and a subscriber that filters
-            // by span name (the demo's tracer) says no to it, losing every ULT span. The span's
-            // own callsite decides inside `resume_traced`.
-            if tracing::Level::DEBUG <= tracing::level_filters::STATIC_MAX_LEVEL
-                && tracing::Level::DEBUG <= tracing::level_filters::LevelFilter::current()
-            {
-                self.resume_traced(coro, &unit)
-            } else {
-                coro.resume()
-            }
+        // Only the global level gate here (two loads when nobody listens): `enabled!` asks
+        // subscribers about its own callsite, not `abt.ult`'s, and a subscriber that filters
+        // by span name (the demo's tracer) says no to it, losing every ULT span. The span's
+        // own callsite decides inside `resume_traced`.
+        let step = if tracing_on() {
+            self.resume_traced(unit, slot)
+        } else {
+            self.running.set(Some(unit));
+            self.slab.resume(slot)
+        };
+        let Some(unit) = self.running.take() else {
+            // The ULT that switched out settled itself (`Switch::Settled`): nothing to do.
+            return;
+        };
+        let Some(step) = step else {
+            return;
         };
         match &step {
-            context::Step::Switched(context::Switch::Yield) => {
+            context::Step::Switched(Switch::Yield) => {
                 // Nothing in this variant needs dropping; forgetting it skips the drop glue.
                 std::mem::forget(step);
                 unit.0.state.yielded();
@@ -363,19 +421,20 @@ impl StreamLocal {
                     u.requeue();
                 }
             }
-            context::Step::Switched(context::Switch::Suspend) => {
+            context::Step::Switched(Switch::Suspend) => {
                 // Its waker pushes it (see `state`), with our reference, which the ULT took over
                 // (`context::take_stream_ref`): forgotten, not dropped.
                 std::mem::forget(step);
                 std::mem::forget(unit);
             }
-            _ => self.after_switch(unit, slot, step),
+            _ => self.after_switch(unit, step),
         }
     }
 
-    /// A resume inside the ULT's `abt.ult` span (a subscriber wants debug spans).
+    /// A resume inside the ULT's `abt.ult` span (a subscriber wants debug spans). Direct
+    /// switches are off while tracing is on, so the ULT that comes back is this one.
     #[inline(never)]
-    fn resume_traced(&self, coro: &mut Coro, unit: &Unit) -> context::Step {
+    fn resume_traced(&self, unit: Unit, slot: usize) -> Option<context::Step> {
         let u = &*unit.0;
         let span = tracing::debug_span!(
             "abt.ult",
@@ -384,34 +443,36 @@ impl StreamLocal {
             rank = self.shared.rank
         );
         let _e = span.enter();
-        coro.resume()
+        self.running.set(Some(unit));
+        self.slab.resume(slot)
     }
 
     /// The ULT suspended, yielded to another unit, or finished.
     #[inline(never)]
-    fn after_switch(&self, unit: Unit, slot: usize, step: context::Step) {
+    fn after_switch(&self, unit: Unit, step: context::Step) {
         let u = &*unit.0;
         match step {
-            context::Step::Switched(context::Switch::Yield) => {
+            context::Step::Switched(Switch::Yield) => {
                 u.state.yielded();
                 self.requeue_here(unit);
             }
             // Our reference was taken over by the ULT (`context::take_stream_ref`).
-            context::Step::Switched(context::Switch::Suspend) => std::mem::forget(unit),
-            context::Step::Switched(context::Switch::YieldTo(to)) => {
+            context::Step::Switched(Switch::Suspend) => std::mem::forget(unit),
+            // Settled ULTs took our reference with them (see `switch_next`).
+            context::Step::Switched(Switch::Settled) => std::mem::forget(unit),
+            context::Step::Switched(Switch::YieldTo(to)) => {
                 let (next, c) = *to;
                 u.state.yielded();
                 self.requeue_here(unit);
                 self.run_claimed(next, c);
             }
-            context::Step::Switched(context::Switch::Done) => {
+            context::Step::Switched(Switch::Done) => {
                 // The body returned; its coroutine waits for the next ULT.
                 u.state.terminate();
-                let coro = self.slab.borrow_mut()[slot].take();
-                if let Some(c) = coro {
+                let slot = u.slot.load(Ordering::Relaxed);
+                if let Some(c) = self.slab.remove(slot) {
                     self.coros.borrow_mut().put(c);
                 }
-                self.free_slots.borrow_mut().push(slot);
                 self.live.set(self.live.get() - 1);
                 crate::unit::recycle(unit.0);
             }
@@ -419,12 +480,85 @@ impl StreamLocal {
                 // A coroutine only returns when resumed without a job, which the run path never
                 // does; drop it rather than reuse it.
                 u.state.terminate();
-                drop(self.slab.borrow_mut()[slot].take());
-                self.free_slots.borrow_mut().push(slot);
+                drop(self.slab.remove(u.slot.load(Ordering::Relaxed)));
                 self.live.set(self.live.get() - 1);
                 crate::unit::recycle(unit.0);
             }
         }
+    }
+
+    /// The direct path of a yield (`wait` false: the running ULT goes back into its pool) or a
+    /// wait (`wait` true: it is SUSPENDED and registered as a waiter, which holds the stream's
+    /// reference): when the stream runs a built-in scheduler over one single-consumer ring pool
+    /// (the running ULT's), no subscriber wants `abt.ult` spans, and the scheduler's event counter
+    /// allows one more unit before its next check, the ULT pops the next unit itself, as the
+    /// scheduler would, and switches straight to it if it is a ready ULT started here. The switch
+    /// counts as one unit of the scheduler's; stops, joins, sleepers and the inbox are still
+    /// checked every `event_freq` units.
+    #[inline]
+    fn direct_next(&self, wait: bool) -> Direct {
+        let n = self.sched_n.get();
+        if n >= self.direct_freq.get() || tracing_on() {
+            return Direct::No;
+        }
+        let Some((pid, ring)) = &self.direct_ring else {
+            return Direct::No;
+        };
+        let Some(me) = self.running.take() else {
+            return Direct::No;
+        };
+        let me_ptr = StdArc::as_ptr(&me.0);
+        // The caller must be the ULT this stream runs (not, say, a ULT of a stream nested
+        // inside it, unwinding), from the one pool.
+        if me.0.pool_id != *pid || me_ptr != context::current_ptr() {
+            self.running.set(Some(me));
+            return Direct::No;
+        }
+        if wait {
+            // Its waiter took this reference over (`context::take_stream_ref`).
+            std::mem::forget(me);
+        } else {
+            // Back into its pool, runnable: only this stream pops a single-consumer pool, and it
+            // is busy running this ULT until the switch below, so the entry cannot run early.
+            me.0.state.yielded();
+            ring.push_from(self.uid, me);
+        }
+        let Some(next) = ring.pop_from(self.uid) else {
+            // Waiting, with nothing else ready: the scheduler carries on.
+            return Direct::Settled;
+        };
+        self.sched_n.set(n + 1);
+        let u = &*next.0;
+        if u.home_id.load(Ordering::Relaxed) == self.uid && u.state.claim_owned() {
+            self.count_dispatch(u);
+            if StdArc::as_ptr(&next.0) == me_ptr {
+                // Itself (alone in its pool, or woken before it switched out): it runs on.
+                self.running.set(Some(next));
+                return Direct::Stay;
+            }
+            if let Some(t) = context::Target::of(u) {
+                self.running.set(Some(next));
+                return Direct::Switch(t);
+            }
+            u.state.yielded();
+        }
+        // New, a tasklet, stale, or not ours: the scheduler runs it (`run_handoff`).
+        self.handoff.set(Some(next));
+        Direct::Settled
+    }
+
+    /// Runs what the direct path left for the scheduler (see [`Self::direct_next`]).
+    #[inline]
+    pub(crate) fn run_handoff(&self) {
+        while let Some(u) = self.handoff.take() {
+            self.run_unit(u);
+        }
+    }
+
+    /// Units the built-in scheduler has run since its last event check.
+    #[inline(always)]
+    pub(crate) fn sched_count(&self) -> &Cell<u32> {
+        &self.sched_n
     }
 
     /// A started unit claimed on a stream that is not its home goes back to its home's inbox.
@@ -464,18 +598,8 @@ impl StreamLocal {
             unit: Unit(unit.0.clone()),
             body,
         });
-        let slot = match self.free_slots.borrow_mut().pop() {
-            Some(s) => {
-                self.slab.borrow_mut()[s] = Some(coro);
-                s
-            }
-            None => {
-                let mut slab = self.slab.borrow_mut();
-                slab.push(Some(coro));
-                slab.len() - 1
-            }
-        };
-        u.slot.store(slot, Ordering::Relaxed);
+        self.slab.insert_for(coro, u);
+        let slot = u.slot.load(Ordering::Relaxed);
         self.live.set(self.live.get() + 1);
         Some(slot)
     }
@@ -614,9 +738,9 @@ impl StreamLocal {
 
 impl Drop for StreamLocal {
     fn drop(&mut self) {
-        // Suspended ULTs left behind by a stop are unwound here (corosensei forces an unwind),
+        // Suspended ULTs left behind by a stop are unwound here (`Coro` forces an unwind),
         // so their joiners see an error rather than hanging.
-        let slab = std::mem::take(&mut *self.slab.borrow_mut());
+        let slab = self.slab.drain();
         drop(slab);
     }
 }
@@ -652,12 +776,14 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
     // Runs when the scheduler returns or unwinds: the pools' owner-bound parts are given back
     // while this stream's uid is still current, then the caller's stream (if any) is current again.
     struct Leave<'a> {
+        local: &'a Rc<StreamLocal>,
         pools: &'a [StdArc<dyn Pool>],
         prev: Option<Rc<StreamLocal>>,
         prev_uid: usize,
     }
     impl Drop for Leave<'_> {
         fn drop(&mut self) {
+            self.local.direct_freq.set(0);
             for p in self.pools {
                 p.release_owner();
             }
@@ -671,6 +797,7 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
         p.claim_owner();
     }
     let _leave = Leave {
+        local,
         pools: &pools,
         prev,
         prev_uid,
@@ -694,6 +821,11 @@ fn run_stream(local: &Rc<StreamLocal>, sched: &mut Sched) {
             None => crate::sched::PoolRef::Dyn(&**p),
         })
         .collect();
+    let _stream = context::enter_stream(local);
+    if sched.builtin && local.direct_ring.is_some() {
+        local.direct_freq.set(sched.event_freq);
+    }
+    local.sched_n.set(0);
     let ctx = SchedContext {
         local,
         pools: &sched.pools,

@@ -507,3 +507,40 @@ fn ult_runs_inside_an_abt_ult_span_for_a_name_filtering_subscriber() {
         "one span per switch into the ULT (start, after the yield): {seen:?}"
     );
 }
+
+/// A backtrace taken inside a ULT walks the ULT's own frames and ends cleanly at the entry of
+/// its stack (the context switch code marks it as the outermost frame).
+#[test]
+fn backtrace_inside_a_ult_ends_at_its_stack() {
+    #[inline(never)]
+    fn deep_in_the_ult(n: u32) -> String {
+        if n == 0 {
+            std::backtrace::Backtrace::force_capture().to_string()
+        } else {
+            std::hint::black_box(deep_in_the_ult(n - 1))
+        }
+    }
+    // Symbolizing needs far more than the default 16 KiB of stack.
+    let p = wait_pool();
+    let out = Arc::new(StdMutex::new(String::new()));
+    let o2 = out.clone();
+    let attr = ThreadAttr::new().stack_size(1 << 20);
+    let t = Thread::create_with(&p, &attr, move || *o2.lock().unwrap() = deep_in_the_ult(3));
+    let mut xs = stream(vec![p]);
+    t.join().unwrap();
+    xs.join().unwrap();
+    let bt = out.lock().unwrap().clone();
+    assert!(bt.contains("deep_in_the_ult"), "{bt}");
+    let last = bt
+        .lines()
+        .rev()
+        .find(|l| {
+            l.trim_start()
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit())
+        })
+        .unwrap_or_default()
+        .to_string();
+    assert!(last.contains("trampoline"), "outermost frame: {last}\n{bt}");
+}

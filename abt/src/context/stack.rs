@@ -2,10 +2,12 @@
 
 use crate::error::Error;
 use crate::sync::StdMutex;
-use corosensei::stack::{Stack, StackPointer};
 
 /// Default ULT stack size, as Argobots' (`ABT_THREAD_STACKSIZE` default 16384).
 pub const DEFAULT_STACK_SIZE: usize = 16 * 1024;
+
+/// The smallest usable stack: one page, the least the entry frame and a body's frames need.
+const MIN_STACK_SIZE: usize = 4096;
 
 /// How many arena stacks one arena mapping holds.
 const ARENA_CHUNK: usize = 64;
@@ -49,7 +51,7 @@ impl UltStack {
     /// Maps a stack of at least `size` usable bytes.
     pub(crate) fn new(size: usize, guard: bool) -> Result<UltStack, Error> {
         let page = page_size();
-        let size = round_up(size.max(corosensei::stack::MIN_STACK_SIZE), page);
+        let size = round_up(size.max(MIN_STACK_SIZE), page);
         if guard {
             let total = size + page;
             // SAFETY: anonymous private mapping at an address the kernel chooses; no existing
@@ -123,6 +125,11 @@ impl UltStack {
         self.guard != 0
     }
 
+    /// The highest address of the stack (page aligned): where a fresh context's frame goes.
+    pub(crate) fn top(&self) -> usize {
+        self.lo + self.guard + self.size
+    }
+
     /// The guard page's address range, if any.
     pub(crate) fn guard_range(&self) -> (usize, usize) {
         (self.lo, self.lo + self.guard)
@@ -133,7 +140,7 @@ impl Drop for UltStack {
     fn drop(&mut self) {
         if self.guard != 0 {
             // SAFETY: `lo .. lo + guard + size` is exactly the mapping made in `new`, and the
-            // coroutine that used it has finished (corosensei hands the stack back only then).
+            // coroutine that used it has finished (`Coro` hands the stack back only then).
             unsafe { libc::munmap(self.lo as *mut libc::c_void, self.guard + self.size) };
         } else {
             let mut arena = ARENA.lock().unwrap_or_else(|p| p.into_inner());
@@ -144,23 +151,11 @@ impl Drop for UltStack {
     }
 }
 
-// SAFETY: `base` and `limit` describe memory this value owns exclusively (its own mapping, or an
-// arena slice handed to no one else until it is dropped), readable and writable, 16-byte aligned
-// (page aligned), and at least MIN_STACK_SIZE long.
-unsafe impl Stack for UltStack {
-    fn base(&self) -> StackPointer {
-        StackPointer::new(self.lo + self.guard + self.size).expect("non-null stack")
-    }
-    fn limit(&self) -> StackPointer {
-        StackPointer::new(self.lo + self.guard).expect("non-null stack")
-    }
-}
-
-/// The usable size a stack of `size` requested bytes gets: at least corosensei's minimum, rounded
+/// The usable size a stack of `size` requested bytes gets: at least one page, rounded
 /// up to whole pages.
 #[inline]
 pub(crate) fn class_size(size: usize) -> usize {
-    round_up(size.max(corosensei::stack::MIN_STACK_SIZE), page_size())
+    round_up(size.max(MIN_STACK_SIZE), page_size())
 }
 
 /// A per-stream cache of stacks, so steady-state create / join / free maps nothing
@@ -220,7 +215,7 @@ pub fn default_stack_size() -> usize {
         std::env::var("ABT_THREAD_STACKSIZE")
             .ok()
             .and_then(|s| s.trim().parse::<usize>().ok())
-            .filter(|&n| n >= corosensei::stack::MIN_STACK_SIZE)
+            .filter(|&n| n >= MIN_STACK_SIZE)
             .unwrap_or(DEFAULT_STACK_SIZE)
     })
 }

@@ -238,6 +238,13 @@ impl RingPool {
         }
         self.common.pushed();
     }
+    /// `claim_owner` for the stream whose uid is `me` (loom models have no current stream).
+    #[cfg(all(test, loom))]
+    pub(crate) fn claim_for(&self, me: usize) {
+        if let Flavor::Local(q) = &self.q {
+            q.claim(me);
+        }
+    }
     /// `pop` by the stream whose uid is `me`.
     #[inline]
     pub(crate) fn pop_from(&self, me: usize) -> Option<Unit> {

@@ -152,6 +152,58 @@ mod tests {
         });
     }
 
+    /// The direct path of a wait (`xstream::StreamLocal::direct_next`): the waiter's own stream
+    /// (uid 1), still on the waiter's stack after registering it, pops the next unit from the
+    /// waiter's single-consumer pool while stream B sets the eventual and pushes the waiter back.
+    /// Whichever comes first, the waiter is claimed (run again) exactly once: by that pop (it
+    /// finds itself and runs on) or, when the pop found the pool empty and the waiter switched
+    /// out, by the scheduler's next pop.
+    #[test]
+    fn loom_direct_wait_pop_races_the_wake() {
+        use crate::pool::{Access, Pool, PoolKind, RingPool};
+        use crate::sync::{Ordering, StdArc};
+        use crate::unit::{UnitInner, Waiter};
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let ring = StdArc::new(RingPool::new(PoolKind::Fifo, Access::Mpsc));
+            ring.claim_for(1);
+            let pool: StdArc<dyn Pool> = ring.clone();
+            let u = StdArc::new(UnitInner::new(
+                None,
+                false,
+                0,
+                false,
+                pool.clone(),
+                Box::new(|| {}),
+            ));
+            assert!(u.state.begin_run().is_some());
+            u.home_id.store(1, Ordering::Relaxed);
+            let ev = Arc::new(Eventual::<u32>::new());
+            // Stream 1, inside `Eventual::wait`: SUSPENDED, then registered under the lock.
+            u.state.begin_suspend();
+            lock(&ev.inner).push(Waiter::Ult(u.clone()));
+            let e2 = ev.clone();
+            let setter = loom::thread::spawn(move || e2.set(1).unwrap());
+            let mut claims = 0;
+            if let Some(x) = ring.pop_from(1) {
+                assert!(StdArc::ptr_eq(&x.0, &u), "only the waiter is ever pushed");
+                assert!(x.0.state.claim_owned(), "pushed only once READY");
+                claims += 1;
+            }
+            setter.join().unwrap();
+            if claims == 0 {
+                let x = ring.pop_from(1).expect("the woken waiter is in its pool");
+                assert!(x.0.state.claim_owned());
+                claims += 1;
+            }
+            assert_eq!(claims, 1);
+            assert_eq!(pool.len(), 0, "pushed back exactly once");
+            assert_eq!(u.state.get(), crate::state::RUNNING);
+            assert_eq!(ev.test(), Some(1));
+        });
+    }
+
     /// A setter and a waiter race; the waiter always returns the value (no lost wake-up).
     #[test]
     fn loom_eventual_set_wait() {
