@@ -17,7 +17,6 @@ const INLINE: usize = 28;
 #[doc(alias = "na_addr_t")]
 #[doc(alias = "NA_Addr_dup")]
 #[doc(alias = "NA_Addr_cmp")]
-#[derive(PartialEq, Eq, Hash)]
 pub struct Addr {
     plugin: &'static str,
     raw: SmallVec<[u8; INLINE]>,
@@ -48,6 +47,35 @@ impl Addr {
     #[doc(alias = "NA_Addr_get_serialize_size")]
     pub fn serialize_size(&self) -> usize {
         self.raw.len()
+    }
+}
+
+// Compared on every forward (is it this context's own address?) and every resolve: the plugin
+// name is nearly always the same `&'static str`, and most addresses are 16 bytes, so both are
+// checked without a `memcmp` call before falling back to the general comparison.
+impl PartialEq for Addr {
+    fn eq(&self, other: &Addr) -> bool {
+        let same_plugin = std::ptr::eq(self.plugin, other.plugin) || self.plugin == other.plugin;
+        if !same_plugin {
+            return false;
+        }
+        match (
+            <[u8; 16]>::try_from(&self.raw[..]),
+            <[u8; 16]>::try_from(&other.raw[..]),
+        ) {
+            (Ok(a), Ok(b)) => u128::from_ne_bytes(a) == u128::from_ne_bytes(b),
+            _ => self.raw[..] == other.raw[..],
+        }
+    }
+}
+
+impl Eq for Addr {}
+
+impl std::hash::Hash for Addr {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        // What `eq` compares: the plugin name's text and the bytes.
+        self.plugin.hash(state);
+        self.raw[..].hash(state);
     }
 }
 
@@ -84,5 +112,24 @@ mod tests {
         assert_ne!(a, Addr::from_raw("inproc", &[1, 2, 4]));
         assert_eq!(a.serialize_size(), 3);
         assert_eq!(format!("{a:?}"), "Addr(inproc:010203)");
+    }
+
+    #[test]
+    fn sixteen_byte_addresses_compare_every_byte_and_the_plugin_text() {
+        let bytes: Vec<u8> = (0..16).collect();
+        let a = Addr::from_raw("ofi", &bytes);
+        for i in 0..16 {
+            let mut other = bytes.clone();
+            other[i] ^= 0x80;
+            assert_ne!(a, Addr::from_raw("ofi", &other), "byte {i} ignored");
+        }
+        // The same name from another allocation is the same plugin.
+        let name: &'static str = String::from("ofi").leak();
+        assert_eq!(a, Addr::from_raw(name, &bytes));
+        assert_ne!(a, Addr::from_raw("ofx", &bytes));
+        assert_ne!(a, Addr::from_raw("ofi", &bytes[..15]));
+        let state = std::hash::RandomState::new();
+        let hash = |x: &Addr| std::hash::BuildHasher::hash_one(&state, x);
+        assert_eq!(hash(&a), hash(&Addr::from_raw(name, &bytes)));
     }
 }
