@@ -189,11 +189,17 @@ pub fn encode_request(
     buf[2..10].copy_from_slice(&h.id.to_be_bytes());
     buf[10] = fl;
     buf[11] = h.cookie;
-    let mut c = Crc16::new();
-    c.update(&[MAGIC, PROTOCOL_VERSION]);
-    c.update(&h.id.to_le_bytes());
-    c.update(&[fl, h.cookie]);
-    finish(level, c.value(), buf, body_len)
+    // The CRC16 is only written at a checksum level: not computed for nothing on the fast path.
+    let hcrc = if level == ChecksumLevel::None {
+        0
+    } else {
+        let mut c = Crc16::new();
+        c.update(&[MAGIC, PROTOCOL_VERSION]);
+        c.update(&h.id.to_le_bytes());
+        c.update(&[fl, h.cookie]);
+        c.value()
+    };
+    finish(level, hcrc, buf, body_len)
 }
 
 /// Encodes a response's headers at the front of `buf` (see [`encode_request`]).
@@ -212,10 +218,15 @@ pub fn encode_response(
     buf[1] = fl;
     buf[2..4].copy_from_slice(&h.cookie.to_be_bytes());
     buf[4..12].fill(0);
-    let mut c = Crc16::new();
-    c.update(&[h.ret_code as u8, fl]);
-    c.update(&h.cookie.to_le_bytes());
-    finish(level, c.value(), buf, body_len)
+    let hcrc = if level == ChecksumLevel::None {
+        0
+    } else {
+        let mut c = Crc16::new();
+        c.update(&[h.ret_code as u8, fl]);
+        c.update(&h.cookie.to_le_bytes());
+        c.value()
+    };
+    finish(level, hcrc, buf, body_len)
 }
 
 /// A decoded message's headers.
