@@ -1,6 +1,7 @@
 //! Cells whose exclusive access a protocol guarantees instead of a std lock: [`UnsyncCell`] (an
-//! owner word or a state transition says who may touch it) and [`SpinMutex`], the lock of the ULT
-//! primitives (eventual, join state…), built on it. This module is the `unsafe` of both; callers of
+//! owner word or a state transition says who may touch it), [`HandOff`] (a waker fills a
+//! waiter's slot) and [`SpinMutex`], the lock of the ULT primitives (eventual, join state…),
+//! built on it. This module is the `unsafe` of both; callers of
 //! [`UnsyncCell::with_mut`] say in a `// SAFETY:` comment which protocol makes their access
 //! exclusive.
 //!
@@ -51,6 +52,70 @@ impl<T> UnsyncCell<T> {
     pub(crate) unsafe fn with_mut<R>(&self, f: impl FnOnce(&mut T) -> R) -> R {
         // SAFETY: exclusive access is the caller's contract; loom fails the model otherwise.
         self.0.with_mut(|p| f(unsafe { &mut *p }))
+    }
+}
+
+/// A value slot in a waiting caller's frame, which the waker that takes the caller's entry out
+/// of a primitive's waiter list fills, under the primitive's lock, before waking it: how an
+/// eventual hands its value to a woken waiter without the waiter taking the lock again. The
+/// protocol, for one primitive whose lock guards its list:
+/// - the waiter makes the slot in its frame, puts a [`HandOffPtr`] to it into the list while it
+///   holds the lock, and leaves the frame only once woken, or once it has taken the lock and
+///   removed its entry itself (a waiter that unwinds);
+/// - a waker fills the slot only while it holds the lock and the entry is in the list (it takes
+///   the entry out in the same hold), and wakes the waiter after releasing the lock;
+/// - the waiter reads the slot after its wake (the wake orders the fill before the read) or,
+///   having removed its entry, never.
+///
+/// So the frame is alive whenever a waker writes, and the two never touch the slot at once
+/// (under loom the slot is loom's cell, which checks the second point).
+pub(crate) struct HandOff<T>(UnsyncCell<Option<T>>);
+
+/// Where a registered waiter's [`HandOff`] is; what the primitive's list holds.
+pub(crate) struct HandOffPtr<T>(*const HandOff<T>);
+
+// SAFETY: a `HandOffPtr` is only dereferenced under the protocol of [`HandOff`] (by a waker
+// holding the primitive's lock, while the waiter's frame is alive); it carries a `T` from that
+// thread to the waiter's, hence `T: Send`.
+unsafe impl<T: Send> Send for HandOffPtr<T> {}
+
+impl<T> HandOff<T> {
+    pub(crate) fn new() -> Self {
+        HandOff(UnsyncCell::new(None))
+    }
+    /// The pointer to register (see the protocol).
+    pub(crate) fn ptr(&self) -> HandOffPtr<T> {
+        HandOffPtr(self)
+    }
+    /// The handed-over value, read by the waiter once it has been woken.
+    ///
+    /// # Safety
+    /// The caller was woken by the waker that took its entry out of the list (so nothing
+    /// touches the slot any more, and the wake ordered the fill before this read).
+    #[inline]
+    pub(crate) unsafe fn take_woken(&self) -> Option<T> {
+        // SAFETY: the caller's contract: the only writer is done and ordered before us.
+        unsafe { self.0.with_mut(Option::take) }
+    }
+}
+
+impl<T> HandOffPtr<T> {
+    /// Whether this entry is the one for `h` (a waiter looking for its own entry).
+    pub(crate) fn is(&self, h: &HandOff<T>) -> bool {
+        std::ptr::eq(self.0, h)
+    }
+    /// Hands `v` to the waiter.
+    ///
+    /// # Safety
+    /// The caller holds the lock of the primitive whose list held this entry when the lock was
+    /// taken, and no other thread has filled or will fill it (the entry leaves the list in the
+    /// same hold): see [`HandOff`].
+    #[inline]
+    pub(crate) unsafe fn fill(&self, v: T) {
+        // SAFETY: by the protocol the waiter's frame, and the slot in it, are alive while its
+        // entry is listed and the lock is held, and the waiter does not touch the slot until it
+        // is woken (after the lock is released).
+        unsafe { (*self.0).0.with_mut(|s| *s = Some(v)) }
     }
 }
 

@@ -103,7 +103,7 @@ pub(crate) use std::sync::Arc as StdArc;
 
 /// Protocol-guarded cells and the spin lock of the ULT primitives (the crate's own unsafe code for
 /// them lives in `cell.rs`).
-pub(crate) use crate::cell::{SpinGuard, SpinMutex, UnsyncCell};
+pub(crate) use crate::cell::{HandOff, HandOffPtr, SpinGuard, SpinMutex, UnsyncCell};
 
 /// Takes a [`SpinMutex`] (the lock of the ULT primitives' state).
 #[inline]

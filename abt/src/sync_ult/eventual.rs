@@ -1,24 +1,44 @@
 //! `Eventual` (`ABT_eventual`): a value set once that waiters block on.
+//!
+//! `set` hands the value to each waiter it wakes: it clones it into a slot in the waiter's frame
+//! (a [`HandOff`]) under the lock, before waking, so a woken waiter returns it without taking the
+//! lock again. A waiter is woken only by the `set` that took its entry out of the list, so it
+//! always returns that set's value, even when a `reset` (which only ever touches the eventual's
+//! own value, under the lock) runs between the wake and the waiter's return.
 
 use crate::error::{Error, Result};
-use crate::sync::{spin as lock, SpinMutex as Mutex};
+use crate::sync::{spin as lock, HandOff, HandOffPtr, SpinMutex as Mutex};
 use crate::unit::Waiter;
+
+/// A registered waiter: who to wake and where to put the value.
+struct Entry<T> {
+    w: Waiter,
+    slot: HandOffPtr<T>,
+}
 
 struct Inner<T> {
     value: Option<T>,
     /// The first waiter (the common case is one), moved out whole by `set`.
-    first: Option<Waiter>,
+    first: Option<Entry<T>>,
     /// Any further waiters.
-    more: Vec<Waiter>,
+    more: Vec<Entry<T>>,
 }
 
 impl<T> Inner<T> {
-    fn push(&mut self, w: Waiter) {
+    fn push(&mut self, e: Entry<T>) {
         if self.first.is_none() {
-            self.first = Some(w);
+            self.first = Some(e);
         } else {
-            self.more.push(w);
+            self.more.push(e);
         }
+    }
+    /// Takes the entry of `h` out of the list, if it is still there.
+    fn remove(&mut self, h: &HandOff<T>) -> Option<Entry<T>> {
+        if self.first.as_ref().is_some_and(|e| e.slot.is(h)) {
+            return self.first.take();
+        }
+        let i = self.more.iter().position(|e| e.slot.is(h))?;
+        Some(self.more.remove(i))
     }
 }
 
@@ -31,6 +51,22 @@ pub struct Eventual<T> {
 impl<T: Clone> Default for Eventual<T> {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Withdraws a waiter's entry if its frame is left without a wake (a ULT unwound while waiting,
+/// because its stream was dropped): by the [`HandOff`] protocol no `set` may fill the slot after.
+struct Withdraw<'a, T> {
+    ev: &'a Eventual<T>,
+    slot: &'a HandOff<T>,
+}
+
+impl<T> Drop for Withdraw<'_, T> {
+    #[cold]
+    fn drop(&mut self) {
+        let e = lock(&self.ev.inner).remove(self.slot);
+        // A waiter that unwinds does not wait: its reference goes with the entry.
+        drop(e);
     }
 }
 
@@ -49,23 +85,35 @@ impl<T: Clone> Eventual<T> {
     /// Waits until set and returns the value (`ABT_eventual_wait`).
     #[doc(alias = "ABT_eventual_wait")]
     pub fn wait(&self) -> T {
-        loop {
-            let h = {
-                let mut g = lock(&self.inner);
-                if let Some(v) = &g.value {
-                    return v.clone();
-                }
-                // Prepared under the lock: a ULT is SUSPENDED before `set` can see it, so a
-                // wake between here and the switch is not lost (see `state`).
-                let w = Waiter::prepare();
-                let h = w.handle();
-                g.push(w);
-                h
-            };
-            h.wait();
-            // Woken by `set`; a `reset` racing in between sends us round again.
-            if let Some(v) = &lock(&self.inner).value {
+        let slot = HandOff::new();
+        let h = {
+            let mut g = lock(&self.inner);
+            if let Some(v) = &g.value {
                 return v.clone();
+            }
+            // Prepared under the lock: a ULT is SUSPENDED before `set` can see it, so a
+            // wake between here and the switch is not lost (see `state`).
+            let w = Waiter::prepare();
+            let h = w.handle();
+            g.push(Entry {
+                w,
+                slot: slot.ptr(),
+            });
+            h
+        };
+        let withdraw = Withdraw {
+            ev: self,
+            slot: &slot,
+        };
+        h.wait();
+        std::mem::forget(withdraw);
+        // SAFETY: only the `set` that took our entry out of the list wakes us (a ULT waiter is
+        // resumed by its entry's `Waiter::wake` alone, a thread's parker by the same), and it
+        // filled the slot under the lock before; the wake orders that before this read.
+        match unsafe { slot.take_woken() } {
+            Some(v) => v,
+            None => {
+                unreachable!("an eventual's waiter is woken only by a set, which fills its slot")
             }
         }
     }
@@ -74,30 +122,43 @@ impl<T: Clone> Eventual<T> {
     pub fn test(&self) -> Option<T> {
         lock(&self.inner).value.clone()
     }
-    /// Sets the value and wakes every waiter (`ABT_eventual_set`).
+    /// Sets the value and wakes every waiter (`ABT_eventual_set`), handing each its own clone.
+    /// Should a clone panic, the eventual stays unset and its waiters keep waiting.
     #[doc(alias = "ABT_eventual_set")]
     pub fn set(&self, v: T) -> Result<()> {
         let mut g = lock(&self.inner);
         if g.value.is_some() {
             return Err(Error::EventualAlreadySet);
         }
-        g.value = Some(v);
-        let first = g.first.take();
         if g.more.is_empty() {
             // The common case: at most one waiter, and no list to move and drop.
+            let first = g.first.take();
+            if let Some(e) = &first {
+                // SAFETY: we hold the lock and the entry was in the list under it; it leaves
+                // the list in this hold (taken above), so nobody else fills it.
+                unsafe { e.slot.fill(v.clone()) };
+            }
+            g.value = Some(v);
             drop(g);
-            if let Some(w) = first {
-                w.wake();
+            if let Some(e) = first {
+                e.w.wake();
             }
             return Ok(());
         }
+        for e in g.first.iter().chain(g.more.iter()) {
+            // SAFETY: as above: under the lock, each listed entry is filled once, and all leave
+            // the list in this hold (below).
+            unsafe { e.slot.fill(v.clone()) };
+        }
+        g.value = Some(v);
+        let first = g.first.take();
         let more = std::mem::take(&mut g.more);
         drop(g);
-        if let Some(w) = first {
-            w.wake();
+        if let Some(e) = first {
+            e.w.wake();
         }
-        for w in more {
-            w.wake();
+        for e in more {
+            e.w.wake();
         }
         Ok(())
     }
@@ -139,7 +200,11 @@ mod tests {
             assert!(u.state.begin_run().is_some());
             // Stream A, inside `Eventual::wait`: mark SUSPENDED, then register under the lock.
             u.state.begin_suspend();
-            lock(&ev.inner).push(Waiter::Ult(u.clone()));
+            let slot = HandOff::new();
+            lock(&ev.inner).push(Entry {
+                w: Waiter::Ult(u.clone()),
+                slot: slot.ptr(),
+            });
             let e2 = ev.clone();
             let setter = loom::thread::spawn(move || e2.set(1).unwrap());
             if u.state.resume() == Resume::Push {
@@ -182,7 +247,11 @@ mod tests {
             let ev = Arc::new(Eventual::<u32>::new());
             // Stream 1, inside `Eventual::wait`: SUSPENDED, then registered under the lock.
             u.state.begin_suspend();
-            lock(&ev.inner).push(Waiter::Ult(u.clone()));
+            let slot = HandOff::new();
+            lock(&ev.inner).push(Entry {
+                w: Waiter::Ult(u.clone()),
+                slot: slot.ptr(),
+            });
             let e2 = ev.clone();
             let setter = loom::thread::spawn(move || e2.set(1).unwrap());
             let mut claims = 0;
@@ -201,6 +270,62 @@ mod tests {
             assert_eq!(pool.len(), 0, "pushed back exactly once");
             assert_eq!(u.state.get(), crate::state::RUNNING);
             assert_eq!(ev.test(), Some(1));
+        });
+    }
+
+    /// A registered waiter (an OS thread) is woken by a set while another thread resets the
+    /// eventual: the waiter gets the set's value through its slot whatever the order (the
+    /// waiter used to re-read the eventual after waking, and a reset in between sent it back to
+    /// wait for a set that never came); loom's cell checks the fill and the read never overlap.
+    #[test]
+    fn loom_eventual_hand_over_survives_reset() {
+        use crate::unit::ThreadParker;
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let ev = Arc::new(Eventual::<u32>::new());
+            let slot = HandOff::new();
+            let parker = Arc::new(ThreadParker::new());
+            // What `wait` does under the lock, for a waiter that is an OS thread.
+            lock(&ev.inner).push(Entry {
+                w: Waiter::Thread(parker.clone()),
+                slot: slot.ptr(),
+            });
+            let e2 = ev.clone();
+            let setter = loom::thread::spawn(move || e2.set(7).unwrap());
+            let e3 = ev.clone();
+            let resetter = loom::thread::spawn(move || e3.reset());
+            parker.wait();
+            // SAFETY: woken by the set that took the entry (the protocol under test).
+            assert_eq!(unsafe { slot.take_woken() }, Some(7));
+            setter.join().unwrap();
+            resetter.join().unwrap();
+        });
+    }
+
+    /// A waiter that leaves without a wake (a ULT unwound while it waits) withdraws its entry
+    /// under the lock while a set runs: either the set filled its slot first (and the entry is
+    /// gone) or the entry is withdrawn and the set never touches the slot.
+    #[test]
+    fn loom_eventual_withdraw_races_set() {
+        use crate::unit::ThreadParker;
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let ev = Arc::new(Eventual::<u32>::new());
+            let slot = HandOff::new();
+            lock(&ev.inner).push(Entry {
+                w: Waiter::Thread(Arc::new(ThreadParker::new())),
+                slot: slot.ptr(),
+            });
+            let e2 = ev.clone();
+            let setter = loom::thread::spawn(move || e2.set(5).unwrap());
+            let withdrawn = lock(&ev.inner).remove(&slot).is_some();
+            setter.join().unwrap();
+            // SAFETY: the setter has finished (joined), so nothing touches the slot any more.
+            let got = unsafe { slot.take_woken() };
+            assert_eq!(got, if withdrawn { None } else { Some(5) });
+            assert_eq!(ev.test(), Some(5));
         });
     }
 
