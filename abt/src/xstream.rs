@@ -233,12 +233,9 @@ pub(crate) fn switch_next(wait: bool) -> bool {
 /// one of them (no reference-count update); gives the unit back otherwise.
 #[inline]
 pub(crate) fn push_via_current(unit: Unit) -> std::result::Result<(), Unit> {
-    // The thread-local access stays a tiny closure (so `with` inlines to one thread-pointer-
-    // relative load); the push runs outside it on a non-atomic `Rc` clone.
-    match CURRENT.with(|c| (**c.borrow()).clone()) {
-        Some(s) => s.push_own(unit),
-        None => Err(unit),
-    }
+    // One thread-local load (the stream published for its ULTs while its scheduler runs), no
+    // `RefCell` flag and no `Rc` count.
+    context::with_stream_or(unit, |s, u| s.push_own(u), Err)
 }
 
 pub(crate) fn with_current<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {

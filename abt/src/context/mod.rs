@@ -162,6 +162,21 @@ pub(crate) fn with_stream<R>(f: impl FnOnce(&StreamLocal) -> R) -> Option<R> {
     Some(f(unsafe { &*s }))
 }
 
+/// [`with_stream`] with an argument that goes to `none` when no stream runs on this thread.
+#[inline(always)]
+pub(crate) fn with_stream_or<A, R>(
+    a: A,
+    f: impl FnOnce(&StreamLocal, A) -> R,
+    none: impl FnOnce(A) -> R,
+) -> R {
+    let s = STREAM.with(|c| c.get());
+    if s.is_null() {
+        return none(a);
+    }
+    // SAFETY: as in `with_stream`.
+    f(unsafe { &*s }, a)
+}
+
 /// What a coroutine shares with the code that switches to it: its own allocation (so moving the
 /// [`Coro`] that owns it moves nothing a running coroutine points at).
 struct CoroCtx {
