@@ -511,16 +511,17 @@ impl StreamLocal {
             self.running.set(Some(me));
             return Direct::No;
         }
-        if wait {
+        let next = if wait {
             // Its waiter took this reference over (`context::take_stream_ref`).
             std::mem::forget(me);
+            ring.pop_from(self.uid)
         } else {
             // Back into its pool, runnable: only this stream pops a single-consumer pool, and it
             // is busy running this ULT until the switch below, so the entry cannot run early.
             me.0.state.yielded();
-            ring.push_from(self.uid, me);
-        }
-        let Some(next) = ring.pop_from(self.uid) else {
+            ring.rotate_from(self.uid, me)
+        };
+        let Some(next) = next else {
             // Waiting, with nothing else ready: the scheduler carries on.
             return Direct::Settled;
         };

@@ -79,6 +79,30 @@ impl<T> Deque<T> {
         self.len -= 1;
         v
     }
+    /// `push_back(v)` then `pop_front()` in one step (a yield: the yielder goes to the back, the
+    /// next unit comes off the front): the length does not change, so neither it nor the
+    /// published length is written, and an empty deque hands `v` straight back.
+    #[inline]
+    pub(crate) fn rotate(&mut self, v: T) -> T {
+        if self.len == 0 {
+            return v;
+        }
+        let mask = self.buf.len() - 1;
+        let tail = (self.head + self.len) & mask;
+        let Some(front) = self.buf.get_mut(self.head).and_then(Option::take) else {
+            // The live range is never empty here; keep the deque whole anyway.
+            self.push_back(v);
+            return self.pop_front().expect("just pushed");
+        };
+        // With the deque full, the tail slot is the head slot just emptied.
+        if let Some(slot) = self.buf.get_mut(tail) {
+            let old = slot.replace(v);
+            debug_assert!(old.is_none(), "deque slot past the live range was full");
+            std::mem::forget(old);
+        }
+        self.head = (self.head + 1) & mask;
+        front
+    }
     /// Doubles the capacity (at least 16), keeping the order.
     #[cold]
     #[inline(never)]
@@ -211,6 +235,17 @@ impl<T> LocalQueue<T> {
         self.pop_slow(me)
     }
 
+    /// `push(me, v)` then `pop(me)`, in one step for the owner when the ring is empty.
+    #[inline]
+    pub(crate) fn rotate(&self, me: usize, v: T) -> Option<T> {
+        if me != 0 && self.owner.load(Ordering::Relaxed) == me && self.remote.is_empty() {
+            // SAFETY: as in `held`: this thread is the owner.
+            return Some(unsafe { self.local.with_mut(|l| l.rotate(v)) });
+        }
+        self.push(me, v);
+        self.pop(me)
+    }
+
     /// `pop` when the ring has values, or the caller does not own the deque yet.
     #[cold]
     #[inline(never)]
@@ -285,6 +320,40 @@ mod deque_tests {
         assert!(d.pop_front().is_none());
         assert_eq!(Rc::strong_count(&token), 1, "every value dropped once");
     }
+
+    /// `rotate` is `push_back` then `pop_front`, at every length (empty and full included) and
+    /// while wrapped.
+    #[test]
+    fn rotate_is_push_then_pop() {
+        use std::rc::Rc;
+        let token = Rc::new(());
+        let mut d = Deque::new();
+        let mut model = std::collections::VecDeque::new();
+        let mut next = 0u32;
+        for round in 0..300u32 {
+            // Grow to 0..=20 (16 fills the first buffer exactly), then rotate a few times.
+            let want = (round * 7) % 21;
+            while (d.len() as u32) < want {
+                d.push_back((next, token.clone()));
+                model.push_back(next);
+                next += 1;
+            }
+            while d.len() as u32 > want {
+                assert_eq!(d.pop_front().map(|v| v.0), model.pop_front());
+            }
+            for _ in 0..(round % 4 + 1) {
+                let got = d.rotate((next, token.clone())).0;
+                model.push_back(next);
+                next += 1;
+                assert_eq!(Some(got), model.pop_front());
+                assert_eq!(d.len(), model.len());
+            }
+        }
+        while let Some(v) = model.pop_front() {
+            assert_eq!(d.pop_front().map(|x| x.0), Some(v));
+        }
+        assert_eq!(Rc::strong_count(&token), 1, "every value dropped once");
+    }
 }
 
 #[cfg(all(test, loom))]
@@ -320,6 +389,32 @@ mod tests {
             let remote: Vec<_> = got.iter().copied().filter(|v| *v >= 10).collect();
             assert_eq!(remote, vec![10, 11]);
             assert_eq!(got.len(), 3);
+        });
+    }
+
+    /// A yield's rotate by the owner (uid 1) while a remote producer pushes: every value comes out
+    /// exactly once, the remote producer's order holds, and the deque is only touched by the owner.
+    #[test]
+    fn loom_local_rotate_with_remote_producer() {
+        model(|| {
+            let q = Arc::new(LocalQueue::<usize>::new(2));
+            q.claim(1);
+            q.push(1, 0);
+            let q2 = q.clone();
+            let prod = loom::thread::spawn(move || {
+                q2.push(2, 10);
+                q2.push(2, 11);
+            });
+            let mut got = Vec::new();
+            got.extend(q.rotate(1, 1));
+            prod.join().unwrap();
+            while let Some(v) = q.pop(1) {
+                got.push(v);
+            }
+            let remote: Vec<_> = got.iter().copied().filter(|v| *v >= 10).collect();
+            assert_eq!(remote, vec![10, 11]);
+            got.sort();
+            assert_eq!(got, vec![0, 1, 10, 11]);
         });
     }
 

@@ -238,6 +238,23 @@ impl RingPool {
         }
         self.common.pushed();
     }
+    /// `push_from(me, unit)` then `pop_from(me)`: for a single-consumer pool's owner with nothing
+    /// queued remotely, one step that leaves the length alone (a yield's requeue and next pop).
+    #[inline]
+    pub(crate) fn rotate_from(&self, me: usize, unit: Unit) -> Option<Unit> {
+        match &self.q {
+            Flavor::Local(q) => {
+                let next = q.rotate(me, unit);
+                self.common.pushed();
+                next
+            }
+            other => {
+                other.push_multi_consumer(unit);
+                self.common.pushed();
+                other.pop_multi_consumer()
+            }
+        }
+    }
     /// `claim_owner` for the stream whose uid is `me` (loom models have no current stream).
     #[cfg(all(test, loom))]
     pub(crate) fn claim_for(&self, me: usize) {
