@@ -135,17 +135,11 @@ impl Class {
     }
 
     fn write_registry(&self) -> crate::sync::MutexGuardLike<'_, Registry<Handler>> {
-        match self.inner.registry.write() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::write(&self.inner.registry)
     }
 
     pub(crate) fn read_registry(&self) -> crate::sync::ReadGuardLike<'_, Registry<Handler>> {
-        match self.inner.registry.read() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        }
+        crate::sync::read(&self.inner.registry)
     }
 
     /// `HG_Register`: records `id` with input type `I`, output type `O` and `handler` (`None` on

@@ -248,7 +248,7 @@ impl MemHandle {
                 drop(plugin); // deregistered: the network no longer touches the memory
                 match Arc::try_unwrap(region) {
                     Ok(r) => {
-                        let mut segs = r.storage.into_inner().unwrap_or_else(|p| p.into_inner());
+                        let mut segs = crate::sync::into_inner(r.storage);
                         if segs.len() == 1 {
                             segs.pop().map(Vec::from).unwrap_or_default()
                         } else {

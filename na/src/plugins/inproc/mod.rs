@@ -38,8 +38,8 @@ use crate::msg::Tag;
 use crate::op::{Completion, Op, OpId, Request, Rma};
 use crate::plugin::{InfoString, InitOptions, Plugin, PluginContext, ProgressMode};
 use crate::sync::{
-    arc_dyn, lock, read, write, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar, Mutex,
-    OnceLock, Ordering, RwLock,
+    arc_dyn, lock, read, wait, write, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar,
+    Mutex, OnceLock, Ordering, RwLock,
 };
 use fault::{Rng, SendFaults};
 use opstate::{Cancel, OpCell};
@@ -530,20 +530,14 @@ impl Doorbell {
             }
             b.sleeping = true;
             b = match deadline {
-                None => match self.cv.wait(b) {
-                    Ok(g) => g,
-                    Err(p) => p.into_inner(),
-                },
+                None => wait(&self.cv, b, None),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         b.sleeping = false;
                         return false;
                     }
-                    match self.cv.wait_timeout(b, d - now) {
-                        Ok((g, _)) => g,
-                        Err(p) => p.into_inner().0,
-                    }
+                    wait(&self.cv, b, Some(d - now))
                 }
             };
             b.sleeping = false;
