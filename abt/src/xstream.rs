@@ -332,8 +332,7 @@ impl StreamLocal {
             // A started ULT of this stream (the common case: yields, wakes).
             if u.state.claim_owned() {
                 self.count_dispatch(u);
-                let slot = u.slot.load(Ordering::Relaxed);
-                self.resume(unit, slot);
+                self.resume(unit);
             }
             return;
         }
@@ -365,8 +364,7 @@ impl StreamLocal {
                     self.send_home(unit);
                     return;
                 }
-                let slot = u.slot.load(Ordering::Relaxed);
-                self.resume(unit, slot)
+                self.resume(unit)
             }
             Claim::First(body) => self.run_first(unit, body),
         }
@@ -379,8 +377,8 @@ impl StreamLocal {
             self.run_task(unit, body);
             return;
         }
-        if let Some(slot) = self.start(&unit, body) {
-            self.resume(unit, slot)
+        if self.start(&unit, body) {
+            self.resume(unit)
         }
     }
 
@@ -388,16 +386,17 @@ impl StreamLocal {
     /// another one of this stream's, which the first switched to directly). The hot path of every
     /// yield; the rarer outcomes are in [`Self::after_switch`].
     #[inline(never)]
-    fn resume(&self, unit: Unit, slot: usize) {
+    fn resume(&self, unit: Unit) {
         // Only the global level gate here (two loads when nobody listens): `enabled!` asks
         // subscribers about its own callsite, not `abt.ult`'s, and a subscriber that filters
         // by span name (the demo's tracer) says no to it, losing every ULT span. The span's
         // own callsite decides inside `resume_traced`.
         let step = if tracing_on() {
-            self.resume_traced(unit, slot)
+            self.resume_traced(unit)
         } else {
+            let t = context::Target::of(&unit.0);
             self.running.set(Some(unit));
-            self.slab.resume(slot)
+            t.map(context::resume)
         };
         let Some(unit) = self.running.take() else {
             // The ULT that switched out settled itself (`Switch::Settled`): nothing to do.
@@ -431,7 +430,7 @@ impl StreamLocal {
     /// A resume inside the ULT's `abt.ult` span (a subscriber wants debug spans). Direct
     /// switches are off while tracing is on, so the ULT that comes back is this one.
     #[inline(never)]
-    fn resume_traced(&self, unit: Unit, slot: usize) -> Option<context::Step> {
+    fn resume_traced(&self, unit: Unit) -> Option<context::Step> {
         let u = &*unit.0;
         let span = tracing::debug_span!(
             "abt.ult",
@@ -440,8 +439,9 @@ impl StreamLocal {
             rank = self.shared.rank
         );
         let _e = span.enter();
+        let t = context::Target::of(&unit.0);
         self.running.set(Some(unit));
-        self.slab.resume(slot)
+        t.map(context::resume)
     }
 
     /// The ULT suspended, yielded to another unit, or finished.
@@ -571,10 +571,13 @@ impl StreamLocal {
         }
     }
 
-    /// First run of a ULT: home, stack, coroutine, slab slot.
-    fn start(&self, unit: &Unit, body: Option<crate::state::Body>) -> Option<usize> {
+    /// First run of a ULT: home, stack, coroutine, slab slot. False if it cannot run (no body,
+    /// no stack: it is finished with the error).
+    fn start(&self, unit: &Unit, body: Option<crate::state::Body>) -> bool {
         let u = &*unit.0;
-        let body = body?;
+        let Some(body) = body else {
+            return false;
+        };
         u.home_id.store(self.shared.uid, Ordering::Relaxed);
         if u.access.multi_consumer() {
             let _ = u.home.set(self.shared.clone());
@@ -589,7 +592,7 @@ impl StreamLocal {
                 );
                 u.state.terminate();
                 unit.finish(Err(e));
-                return None;
+                return false;
             }
         };
         coro.set_job(context::Job {
@@ -597,9 +600,8 @@ impl StreamLocal {
             body,
         });
         self.slab.insert_for(coro, u);
-        let slot = u.slot.load(Ordering::Relaxed);
         self.live.set(self.live.get() + 1);
-        Some(slot)
+        true
     }
 
     fn run_task(&self, unit: Unit, body: Option<crate::state::Body>) {

@@ -406,28 +406,6 @@ impl CoroSlab {
         std::mem::take(&mut *self.v.borrow_mut())
     }
 
-    #[inline(always)]
-    fn ctx(&self, slot: usize) -> Option<NonNull<CoroCtx>> {
-        self.v.borrow().get(slot)?.as_ref().map(|c| c.ctx)
-    }
-
-    /// Runs the ULT in `slot` (from the scheduler's stack) until a ULT of this stream switches
-    /// out (itself, or another it switched to directly). `None` if the slot is empty.
-    #[inline(always)]
-    pub(crate) fn resume(&self, slot: usize) -> Option<Step> {
-        // The slab is not borrowed while the ULT runs: a ULT switching directly to another reads
-        // the other's context from it.
-        let ctx = self.ctx(slot)?;
-        // SAFETY: the coroutine stays in this slab until its stream removes it, which only
-        // happens on the scheduler's side after it switched out, so `ctx` is alive; it is not
-        // running (only this stream runs it, and the stream is here, on its scheduler stack).
-        let w = unsafe {
-            let c = ctx.as_ref();
-            switch(W_RUN, c.parent.as_ptr(), c.sp.get())
-        };
-        Some(decode(w))
-    }
-
     /// Inserts the coroutine of a ULT starting on this stream and records where it is in the
     /// unit (its slot, and its context for switches to it).
     #[inline]
@@ -439,9 +417,25 @@ impl CoroSlab {
     }
 }
 
+/// Runs the ULT whose coroutine `t` is (from its stream's scheduler stack) until a ULT of this
+/// stream switches out: itself, or another it switched to directly.
+#[inline(always)]
+pub(crate) fn resume(t: Target) -> Step {
+    // SAFETY: `t` is the coroutine of a ULT started on this stream and claimed by it (see
+    // `Target::of`), so it is alive in the stream's slab (which removes coroutines only on the
+    // scheduler's side, after their ULT switched out) and not running: this thread is on the
+    // stream's scheduler stack, which it saves in the parent slot every switch out returns to.
+    let w = unsafe {
+        let c = t.0.as_ref();
+        switch(W_RUN, c.parent.as_ptr(), c.sp.get())
+    };
+    decode(w)
+}
+
 impl Target {
-    /// The coroutine of `u`, a ULT started on the calling ULT's stream, READY and claimed by it
-    /// (so its coroutine is suspended in this stream's slab), for [`switch_direct`] right away.
+    /// The coroutine of `u`, a ULT started on the calling stream (or the calling ULT's stream),
+    /// READY and claimed by it (so its coroutine is suspended in this stream's slab), for
+    /// [`resume`] or [`switch_direct`] right away.
     #[inline(always)]
     pub(crate) fn of(u: &UnitInner) -> Option<Target> {
         NonNull::new(u.ctx.load(crate::sync::Ordering::Relaxed) as *mut CoroCtx)
