@@ -249,11 +249,14 @@ struct CtxState {
     ops: U64Map<Op>,
     /// Forwards in `ops` that have a deadline: while zero, progress skips the deadline scans.
     timed: usize,
-    /// Unexpected receives posted, plus those in `reposts`.
+    /// Unexpected receives posted, plus those in `reposts` and `replacements`.
     unexpected_posted: usize,
     /// Buffers of requests received, reposted by the next `progress` (after the work the
     /// handlers handed off, so a reply leaves before its request's buffer goes back to NA).
     reposts: Vec<MsgBuf>,
+    /// Buffers of requests received that their handles kept (the input is read in place): the
+    /// next `progress` posts as many pooled buffers in their place.
+    replacements: usize,
     /// How many unexpected receives to keep posted (grows by `request_post_incr`).
     unexpected_target: usize,
     /// `AckWait` operations in `ops` (output overflow registrations kept for an ack).
@@ -280,6 +283,8 @@ pub(crate) struct CtxInner {
     scratch: Mutex<Scratch>,
     data: Mutex<Option<UserArc<dyn Any + Send + Sync>>>,
     next_tag: AtomicU32,
+    /// The NA plugin's largest tag (at least 1), read once: tags wrap below it.
+    max_tag: Tag,
     next_token: AtomicU64,
     driving: AtomicBool,
     closed: AtomicBool,
@@ -341,6 +346,7 @@ impl Context {
                 deadlines: deadlines.clone(),
                 unexpected_posted: 0,
                 reposts: Vec::new(),
+                replacements: 0,
                 unexpected_target: class
                     .options()
                     .request_post_init
@@ -353,6 +359,7 @@ impl Context {
             scratch: Mutex::new(Scratch::default()),
             data: Mutex::new(None),
             next_tag: AtomicU32::new(1),
+            max_tag: class.na().max_tag().max(1),
             next_token: AtomicU64::new(1),
             driving: AtomicBool::new(false),
             closed: AtomicBool::new(false),
@@ -601,7 +608,8 @@ impl ContextRef {
 
     /// Unexpected receives currently posted (grows from `request_post_init` by
     /// `request_post_incr` up to `request_post_max`). The buffers of requests received since
-    /// the last `progress` count as posted: that `progress` reposts them before it polls.
+    /// the last `progress` count as posted: that `progress` reposts them (or pooled ones in
+    /// place of those the requests' handles kept) before it polls.
     pub fn posted_receives(&self) -> usize {
         lock(&self.inner.st).unexpected_posted
     }
@@ -1029,9 +1037,11 @@ impl CtxInner {
     }
 
     fn tag(&self) -> Tag {
-        let max = self.class.na().max_tag().max(1);
+        let max = self.max_tag;
         loop {
-            let t = self.next_tag.fetch_add(1, Ordering::Relaxed) % max;
+            let raw = self.next_tag.fetch_add(1, Ordering::Relaxed);
+            // The division only once the counter has passed the plugin's largest tag.
+            let t = if raw < max { raw } else { raw % max };
             if t != 0 {
                 return t;
             }
@@ -1145,8 +1155,14 @@ impl CtxInner {
         while let Some(buf) = st.reposts.pop() {
             na.recv_unexpected(buf, UNEXPECTED);
         }
+        while st.replacements > 0 {
+            // From the pool that requests' handles give their buffers back to.
+            na.recv_unexpected(self.take_send_buf(size), UNEXPECTED);
+            st.replacements -= 1;
+        }
         while st.unexpected_posted < st.unexpected_target {
-            na.recv_unexpected(MsgBuf::new(size), UNEXPECTED);
+            // From the pool that requests' handles give their buffers back to.
+            na.recv_unexpected(self.take_send_buf(size), UNEXPECTED);
             st.unexpected_posted += 1;
         }
     }
@@ -1456,7 +1472,7 @@ impl CtxInner {
                     OpKind::RecvExpected => {
                         f.recv_op = None;
                         f.recv_pending = false;
-                        self.on_reply(na, f, result, c.buf, c.len);
+                        self.on_reply(this, na, f, result, c.buf, c.len);
                     }
                     OpKind::Get => {
                         let Some((_, _, _, _, parts)) = f.pulling.as_mut() else {
@@ -1599,6 +1615,7 @@ impl CtxInner {
 
     fn on_reply(
         &self,
+        this: &Arc<CtxInner>,
         na: Option<&na::Context>,
         f: &mut Fwd,
         result: Result<()>,
@@ -1645,17 +1662,32 @@ impl CtxInner {
                 return Ok(None);
             }
             header::verify_payload(level, d.payload_crc, body)?;
-            f.handle.set_output(Bytes::Owned(body.to_vec()));
-            Ok(Some(code))
+            Ok(Some((code, d.body_offset)))
         })();
-        self.give_recv_buf(buf);
         match r {
-            Ok(Some(code)) => {
+            Ok(Some((code, start))) => {
+                let end = data.len();
+                // The output is decoded where it arrived; the buffer returns to the pool when
+                // the handle lets go of it (its next forward, or its end).
+                let out = if start < end {
+                    Bytes::Msg {
+                        buf: Some(buf),
+                        start,
+                        end,
+                        ctx: this.clone(),
+                        expected: true,
+                    }
+                } else {
+                    self.give_recv_buf(buf);
+                    Bytes::Owned(Vec::new())
+                };
+                f.handle.set_output(out);
                 f.replied = true;
                 f.reply = Some(code);
             }
-            Ok(None) => {}
+            Ok(None) => self.give_recv_buf(buf),
             Err(e) => {
+                self.give_recv_buf(buf);
                 tracing::warn!(error = %e, rpc_id = f.rpc_id, "hg: bad reply");
                 f.reply = Some(Err(e));
             }
@@ -1698,13 +1730,15 @@ impl CtxInner {
             }
         }
         f.handle.finish_forward();
-        let handle = f.handle.clone();
+        let rpc_id = f.rpc_id;
         if let Some(cb) = f.cb.take() {
+            // The record is done with: its handle reference moves into the entry (no second
+            // count taken and dropped).
             self.cq.push(Entry::Forward {
                 cb,
-                handle,
+                handle: f.handle,
                 result,
-                rpc_id: f.rpc_id,
+                rpc_id,
             });
         }
     }
@@ -1712,46 +1746,62 @@ impl CtxInner {
     fn on_request(&self, this: &Arc<CtxInner>, na: Option<&na::Context>, c: na::Completion) {
         let Some(buf) = c.buf else { return };
         let mut repost = true;
-        match c.result {
-            Err(na::Error::Canceled) => repost = false,
-            Err(e) => tracing::warn!(error = %e, "hg: unexpected receive failed"),
+        // The buffer, unless the request's handle took it (its input is read in place).
+        let back = match c.result {
+            Err(na::Error::Canceled) => {
+                repost = false;
+                Some(buf)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "hg: unexpected receive failed");
+                Some(buf)
+            }
             Ok(()) => {
                 let uh = self.class.na().unexpected_header_size();
                 let len = c.len.min(buf.capacity());
-                let data = &buf.as_slice()[uh.min(len)..len];
                 if let Some(source) = c.source {
-                    self.accept_request(this, na, data, source, c.tag);
+                    self.accept_request(this, na, buf, uh.min(len), len, source, c.tag)
                 } else {
                     tracing::warn!("hg: unexpected message without a source");
+                    Some(buf)
                 }
             }
-        }
+        };
         let mut st = lock(&self.st);
-        if na.is_some() && repost && !self.closed.load(Ordering::Acquire) {
-            // Reposted by the next progress, after the reply this request is about to get: a
-            // receive post runs through the provider (≈ 700 instructions under callgrind) and
-            // would delay that reply.
-            st.reposts.push(buf);
-        } else {
+        if na.is_none() || !repost || self.closed.load(Ordering::Acquire) {
             st.unexpected_posted -= 1;
+            return;
+        }
+        // Reposted by the next progress, after the reply this request is about to get: a receive
+        // post runs through the provider (≈ 700 instructions under callgrind) and would delay
+        // that reply. A buffer the request's handle kept is replaced by a pooled one.
+        match back {
+            Some(buf) => st.reposts.push(buf),
+            None => st.replacements += 1,
         }
     }
 
+    /// Decodes and dispatches the request in `buf[start..len]` from `source`. Returns the buffer
+    /// unless the request's handle keeps it (its input, read in place).
+    #[allow(clippy::too_many_arguments)]
     fn accept_request(
         &self,
         this: &Arc<CtxInner>,
         na: Option<&na::Context>,
-        data: &[u8],
+        buf: MsgBuf,
+        start: usize,
+        len: usize,
         source: na::Addr,
         tag: Tag,
-    ) {
+    ) -> Option<MsgBuf> {
+        let data = &buf.as_slice()[start..len];
         let level = self.level();
         let d = match header::decode_request(data, level) {
             Ok(d) => d,
             Err(e) => {
                 self.bad_requests.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(error = %e, len = data.len(), "hg: bad request dropped");
-                return;
+                return Some(buf);
             }
         };
         let h = d.header;
@@ -1770,12 +1820,14 @@ impl CtxInner {
                 Some(hd) => hd,
                 None => {
                     tracing::warn!(rpc_id = h.id, "hg: request for an id with no handler here");
-                    return answer(Error::NoEntry);
+                    answer(Error::NoEntry);
+                    return Some(buf);
                 }
             },
             Err(e) => {
                 tracing::warn!(rpc_id = h.id, "hg: request for an unregistered id");
-                return answer(e);
+                answer(e);
+                return Some(buf);
             }
         };
         let body = &data[d.body_offset..];
@@ -1821,14 +1873,31 @@ impl CtxInner {
                 }
                 (Ok(_), None) => {}
             }
-            return;
+            return Some(buf);
         }
         if let Err(e) = header::verify_payload(level, d.payload_crc, body) {
             self.bad_requests.fetch_add(1, Ordering::Relaxed);
-            return answer(e);
+            answer(e);
+            return Some(buf);
         }
-        handle.set_input(Bytes::Owned(body.to_vec()));
+        let body_start = start + d.body_offset;
+        let (input, back) = if body_start < len {
+            // Decoded where it arrived (as Mercury decodes from its receive buffer): no copy,
+            // no allocation; the buffer returns to the pool when the handle lets go of it.
+            let input = Bytes::Msg {
+                buf: Some(buf),
+                start: body_start,
+                end: len,
+                ctx: this.clone(),
+                expected: false,
+            };
+            (input, None)
+        } else {
+            (Bytes::Owned(Vec::new()), Some(buf))
+        };
+        handle.set_input(input);
         self.cq.push(Entry::Process(handle, handler));
+        back
     }
 
     fn send_error(&self, na: &na::Context, dest: &na::Addr, tag: Tag, cookie: u8, e: Error) {
@@ -2154,7 +2223,7 @@ impl CtxInner {
     }
 
     /// Returns an expected-size buffer (a reply received, or sent) for reuse.
-    fn give_recv_buf(&self, buf: MsgBuf) {
+    pub(crate) fn give_recv_buf(&self, buf: MsgBuf) {
         give_buf(&self.recv_bufs, buf, self.class.na().max_expected_size());
     }
 
@@ -2163,8 +2232,8 @@ impl CtxInner {
         take_buf(&self.send_bufs, size)
     }
 
-    /// Returns a sent request's buffer for reuse.
-    fn give_send_buf(&self, buf: MsgBuf) {
+    /// Returns an unexpected-size buffer (a request sent, or received) for reuse.
+    pub(crate) fn give_send_buf(&self, buf: MsgBuf) {
         give_buf(&self.send_bufs, buf, self.class.na().max_unexpected_size());
     }
 

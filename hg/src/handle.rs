@@ -10,11 +10,23 @@ use std::any::Any;
 use std::fmt;
 use std::time::{Duration, Instant};
 
-/// Received bytes of an input or an output: an owned vector, or the first `len` bytes of the
-/// registered overflow buffer they were pulled into, decoded there without a copy; that buffer
-/// goes back to its context's cache when these bytes are dropped.
+/// Received bytes of an input or an output: an owned vector, the body of the message buffer
+/// they arrived in, or the first `len` bytes of the registered overflow buffer they were pulled
+/// into. The last two are decoded in place, without a copy, and their buffer goes back to its
+/// context's pool or cache when these bytes are dropped.
 pub(crate) enum Bytes {
     Owned(Vec<u8>),
+    /// `buf[start..end]` of a received message (as Mercury decodes from its receive buffer): no
+    /// copy and no allocation per RPC.
+    Msg {
+        /// Always `Some` until dropped.
+        buf: Option<na::MsgBuf>,
+        start: usize,
+        end: usize,
+        ctx: Arc<CtxInner>,
+        /// A reply's (expected-size) buffer, else a request's (unexpected-size) one.
+        expected: bool,
+    },
     Pulled {
         /// Always `Some` until dropped.
         mem: Option<na::MemHandle>,
@@ -28,6 +40,12 @@ impl Bytes {
     fn decode<T: Proc>(&self) -> Result<T> {
         match self {
             Bytes::Owned(v) => proc::decode_exact(v),
+            Bytes::Msg {
+                buf, start, end, ..
+            } => {
+                let buf = buf.as_ref().ok_or(Error::NoEntry)?;
+                proc::decode_exact(&buf.as_slice()[*start..*end])
+            }
             Bytes::Pulled { mem, len, .. } => {
                 let mem = mem.as_ref().ok_or(Error::NoEntry)?;
                 let mut r = Err(Error::NoEntry);
@@ -44,10 +62,24 @@ impl Bytes {
 
 impl Drop for Bytes {
     fn drop(&mut self) {
-        if let Bytes::Pulled { mem, ctx, .. } = self {
-            if let Some(m) = mem.take() {
-                ctx.give_pull_buf(m);
+        match self {
+            Bytes::Pulled { mem, ctx, .. } => {
+                if let Some(m) = mem.take() {
+                    ctx.give_pull_buf(m);
+                }
             }
+            Bytes::Msg {
+                buf, ctx, expected, ..
+            } => {
+                if let Some(b) = buf.take() {
+                    if *expected {
+                        ctx.give_recv_buf(b);
+                    } else {
+                        ctx.give_send_buf(b);
+                    }
+                }
+            }
+            Bytes::Owned(_) => {}
         }
     }
 }

@@ -902,6 +902,92 @@ fn fault_injection_every_callback_exactly_once() {
     assert!(bad_total > 0, "fault injection never garbled a request");
 }
 
+/// Inputs and outputs are read where they arrived, and a handle keeps its message buffer until
+/// it lets go of it: held handles' bytes must survive many later messages (which must land in
+/// other buffers), and the context keeps its receives posted meanwhile.
+#[test]
+fn held_handles_keep_their_received_bytes_while_more_messages_arrive() {
+    const N: u32 = 48;
+    let p = pair_opt(InitOptions {
+        request_post_init: 2,
+        request_post_incr: 1,
+        request_post_max: 4,
+        ..InitOptions::default()
+    });
+    let pattern =
+        |i: u32, len: usize| -> Vec<u8> { (0..len).map(|k| (i as usize * 31 + k) as u8).collect() };
+    // The server keeps every request's handle without answering until all have arrived.
+    let held: Slot<Handle> = slot();
+    let h2 = held.clone();
+    p.server
+        .register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+            h2.lock().unwrap().push(h);
+            Ok(())
+        })));
+    // The client keeps every handle (its output stays in its reply buffer) and reads nothing in
+    // the callbacks.
+    let done = Arc::new(AtomicUsize::new(0));
+    let mut mine = Vec::new();
+    for i in 0..N {
+        let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+        let d = done.clone();
+        h.forward(
+            &EchoIn {
+                data: pattern(i, 64 + i as usize),
+                n: i,
+            },
+            move |_, r| {
+                assert_eq!(r, Ok(()));
+                d.fetch_add(1, Ordering::SeqCst);
+            },
+        )
+        .unwrap();
+        mine.push(h);
+    }
+    drive(&[&p.sctx, &p.cctx], || {
+        held.lock().unwrap().len() == N as usize
+    });
+    // Every request's bytes are intact although all arrived while the others were held.
+    let server_side: Vec<Handle> = std::mem::take(&mut *held.lock().unwrap());
+    for h in &server_side {
+        let i: EchoIn = h.get_input().unwrap();
+        assert_eq!(
+            i.data,
+            pattern(i.n, 64 + i.n as usize),
+            "request {} overwritten",
+            i.n
+        );
+    }
+    assert_eq!(
+        p.sctx.posted_receives(),
+        4,
+        "receives not kept posted while handles held buffers"
+    );
+    // Answer each with a distinct output; the client keeps all its handles.
+    for h in &server_side {
+        let i: EchoIn = h.get_input().unwrap();
+        let out = EchoOut {
+            rc: i.n + 1,
+            data: pattern(i.n + 1000, 80 + i.n as usize),
+        };
+        h.respond(&out, |r| assert_eq!(r, Ok(()))).unwrap();
+    }
+    drop(server_side);
+    drive(&[&p.sctx, &p.cctx], || {
+        done.load(Ordering::SeqCst) == N as usize
+    });
+    for (i, h) in mine.iter().enumerate() {
+        let i = i as u32;
+        let o: EchoOut = h.get_output().unwrap();
+        assert_eq!(o.rc, i + 1);
+        assert_eq!(
+            o.data,
+            pattern(i + 1000, 80 + i as usize),
+            "reply {i} overwritten"
+        );
+    }
+}
+
 #[test]
 fn unexpected_receives_grow_by_incr_up_to_the_cap() {
     let p = pair_opt(InitOptions {
