@@ -619,6 +619,18 @@ impl Waiter {
         }
     }
 
+    /// Whether the waiter is a ULT started on the stream running on this thread.
+    #[inline]
+    pub(crate) fn on_current_stream(&self) -> bool {
+        match self {
+            Waiter::Ult(u) => {
+                let home = u.home_id.load(Ordering::Relaxed);
+                home != 0 && home == crate::xstream::current_uid()
+            }
+            Waiter::Thread(_) => false,
+        }
+    }
+
     /// Wakes the waiter.
     pub(crate) fn wake(self) {
         match self {
