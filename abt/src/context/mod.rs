@@ -177,8 +177,8 @@ pub(crate) fn with_stream_or<A, R>(
     f(unsafe { &*s }, a)
 }
 
-/// What a coroutine shares with the code that switches to it: its own allocation (so moving the
-/// [`Coro`] that owns it moves nothing a running coroutine points at).
+/// What a coroutine shares with the code that switches to it: at the top of its own stack (so
+/// moving the [`Coro`] that owns it moves nothing a running coroutine points at).
 struct CoroCtx {
     /// Saved stack pointer while the coroutine is not running.
     sp: Cell<usize>,
@@ -249,8 +249,8 @@ unsafe extern "C" fn coro_entry(first: usize, ctx: *const u8) -> ! {
         let Some(Job { unit, body }) = NEXT_JOB.with(Cell::take) else {
             break;
         };
-        // SAFETY: `ctx` outlives the coroutine (its `Coro` frees it only after the loop has
-        // exited, see `Coro::terminate`).
+        // SAFETY: `ctx` outlives the coroutine (its `Coro` drops it only after the loop has
+        // exited, see `Coro::release`).
         let (guard_lo, guard_hi, size) = unsafe { ((*ctx).guard_lo, (*ctx).guard_hi, (*ctx).size) };
         {
             // `running` and `unit` live in this block until the body returns, which is what
@@ -295,22 +295,33 @@ pub(crate) struct Coro {
 }
 
 impl Coro {
-    /// Builds an idle coroutine on `stack`, whose switches out go to `parent`.
+    /// Builds an idle coroutine on `stack`, whose switches out go to `parent`. Its context record
+    /// sits in the top 64 bytes of the stack itself (a page the entry frame touches anyway), so
+    /// a coroutine costs no allocation of its own.
     fn new(stack: UltStack, parent: &Parent) -> Coro {
+        const _: () = assert!(std::mem::size_of::<CoroCtx>() <= 64);
         let (guard_lo, guard_hi) = stack.guard_range();
         let (size, guard) = (stack.size(), stack.guarded());
-        let ctx = NonNull::from(Box::leak(Box::new(CoroCtx {
+        let at = stack.top() - 64;
+        let ctx = CoroCtx {
             sp: Cell::new(0),
             parent: parent.clone(),
             exited: Cell::new(false),
             guard_lo,
             guard_hi,
             size,
-        })));
-        // SAFETY: the stack is ours alone, page aligned at its top, and lives as long as this
-        // `Coro` (which ends the context before giving the stack back); `ctx` lives as long.
-        let sp = unsafe { switch::init(stack.top(), coro_entry, ctx.as_ptr() as *const u8) };
-        // SAFETY: `ctx` was just allocated and is only shared through raw pointers.
+        };
+        // SAFETY: the top 64 bytes of the stack are ours alone (the stack is, and the context's
+        // frames start below them), 64-byte aligned (the top is page aligned), and stay mapped
+        // until `release` drops the record and hands the stack back.
+        let ctx = unsafe {
+            std::ptr::write(at as *mut CoroCtx, ctx);
+            NonNull::new_unchecked(at as *mut CoroCtx)
+        };
+        // SAFETY: the stack below `at` is ours alone, 16-byte aligned at `at`, and lives as long
+        // as this `Coro` (which ends the context before giving the stack back); `ctx` as long.
+        let sp = unsafe { switch::init(at, coro_entry, ctx.as_ptr() as *const u8) };
+        // SAFETY: `ctx` was just written and is only shared through raw pointers.
         unsafe { ctx.as_ref() }.sp.set(sp);
         Coro {
             ctx,
@@ -331,7 +342,7 @@ impl Coro {
     /// unwound first (its join then reports an error), as corosensei did when dropping a
     /// suspended coroutine.
     fn terminate(&mut self) {
-        // SAFETY: `ctx` is alive until `Drop` frees it, after this.
+        // SAFETY: the record is alive until `release` drops it, after this.
         let ctx = unsafe { self.ctx.as_ref() };
         while !ctx.exited.get() {
             // SAFETY: this coroutine is not running (its stream is dropping it from the
@@ -343,19 +354,26 @@ impl Coro {
         }
     }
 
+    /// Ends the context, drops its record and gives the stack back (once; `None` after).
+    fn release(&mut self) -> Option<UltStack> {
+        let stack = self.stack.take()?;
+        self.terminate();
+        // SAFETY: written in `new` at the top of `stack`, which is still ours; the context has
+        // exited, so nothing points at the record any more, and `stack` is gone from `self`, so
+        // this runs once.
+        unsafe { std::ptr::drop_in_place(self.ctx.as_ptr()) };
+        Some(stack)
+    }
+
     /// Ends an idle coroutine and gives its stack back.
     fn into_stack(mut self) -> Option<UltStack> {
-        self.terminate();
-        self.stack.take()
+        self.release()
     }
 }
 
 impl Drop for Coro {
     fn drop(&mut self) {
-        self.terminate();
-        // SAFETY: allocated by `Box::leak` in `new`; the context has exited, so nothing points
-        // at it any more.
-        drop(unsafe { Box::from_raw(self.ctx.as_ptr()) });
+        drop(self.release());
     }
 }
 
