@@ -6,7 +6,8 @@
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
 //! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window;
 //! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half. Over ofi+tcp the target is a second process (this
-//! binary re-executed with `HG_BENCH_SERVER=1`); over inproc it is a second thread. Each case runs
+//! binary re-executed with `HG_BENCH_SERVER=1`, or one started apart and named by
+//! `HG_BENCH_ADDR=<addr>`); over inproc it is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
 //!
 //! Arguments: `--quick` (fewer operations), `--only inproc|ofi`. Without `--bench` (which
@@ -388,23 +389,33 @@ fn main() {
             println!("ofi+tcp unavailable: skipped");
             return;
         };
-        let mut child = Command::new(std::env::current_exe().unwrap())
-            .env("HG_BENCH_SERVER", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let l = lines.next().expect("server exited").unwrap();
-            if let Some(i) = l.find("ADDR ") {
-                break l[i + 5..].trim().to_string();
+        // `HG_BENCH_ADDR=<addr>`: a target started apart (`HG_BENCH_SERVER=1 <this binary>`,
+        // which prints its address), as Mercury's server and client are two commands.
+        let (mut child, addr) = match std::env::var("HG_BENCH_ADDR") {
+            Ok(a) => (None, a),
+            Err(_) => {
+                let mut child = Command::new(std::env::current_exe().unwrap())
+                    .env("HG_BENCH_SERVER", "1")
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+                let addr = loop {
+                    let l = lines.next().expect("server exited").unwrap();
+                    if let Some(i) = l.find("ADDR ") {
+                        break l[i + 5..].trim().to_string();
+                    }
+                };
+                (Some(child), addr)
             }
         };
         let ctx = client.context_create().unwrap();
         let to = client.addr_lookup(&addr).unwrap();
         bench_client("ofi", &client, &ctx, &to, quick);
-        drop(child.stdin.take());
-        child.wait().unwrap();
+        if let Some(child) = child.as_mut() {
+            drop(child.stdin.take());
+            child.wait().unwrap();
+        }
     }
 }
