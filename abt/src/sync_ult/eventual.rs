@@ -194,6 +194,41 @@ mod tests {
     use super::*;
     use crate::sync::Arc;
 
+    /// A ULT of `pool` that began running (on stream `home`, if given), marked itself SUSPENDED
+    /// and registered as the waiter of a fresh eventual with `slot` (the caller's, which must
+    /// stay where it is) as its hand-over slot, as `Eventual::wait` leaves it before switching
+    /// out; with the eventual.
+    fn suspended_waiter(
+        pool: &crate::sync::StdArc<dyn crate::pool::Pool>,
+        home: Option<usize>,
+        slot: &HandOff<u32>,
+    ) -> (
+        crate::sync::StdArc<crate::unit::UnitInner>,
+        Arc<Eventual<u32>>,
+    ) {
+        use crate::sync::{Ordering, StdArc};
+        use crate::unit::{UnitInner, Waiter};
+        let u = StdArc::new(UnitInner::new(
+            None,
+            false,
+            0,
+            false,
+            pool.clone(),
+            Box::new(|| {}),
+        ));
+        assert!(u.state.begin_run().is_some());
+        if let Some(h) = home {
+            u.home_id.store(h, Ordering::Relaxed);
+        }
+        let ev = Arc::new(Eventual::<u32>::new());
+        u.state.begin_suspend();
+        lock(&ev.inner).push(Entry {
+            w: Waiter::Ult(u.clone()),
+            slot: slot.ptr(),
+        });
+        (u, ev)
+    }
+
     /// The ULT state machine around a real eventual: the waiter ULT on stream A has registered
     /// and may not have switched out yet (SUSPENDED) while stream B sets the eventual and a stray
     /// resume from A's side races it. Whichever wins, the ULT is pushed back into its pool exactly
@@ -203,28 +238,14 @@ mod tests {
         use crate::pool::{Access, LockPool, Pool, PoolKind};
         use crate::state::Resume;
         use crate::sync::StdArc;
-        use crate::unit::{Unit, UnitInner, Waiter};
+        use crate::unit::Unit;
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(2);
         b.check(|| {
             let pool: StdArc<dyn Pool> = StdArc::new(LockPool::new(PoolKind::Fifo, Access::Mpsc));
-            let u = StdArc::new(UnitInner::new(
-                None,
-                false,
-                0,
-                false,
-                pool.clone(),
-                Box::new(|| {}),
-            ));
-            let ev = Arc::new(Eventual::<u32>::new());
-            assert!(u.state.begin_run().is_some());
-            // Stream A, inside `Eventual::wait`: mark SUSPENDED, then register under the lock.
-            u.state.begin_suspend();
+            // Stream A, inside `Eventual::wait`: SUSPENDED, then registered under the lock.
             let slot = HandOff::new();
-            lock(&ev.inner).push(Entry {
-                w: Waiter::Ult(u.clone()),
-                slot: slot.ptr(),
-            });
+            let (u, ev) = suspended_waiter(&pool, None, &slot);
             let e2 = ev.clone();
             let setter = loom::thread::spawn(move || e2.set(1).unwrap());
             if u.state.resume() == Resume::Push {
@@ -246,32 +267,16 @@ mod tests {
     #[test]
     fn loom_direct_wait_pop_races_the_wake() {
         use crate::pool::{Access, Pool, PoolKind, RingPool};
-        use crate::sync::{Ordering, StdArc};
-        use crate::unit::{UnitInner, Waiter};
+        use crate::sync::StdArc;
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(2);
         b.check(|| {
             let ring = StdArc::new(RingPool::new(PoolKind::Fifo, Access::Mpsc));
             ring.claim_for(1);
             let pool: StdArc<dyn Pool> = ring.clone();
-            let u = StdArc::new(UnitInner::new(
-                None,
-                false,
-                0,
-                false,
-                pool.clone(),
-                Box::new(|| {}),
-            ));
-            assert!(u.state.begin_run().is_some());
-            u.home_id.store(1, Ordering::Relaxed);
-            let ev = Arc::new(Eventual::<u32>::new());
             // Stream 1, inside `Eventual::wait`: SUSPENDED, then registered under the lock.
-            u.state.begin_suspend();
             let slot = HandOff::new();
-            lock(&ev.inner).push(Entry {
-                w: Waiter::Ult(u.clone()),
-                slot: slot.ptr(),
-            });
+            let (u, ev) = suspended_waiter(&pool, Some(1), &slot);
             let e2 = ev.clone();
             let setter = loom::thread::spawn(move || e2.set(1).unwrap());
             let mut claims = 0;
