@@ -135,7 +135,7 @@ fn run(seed: u64, seen: &mut Seen) -> Vec<u8> {
     }
     la.post(a.put(&local, 50, &remote, 10, 100, &ba, 0));
     la.post(a.get(&local, 0, &remote, 100, 120, &ba, 0));
-    if pick.next() % 2 == 0 {
+    if pick.next().is_multiple_of(2) {
         target = None; // deregistered under the RMA's feet: Access, not a crash
     }
     let mut got = Vec::new();
@@ -173,7 +173,7 @@ fn run(seed: u64, seen: &mut Seen) -> Vec<u8> {
                 lb.post(b.recv_unexpected(buf, 0));
             }
         }
-        if pick.next() % 8 == 0 {
+        if pick.next().is_multiple_of(8) {
             // Cancel something of the client's, pending or not: a no-op when it is done.
             let ops: Vec<_> = la.posted.iter().copied().collect();
             let op = ops[(pick.next() % ops.len() as u64) as usize];
@@ -184,7 +184,7 @@ fn run(seed: u64, seen: &mut Seen) -> Vec<u8> {
     if arrivals > REQUESTS {
         seen.duplicated += 1;
     }
-    let (first, second, lf, ls) = if pick.next() % 2 == 0 {
+    let (first, second, lf, ls) = if pick.next().is_multiple_of(2) {
         (a, b, &mut la, &mut lb)
     } else {
         (b, a, &mut lb, &mut la)
@@ -329,7 +329,7 @@ fn exactly_once_with_a_thread_per_context() {
                 client.msg_init_unexpected(&mut m);
                 m.as_mut_slice()[HEADER_SIZE..].copy_from_slice(&payload(i));
                 ledger.post(client.send_unexpected(m, HEADER_SIZE + 24, &sa, i, 0));
-                if pick.next() % 4 == 0 {
+                if pick.next().is_multiple_of(4) {
                     let ops: Vec<_> = ledger.posted.iter().copied().collect();
                     client
                         .cancel(ops[(pick.next() % ops.len() as u64) as usize])
