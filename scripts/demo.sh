@@ -55,7 +55,8 @@ echo "   is decoded in the progress ULT, hg.handler (in trigger) hands the reque
 echo "   'update' (as the engine does), which pulls the bulk over na.get, waits on an eventual set"
 echo "   by the transfer's callback, stores the bytes and responds. na.get and the reply's"
 echo "   na.send_expected are posted inside hg.bulk_transfer and hg.respond: no progress holds the"
-echo "   NA context then (else they would be handed to it); the next progress reposts the request's buffer."
+echo "   NA context then (else they would be handed to it). The handler read its input in the request's"
+echo "   buffer, which its handle keeps: the next progress posts a pooled buffer in its place."
 grep -h '^@' "$client_log" "$log" | sort -s -k1,1 | cut -d' ' -f2-
 grep -E '^client: update done' "$client_log"
 echo "-- throughput, tracing off (client and engine spin on progress; round trip = request + reply; load average $(cut -d" " -f1-3 /proc/loadavg)):"

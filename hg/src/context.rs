@@ -1155,16 +1155,14 @@ impl CtxInner {
         while let Some(buf) = st.reposts.pop() {
             na.recv_unexpected(buf, UNEXPECTED);
         }
-        while st.replacements > 0 {
-            // From the pool that requests' handles give their buffers back to.
+        // In place of the buffers requests' handles kept (already counted as posted), then up to
+        // the target, from the pool those handles give their buffers back to.
+        let fresh = st.replacements + st.unexpected_target.saturating_sub(st.unexpected_posted);
+        for _ in 0..fresh {
             na.recv_unexpected(self.take_send_buf(size), UNEXPECTED);
-            st.replacements -= 1;
         }
-        while st.unexpected_posted < st.unexpected_target {
-            // From the pool that requests' handles give their buffers back to.
-            na.recv_unexpected(self.take_send_buf(size), UNEXPECTED);
-            st.unexpected_posted += 1;
-        }
+        st.unexpected_posted += fresh - st.replacements;
+        st.replacements = 0;
     }
 
     /// Posts `request_post_incr` more unexpected receives (up to `request_post_max`) when one
@@ -1669,18 +1667,10 @@ impl CtxInner {
                 let end = data.len();
                 // The output is decoded where it arrived; the buffer returns to the pool when
                 // the handle lets go of it (its next forward, or its end).
-                let out = if start < end {
-                    Bytes::Msg {
-                        buf: Some(buf),
-                        start,
-                        end,
-                        ctx: this.clone(),
-                        expected: true,
-                    }
-                } else {
+                let (out, back) = Bytes::in_message(buf, start..end, this, true);
+                if let Some(buf) = back {
                     self.give_recv_buf(buf);
-                    Bytes::Owned(Vec::new())
-                };
+                }
                 f.handle.set_output(out);
                 f.replied = true;
                 f.reply = Some(code);
@@ -1880,21 +1870,9 @@ impl CtxInner {
             answer(e);
             return Some(buf);
         }
-        let body_start = start + d.body_offset;
-        let (input, back) = if body_start < len {
-            // Decoded where it arrived (as Mercury decodes from its receive buffer): no copy,
-            // no allocation; the buffer returns to the pool when the handle lets go of it.
-            let input = Bytes::Msg {
-                buf: Some(buf),
-                start: body_start,
-                end: len,
-                ctx: this.clone(),
-                expected: false,
-            };
-            (input, None)
-        } else {
-            (Bytes::Owned(Vec::new()), Some(buf))
-        };
+        // Decoded where it arrived (as Mercury decodes from its receive buffer); the buffer
+        // returns to the pool when the handle lets go of it.
+        let (input, back) = Bytes::in_message(buf, start + d.body_offset..len, this, false);
         handle.set_input(input);
         self.cq.push(Entry::Process(handle, handler));
         back

@@ -36,6 +36,28 @@ pub(crate) enum Bytes {
 }
 
 impl Bytes {
+    /// The body `range` of a received message, read in place from `buf` (`expected`: a reply's
+    /// buffer, else a request's), which goes back to `ctx`'s pool when the bytes drop. An empty
+    /// body keeps nothing: the buffer comes back at once, for the caller to reuse.
+    pub(crate) fn in_message(
+        buf: na::MsgBuf,
+        range: std::ops::Range<usize>,
+        ctx: &Arc<CtxInner>,
+        expected: bool,
+    ) -> (Bytes, Option<na::MsgBuf>) {
+        if range.is_empty() {
+            return (Bytes::Owned(Vec::new()), Some(buf));
+        }
+        let bytes = Bytes::Msg {
+            buf: Some(buf),
+            start: range.start,
+            end: range.end,
+            ctx: ctx.clone(),
+            expected,
+        };
+        (bytes, None)
+    }
+
     /// Decodes a `T` filling the bytes exactly.
     fn decode<T: Proc>(&self) -> Result<T> {
         match self {

@@ -56,13 +56,11 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 /// Consumes a mutex and returns its data (poison recovered under loom, as in [`lock`]).
 #[cfg(loom)]
-#[allow(dead_code)]
 pub(crate) fn into_inner<T>(m: Mutex<T>) -> T {
     m.into_inner().unwrap_or_else(|p| p.into_inner())
 }
 /// Consumes a mutex and returns its data.
 #[cfg(not(loom))]
-#[allow(dead_code)]
 #[inline]
 pub(crate) fn into_inner<T>(m: Mutex<T>) -> T {
     m.into_inner()
@@ -105,7 +103,6 @@ pub(crate) fn write<T>(m: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 /// Waits on `cv`, releasing and re-taking `g`'s lock; `None` waits without a time limit.
 /// Returns the guard (spurious wake-ups are the caller's to loop over).
 #[cfg(loom)]
-#[allow(dead_code)]
 pub(crate) fn wait<'a, T>(
     cv: &Condvar,
     g: MutexGuard<'a, T>,
@@ -125,7 +122,6 @@ pub(crate) fn wait<'a, T>(
 /// Waits on `cv`, releasing and re-taking `g`'s lock; `None` waits without a time limit.
 /// Returns the guard (spurious wake-ups are the caller's to loop over).
 #[cfg(not(loom))]
-#[allow(dead_code)]
 pub(crate) fn wait<'a, T>(
     cv: &Condvar,
     mut g: MutexGuard<'a, T>,
