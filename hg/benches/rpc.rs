@@ -1,6 +1,8 @@
 //! RPC rate and bulk bandwidth over inproc and ofi+tcp (DESIGN §9): `cargo bench -p hg --bench rpc`.
 //!
-//! Cases: RPC rate with 0 B, 64 B and 4 KiB of input at 1, 16 and 64 in flight; bulk PULL and
+//! Cases: RPC rate with 0 B, 64 B and 4 KiB of input at 1, 16 and 64 in flight (in batches, as
+//! Mercury's `hg_rate`: post that many, wait for all, repeat; `HG_BENCH_WINDOW=1` keeps them
+//! outstanding instead, a new one as each completes); bulk PULL and
 //! PUSH of 64 KiB and 1 MiB (the target transfers from/to the origin's region, then answers, as
 //! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
@@ -66,8 +68,14 @@ fn smoke() -> bool {
     !std::env::args().any(|a| a == "--bench")
 }
 
-/// Issues one operation on a handle; the boxed function is called from its completion.
-type Start<'a> = &'a dyn Fn(&Handle, Box<dyn FnOnce() + Send>);
+/// Issues one operation on a handle; its callback adds one to the counter it is given.
+type Start<'a> = &'a dyn Fn(&Handle, &Arc<AtomicUsize>);
+
+/// `HG_BENCH_WINDOW=1`: keep `inflight` operations outstanding at all times (a new one as soon
+/// as one completes) instead of Mercury's batches.
+fn window() -> bool {
+    std::env::var("HG_BENCH_WINDOW").is_ok()
+}
 
 /// `HG_BENCH_SPIN_US=<µs>` overrides `InitOptions::progress_spin` (0 for instruction counts
 /// under callgrind, where spinning would only add polling instructions).
@@ -183,42 +191,72 @@ fn serve_loop(ctx: &Context, stop: &AtomicBool) {
     }
 }
 
-/// Runs `n` operations with `inflight` outstanding; `start` issues one on a handle and calls
-/// `done` from its callback. Returns the elapsed time.
-fn run(
-    ctx: &Context,
-    to: &na::Addr,
-    id: u64,
-    n: usize,
-    inflight: usize,
-    start: Start<'_>,
-) -> Duration {
-    let free: Arc<Mutex<Vec<Handle>>> = Arc::new(Mutex::new(
-        (0..inflight).map(|_| ctx.create(to, id).unwrap()).collect(),
-    ));
-    let done = Arc::new(AtomicUsize::new(0));
-    let mut issued = 0;
+/// What one [`run`] measured.
+struct Run {
+    /// From the first post to the last completion.
+    elapsed: Duration,
+    /// Batch mode: each batch's time (µs) from its first post to its last completion; with one
+    /// in flight, each RPC's round trip. Empty in window mode.
+    rounds: Vec<f64>,
+}
+
+/// Runs `n` operations, `inflight` at a time, on `inflight` handles created once. By default
+/// in batches, as Mercury's `hg_rate` and `hg_bw_*` do (post `inflight`, wait for all of them,
+/// repeat); under `HG_BENCH_WINDOW=1` a handle gets its next operation as soon as its last one
+/// completed. `start` issues one operation; its callback counts it on the handle's counter.
+fn run(ctx: &Context, to: &na::Addr, id: u64, n: usize, inflight: usize, start: Start<'_>) -> Run {
+    let slots: Vec<(Handle, Arc<AtomicUsize>)> = (0..inflight)
+        .map(|_| (ctx.create(to, id).unwrap(), Arc::new(AtomicUsize::new(0))))
+        .collect();
+    let mut posted = vec![0usize; inflight];
+    let busy = |posted: &[usize], i: usize| slots[i].1.load(Ordering::Relaxed) < posted[i];
     let w = wait();
+    let mut rounds = Vec::new();
+    let mut issued = 0;
     let t = Instant::now();
-    while done.load(Ordering::Relaxed) < n {
-        while issued < n {
-            let Some(h) = free.lock().unwrap().pop() else {
-                break;
-            };
-            let (f, d, h2) = (free.clone(), done.clone(), h.clone());
-            start(
-                &h,
-                Box::new(move || {
-                    d.fetch_add(1, Ordering::Relaxed);
-                    f.lock().unwrap().push(h2);
-                }),
-            );
-            issued += 1;
+    if window() {
+        while issued < n || (0..inflight).any(|i| busy(&posted, i)) {
+            for (i, (h, c)) in slots.iter().enumerate() {
+                if issued < n && !busy(&posted, i) {
+                    start(h, c);
+                    posted[i] += 1;
+                    issued += 1;
+                }
+            }
+            ctx.progress(w).unwrap();
+            ctx.trigger(usize::MAX).unwrap();
         }
-        ctx.progress(w).unwrap();
-        ctx.trigger(usize::MAX).unwrap();
+    } else {
+        rounds.reserve(n / inflight + 1);
+        while issued < n {
+            let b = inflight.min(n - issued);
+            let t0 = Instant::now();
+            for (i, (h, c)) in slots[..b].iter().enumerate() {
+                start(h, c);
+                posted[i] += 1;
+            }
+            issued += b;
+            while (0..b).any(|i| busy(&posted, i)) {
+                ctx.progress(w).unwrap();
+                ctx.trigger(usize::MAX).unwrap();
+            }
+            rounds.push(t0.elapsed().as_secs_f64() * 1e6);
+        }
     }
-    t.elapsed()
+    Run {
+        elapsed: t.elapsed(),
+        rounds,
+    }
+}
+
+/// Forwards `input` on `h`; the callback counts it on `done`.
+fn forward_rate(h: &Handle, done: &Arc<AtomicUsize>, input: &RateIn) {
+    let d = done.clone();
+    h.forward(input, move |_, r| {
+        r.unwrap();
+        d.fetch_add(1, Ordering::Relaxed);
+    })
+    .unwrap();
 }
 
 /// Untimed RPCs run before each case, as Mercury's perf tools skip their first 100 (10 above
@@ -229,12 +267,8 @@ const WARM_UP: usize = 100;
 
 /// Forwards `n` rate RPCs untimed (see [`WARM_UP`]).
 fn warm_up(ctx: &Context, to: &na::Addr, n: usize, inflight: usize, input: &RateIn) {
-    run(ctx, to, Rate::id(), n, inflight, &|h, done| {
-        h.forward(input, move |_, r| {
-            r.unwrap();
-            done()
-        })
-        .unwrap();
+    run(ctx, to, Rate::id(), n, inflight, &|h, d| {
+        forward_rate(h, d, input)
     });
 }
 
@@ -259,26 +293,25 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
             data: vec![7u8; size.saturating_sub(8)],
         };
         warm_up(ctx, to, WARM_UP, inflight, &input);
-        let lat: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::with_capacity(n)));
-        let el = run(ctx, to, Rate::id(), n, inflight, &|h, done| {
-            let (t0, l) = (Instant::now(), lat.clone());
-            h.forward(&input, move |_, r| {
-                r.unwrap();
-                l.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1e6);
-                done()
-            })
-            .unwrap();
+        let r = run(ctx, to, Rate::id(), n, inflight, &|h, d| {
+            forward_rate(h, d, &input)
         });
-        let mut l = lat.lock().unwrap().clone();
+        let rate = n as f64 / r.elapsed.as_secs_f64();
+        let mut l = r.rounds;
+        if l.is_empty() {
+            println!("{name:6} rpc  {size:5} B  {inflight:2} in flight: {rate:8.0} RPC/s (one run of {n}, window)");
+            return;
+        }
         l.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let q = |f: f64| l[((l.len() as f64 * f) as usize).min(l.len() - 1)];
-        let slow: f64 = l.iter().filter(|&&x| x > 100.0).sum();
+        let total: f64 = l.iter().sum();
+        let slow: f64 = l.iter().filter(|&&x| x > 100.0 * inflight as f64).sum();
         println!(
-            "{name:6} rpc  {size:5} B  {inflight:2} in flight: {:8.0} RPC/s (one run of {n}); round trip mean {:.1} p10 {:.1} p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.0} us; {:.1} % of the time in RPCs over 100 us",
-            n as f64 / el.as_secs_f64(),
-            l.iter().sum::<f64>() / l.len() as f64,
+            "{name:6} rpc  {size:5} B  {inflight:2} in flight: {rate:8.0} RPC/s (one run of {n}); batch round trip mean {:.1} p10 {:.1} p50 {:.1} p90 {:.1} p99 {:.1} p99.9 {:.1} max {:.0} us; {:.1} % of the time in batches over {} us",
+            total / l.len() as f64,
             q(0.1), q(0.5), q(0.9), q(0.99), q(0.999), l[l.len() - 1],
-            100.0 * slow / l.iter().sum::<f64>(),
+            100.0 * slow / total,
+            100 * inflight,
         );
         return;
     }
@@ -303,28 +336,27 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
                 data: payload.clone(),
             };
             warm_up(ctx, to, if smoke() { 1 } else { WARM_UP }, inflight, &warm);
-            let lat: Arc<Mutex<Vec<f64>>> = Arc::new(Mutex::new(Vec::new()));
+            let mut lat = Vec::new();
             for _ in 0..repeats() {
                 let input = RateIn {
                     data: payload.clone(),
                 };
-                let el = run(ctx, to, Rate::id(), n, inflight, &|h, done| {
-                    let (t0, l) = (Instant::now(), lat.clone());
-                    h.forward(&input, move |_, r| {
-                        r.unwrap();
-                        l.lock().unwrap().push(t0.elapsed().as_secs_f64() * 1e6);
-                        done()
-                    })
-                    .unwrap();
+                let r = run(ctx, to, Rate::id(), n, inflight, &|h, d| {
+                    forward_rate(h, d, &input)
                 });
-                rates.push(n as f64 / el.as_secs_f64());
+                rates.push(n as f64 / r.elapsed.as_secs_f64());
+                lat.extend(r.rounds);
             }
             let (m, lo, hi) = stats(rates);
-            let mut l = lat.lock().unwrap().clone();
-            l.sort_by(|a, b| a.partial_cmp(b).unwrap());
-            let (p50, p99) = (l[l.len() / 2], l[l.len() * 99 / 100]);
+            let spread = if lat.is_empty() {
+                String::from("window")
+            } else {
+                lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+                let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
+                format!("batch round trip p50 {p50:.1} us, p99 {p99:.1} us")
+            };
             println!(
-                "{name:6} rpc  {size:5} B  {inflight:2} in flight: {m:8.0} RPC/s (min {lo:.0}, max {hi:.0}); round trip p50 {p50:.1} us, p99 {p99:.1} us"
+                "{name:6} rpc  {size:5} B  {inflight:2} in flight: {m:8.0} RPC/s (min {lo:.0}, max {hi:.0}); {spread}"
             );
         }
     }
@@ -355,12 +387,14 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
                     pull,
                 };
                 let el = run(ctx, to, Bw::id(), n, bw_inflight, &|h, done| {
+                    let d = done.clone();
                     h.forward(&input, move |_, r| {
                         r.unwrap();
-                        done()
+                        d.fetch_add(1, Ordering::Relaxed);
                     })
                     .unwrap();
-                });
+                })
+                .elapsed;
                 if pass > 0 {
                     bws.push((n * per_rpc) as f64 / el.as_secs_f64() / 1e9);
                 }
