@@ -153,6 +153,13 @@ impl<T, const MP: bool, const MC: bool> RingQueue<T, MP, MC> {
         if self.overflow_len.load(Ordering::Acquire) == 0 {
             return None;
         }
+        // The ring looks empty when its head slot is claimed but not yet published (a producer
+        // between its claim and its store), while later slots may hold values pushed before the
+        // overflow's: the overflow is read only once every claimed slot has been consumed, or a
+        // producer's ring values would come out after its overflowed ones.
+        if self.tail.load(Ordering::Acquire) != self.head.load(Ordering::Relaxed) {
+            return None;
+        }
         let mut o = lock(&self.overflow);
         let v = o.pop_front();
         self.overflow_len.store(o.len(), Ordering::Release);
@@ -315,6 +322,38 @@ impl Pool for RingPool {
     }
 }
 
+#[cfg(all(test, not(loom)))]
+mod order_tests {
+    use super::*;
+
+    /// A producer that has claimed the head slot but not yet published it makes the ring look
+    /// empty; another producer's values behind it, and that producer's overflowed values, must
+    /// still come out in its push order (the `Fifo`/`Mpsc` conformance run caught this).
+    #[test]
+    fn an_unpublished_head_slot_keeps_the_overflow_waiting() {
+        let q = RingQueue::<u32, true, false>::with_capacity(4);
+        // Producer Q claims slot 0 and stalls before writing it.
+        let pos = q.tail.fetch_add(1, Ordering::Relaxed);
+        // Producer P fills the other three slots, then overflows.
+        for v in [10, 11, 12, 13, 14] {
+            q.push(v);
+        }
+        assert_eq!(q.overflow_len.load(Ordering::Relaxed), 2);
+        // The head slot is unpublished: nothing may be taken yet, least of all 13.
+        assert_eq!(q.pop(), None);
+        // Q publishes.
+        let cell = &q.buf[pos & q.mask];
+        assert!(cell.val.put(1).is_none());
+        cell.seq.store(pos.wrapping_add(1), Ordering::Release);
+        let mut got = Vec::new();
+        while let Some(v) = q.pop() {
+            got.push(v);
+        }
+        assert_eq!(got, vec![1, 10, 11, 12, 13, 14]);
+        assert!(q.is_empty());
+    }
+}
+
 #[cfg(all(test, loom))]
 mod tests {
     use super::*;
@@ -379,6 +418,32 @@ mod tests {
                 let mine: Vec<_> = got.iter().copied().filter(|v| v / 10 == p).collect();
                 assert_eq!(mine, vec![p * 10, p * 10 + 1]);
             }
+            assert_eq!(got.len(), 4);
+        });
+    }
+
+    /// MPSC with one producer's claim in flight while the other fills the ring, overflows and
+    /// then pops: the overflow must not come out ahead of ring values pushed before it (this
+    /// model fails without the `tail != head` check in `pop`).
+    #[test]
+    fn loom_ring_mpsc_overflow_waits_for_claimed_slots() {
+        model(|| {
+            let q = Arc::new(RingQueue::<usize, true, false>::with_capacity(2));
+            let qa = q.clone();
+            let a = loom::thread::spawn(move || qa.push(100));
+            for v in 0..3 {
+                q.push(v);
+            }
+            let mut got = Vec::new();
+            if let Some(v) = q.pop() {
+                got.push(v);
+            }
+            a.join().unwrap();
+            while let Some(v) = q.pop() {
+                got.push(v);
+            }
+            let mine: Vec<_> = got.iter().copied().filter(|&v| v < 100).collect();
+            assert_eq!(mine, vec![0, 1, 2], "producer order, got {got:?}");
             assert_eq!(got.len(), 4);
         });
     }
