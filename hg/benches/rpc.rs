@@ -250,7 +250,7 @@ fn run(ctx: &Context, to: &na::Addr, id: u64, n: usize, inflight: usize, start: 
 }
 
 /// Forwards `input` on `h`; the callback counts it on `done`.
-fn forward_rate(h: &Handle, done: &Arc<AtomicUsize>, input: &RateIn) {
+fn forward_counted<T: hg::Proc + 'static>(h: &Handle, done: &Arc<AtomicUsize>, input: &T) {
     let d = done.clone();
     h.forward(input, move |_, r| {
         r.unwrap();
@@ -268,7 +268,7 @@ const WARM_UP: usize = 100;
 /// Forwards `n` rate RPCs untimed (see [`WARM_UP`]).
 fn warm_up(ctx: &Context, to: &na::Addr, n: usize, inflight: usize, input: &RateIn) {
     run(ctx, to, Rate::id(), n, inflight, &|h, d| {
-        forward_rate(h, d, input)
+        forward_counted(h, d, input)
     });
 }
 
@@ -294,7 +294,7 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
         };
         warm_up(ctx, to, WARM_UP, inflight, &input);
         let r = run(ctx, to, Rate::id(), n, inflight, &|h, d| {
-            forward_rate(h, d, &input)
+            forward_counted(h, d, &input)
         });
         let rate = n as f64 / r.elapsed.as_secs_f64();
         let mut l = r.rounds;
@@ -342,7 +342,7 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
                     data: payload.clone(),
                 };
                 let r = run(ctx, to, Rate::id(), n, inflight, &|h, d| {
-                    forward_rate(h, d, &input)
+                    forward_counted(h, d, &input)
                 });
                 rates.push(n as f64 / r.elapsed.as_secs_f64());
                 lat.extend(r.rounds);
@@ -386,13 +386,8 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
                     count: count as u32,
                     pull,
                 };
-                let el = run(ctx, to, Bw::id(), n, bw_inflight, &|h, done| {
-                    let d = done.clone();
-                    h.forward(&input, move |_, r| {
-                        r.unwrap();
-                        d.fetch_add(1, Ordering::Relaxed);
-                    })
-                    .unwrap();
+                let el = run(ctx, to, Bw::id(), n, bw_inflight, &|h, d| {
+                    forward_counted(h, d, &input)
                 })
                 .elapsed;
                 if pass > 0 {
