@@ -194,6 +194,13 @@ mod tests {
     use super::*;
     use crate::sync::Arc;
 
+    /// Every model here: at most two preemptions (the whole loom run stays within minutes).
+    fn model(f: impl Fn() + Sync + Send + 'static) {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(f);
+    }
+
     /// A ULT of `pool` that began running (on stream `home`, if given), marked itself SUSPENDED
     /// and registered as the waiter of a fresh eventual with `slot` (the caller's, which must
     /// stay where it is) as its hand-over slot, as `Eventual::wait` leaves it before switching
@@ -239,9 +246,7 @@ mod tests {
         use crate::state::Resume;
         use crate::sync::StdArc;
         use crate::unit::Unit;
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        model(|| {
             let pool: StdArc<dyn Pool> = StdArc::new(LockPool::new(PoolKind::Fifo, Access::Mpsc));
             // Stream A, inside `Eventual::wait`: SUSPENDED, then registered under the lock.
             let slot = HandOff::new();
@@ -268,9 +273,7 @@ mod tests {
     fn loom_direct_wait_pop_races_the_wake() {
         use crate::pool::{Access, Pool, PoolKind, RingPool};
         use crate::sync::StdArc;
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        model(|| {
             let ring = StdArc::new(RingPool::new(PoolKind::Fifo, Access::Mpsc));
             ring.claim_for(1);
             let pool: StdArc<dyn Pool> = ring.clone();
@@ -305,9 +308,7 @@ mod tests {
     #[test]
     fn loom_eventual_hand_over_survives_reset() {
         use crate::unit::ThreadParker;
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        model(|| {
             let ev = Arc::new(Eventual::<u32>::new());
             let slot = HandOff::new();
             let parker = Arc::new(ThreadParker::new());
@@ -335,9 +336,7 @@ mod tests {
     #[test]
     fn loom_eventual_withdraw_races_set() {
         use crate::unit::ThreadParker;
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        model(|| {
             let ev = Arc::new(Eventual::<u32>::new());
             let slot = HandOff::new();
             lock(&ev.inner).push(Entry {
@@ -355,34 +354,29 @@ mod tests {
         });
     }
 
-    /// As below, with the value handed over in the waiter's slot (`wait` itself reads it).
-    #[test]
-    fn loom_eventual_set_wait_handed_over() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+    /// A setter (`set`, on the model's main thread) and a waiter race; the waiter always returns
+    /// the value (no lost wake-up) and a second set fails.
+    fn set_wait_race(set: fn(&Eventual<u32>, u32) -> Result<()>) {
+        model(move || {
             let e = Arc::new(Eventual::<u32>::new());
             let e2 = e.clone();
             let w = loom::thread::spawn(move || e2.wait());
-            e.set_handing_over(7, |_| true).unwrap();
-            assert_eq!(w.join().unwrap(), 7);
-        });
-    }
-
-    /// A setter and a waiter race; the waiter always returns the value (no lost wake-up). Loom
-    /// threads are no streams, so this is the path without a hand-over: the woken waiter reads
-    /// the eventual under its lock.
-    #[test]
-    fn loom_eventual_set_wait() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
-            let e = Arc::new(Eventual::<u32>::new());
-            let e2 = e.clone();
-            let w = loom::thread::spawn(move || e2.wait());
-            e.set(7).unwrap();
+            set(&e, 7).unwrap();
             assert_eq!(w.join().unwrap(), 7);
             assert!(e.set(8).is_err());
         });
+    }
+
+    /// With the value handed over in the waiter's slot (`wait` itself reads it).
+    #[test]
+    fn loom_eventual_set_wait_handed_over() {
+        set_wait_race(|e, v| e.set_handing_over(v, |_| true));
+    }
+
+    /// Loom threads are no streams, so this is the path without a hand-over: the woken waiter
+    /// reads the eventual under its lock.
+    #[test]
+    fn loom_eventual_set_wait() {
+        set_wait_race(Eventual::set);
     }
 }
