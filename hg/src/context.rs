@@ -28,7 +28,7 @@ use crate::proc::{self, Proc};
 use crate::queue::{CompletionQueue, HandOff, Posted};
 use crate::registry::{RpcId, U64Map};
 use crate::sync::{
-    lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, Ordering, UserArc,
+    lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, UserArc,
 };
 use crate::transfer::{split, Parts};
 use na::{Access, MemHandle, MsgBuf, OpKind, RemoteMem, Tag};
@@ -1444,6 +1444,58 @@ impl CtxInner {
         }
         let mut st = lock(&self.st);
         let token = c.user;
+        // The common successes (a request sent, its reply received, a reply sent without
+        // overflow) are handled here; everything else in `on_completion_rare`, out of line, so
+        // the path every RPC takes stays short.
+        if c.result.is_ok() {
+            match st.ops.get_mut(&token) {
+                Some(Op::Forward(f)) if c.kind == OpKind::RecvExpected => {
+                    f.recv_op = None;
+                    f.recv_pending = false;
+                    self.on_reply(this, na, f, Ok(()), c.buf, c.len);
+                    self.maybe_complete(&mut st, token);
+                    return;
+                }
+                Some(Op::Forward(f)) if c.kind == OpKind::SendUnexpected => {
+                    f.send_op = None;
+                    if let Some(b) = c.buf {
+                        self.give_send_buf(b);
+                    }
+                    f.send_done = Some(Ok(()));
+                    self.maybe_complete(&mut st, token);
+                    return;
+                }
+                Some(Op::Respond { ack: None, .. }) => {
+                    let Some(Op::Respond { cb, .. }) = st.ops.remove(&token) else {
+                        unreachable!()
+                    };
+                    drop(st);
+                    if let Some(b) = c.buf {
+                        self.give_recv_buf(b);
+                    }
+                    if let Some(cb) = cb {
+                        self.cq.push(Entry::Done(cb, Ok(())));
+                    }
+                    return;
+                }
+                _ => {}
+            }
+        }
+        self.on_completion_rare(this, na, st, c);
+    }
+
+    /// [`CtxInner::on_completion`] of everything but the common successes: errors, bulk and
+    /// overflow parts, acks, late completions.
+    #[cold]
+    #[inline(never)]
+    fn on_completion_rare(
+        &self,
+        this: &Arc<CtxInner>,
+        na: Option<&na::Context>,
+        mut st: MutexGuard<'_, CtxState>,
+        c: na::Completion,
+    ) {
+        let token = c.user;
         let result = c.result.map_err(Error::from_na);
         let mut ack = None;
         // A peer our request could not reach: what we keep for it is let go of.
@@ -1647,16 +1699,7 @@ impl CtxInner {
             let code = d.header.result();
             let body = &data[d.body_offset..];
             if d.header.flags & flags::MORE_DATA != 0 {
-                let (mem, parts, size) = self.overflow_pull(body)?;
-                let na = na.ok_or(Error::Canceled)?;
-                f.pull_ops = parts
-                    .iter()
-                    .map(|p| {
-                        let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
-                        na.get(l, lo, r, ro, p.len, &f.dest, f.token)
-                    })
-                    .collect();
-                f.pulling = Some((mem, size, d.payload_crc, code, Parts::new(parts.len())));
+                self.pull_output(na, f, body, d.payload_crc, code)?;
                 return Ok(None);
             }
             header::verify_payload(level, d.payload_crc, body)?;
@@ -1682,6 +1725,32 @@ impl CtxInner {
                 f.reply = Some(Err(e));
             }
         }
+    }
+
+    /// A reply whose output overflowed (MORE_DATA): starts pulling the output its descriptor
+    /// names; the forward completes once the pull does. Out of line: small outputs are the
+    /// common case.
+    #[cold]
+    #[inline(never)]
+    fn pull_output(
+        &self,
+        na: Option<&na::Context>,
+        f: &mut Fwd,
+        body: &[u8],
+        crc: u32,
+        code: Result<()>,
+    ) -> Result<()> {
+        let (mem, parts, size) = self.overflow_pull(body)?;
+        let na = na.ok_or(Error::Canceled)?;
+        f.pull_ops = parts
+            .iter()
+            .map(|p| {
+                let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
+                na.get(l, lo, r, ro, p.len, &f.dest, f.token)
+            })
+            .collect();
+        f.pulling = Some((mem, size, crc, code, Parts::new(parts.len())));
+        Ok(())
     }
 
     /// Queues the forward's callback once both halves (and any output pull) are done.
@@ -1837,31 +1906,8 @@ impl CtxInner {
             ),
         );
         if h.flags & flags::MORE_DATA != 0 {
-            match (self.overflow_pull(body), na) {
-                (Ok((mem, parts, size)), Some(na)) => {
-                    let t = self.token();
-                    lock(&self.st).ops.insert(
-                        t,
-                        Op::InputPull {
-                            handle,
-                            handler,
-                            mem,
-                            size,
-                            crc: d.payload_crc,
-                            parts: Parts::new(parts.len()),
-                        },
-                    );
-                    for p in parts {
-                        let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
-                        na.get(l, lo, r, ro, p.len, &source, t);
-                    }
-                }
-                (Err(e), _) => {
-                    self.bad_requests.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "hg: bad overflow descriptor");
-                    answer(e);
-                }
-                (Ok(_), None) => {}
+            if let Err(e) = self.pull_input(na, handle, handler, body, d.payload_crc, &source) {
+                answer(e);
             }
             return Some(buf);
         }
@@ -1876,6 +1922,49 @@ impl CtxInner {
         handle.set_input(input);
         self.cq.push(Entry::Process(handle, handler));
         back
+    }
+
+    /// A request whose input overflowed (MORE_DATA): starts pulling the input its descriptor
+    /// names; the handler runs once the pull completes. A bad descriptor is the error to
+    /// answer. Out of line: small inputs are the common case.
+    #[cold]
+    #[inline(never)]
+    fn pull_input(
+        &self,
+        na: Option<&na::Context>,
+        handle: Handle,
+        handler: Handler,
+        body: &[u8],
+        crc: u32,
+        source: &na::Addr,
+    ) -> Result<()> {
+        match (self.overflow_pull(body), na) {
+            (Ok((mem, parts, size)), Some(na)) => {
+                let t = self.token();
+                lock(&self.st).ops.insert(
+                    t,
+                    Op::InputPull {
+                        handle,
+                        handler,
+                        mem,
+                        size,
+                        crc,
+                        parts: Parts::new(parts.len()),
+                    },
+                );
+                for p in parts {
+                    let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
+                    na.get(l, lo, r, ro, p.len, source, t);
+                }
+                Ok(())
+            }
+            (Err(e), _) => {
+                self.bad_requests.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(error = %e, "hg: bad overflow descriptor");
+                Err(e)
+            }
+            (Ok(_), None) => Ok(()),
+        }
     }
 
     fn send_error(&self, na: &na::Context, dest: &na::Addr, tag: Tag, cookie: u8, e: Error) {
@@ -1955,45 +2044,18 @@ impl CtxInner {
         let hs = level.header_size();
         let size = input.encoded_size();
         if dest == self.self_addr {
-            // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
-            let bytes = proc::encode_to_vec(input)?;
-            let handler = self
-                .class
-                .with_rpc(rpc_id, |i| i.handler.clone())?
-                .ok_or(Error::NoEntry)?;
-            let server = Handle::new(
-                this.clone(),
-                HandleState::new(
-                    dest.clone(),
-                    rpc_id,
-                    Some(ServerSide {
-                        tag: 0,
-                        cookie,
-                        no_response,
-                        input: Some(Bytes::Owned(bytes)),
-                        responded: false,
-                        self_client: Some(token),
-                    }),
-                ),
+            return self.forward_to_self(
+                this,
+                handle,
+                dest,
+                rpc_id,
+                cookie,
+                input,
+                no_response,
+                deadline,
+                cb,
+                token,
             );
-            let mut st = lock(&self.st);
-            st.timed += usize::from(deadline.is_some());
-            st.sync_deadlines();
-            // Nothing to send: the "send" is done; the handler's respond is the reply.
-            let fwd = Fwd {
-                send_done: Some(Ok(())),
-                recv_pending: !no_response,
-                ..Fwd::new(token, handle, cb, rpc_id, dest, 0, cookie, deadline)
-            };
-            st.ops.insert(token, Op::Forward(fwd));
-            handle.begin_forward(token);
-            self.cq.push(Entry::Process(server, handler));
-            self.maybe_complete(&mut st, token);
-            drop(st);
-            if deadline.is_some() {
-                self.waker.wake();
-            }
-            return Ok(());
         }
         let nac = self.class.na();
         let uh = nac.unexpected_header_size();
@@ -2007,25 +2069,7 @@ impl CtxInner {
             encode_body(input, &mut buf.as_mut_slice()[uh + hs..uh + hs + size])?;
             (buf, uh + hs + size, None, None)
         } else {
-            let max = self.class.options().max_overflow_size;
-            if size > max {
-                tracing::warn!(
-                    size,
-                    max,
-                    rpc_id,
-                    "hg: input larger than the overflow maximum"
-                );
-                return Err(Error::MsgSize);
-            }
-            let (mem, desc, crc) = self.take_send_overflow(input, size, &dest)?;
-            let bsize = desc.len();
-            if uh + hs + bsize > nac.max_unexpected_size() {
-                return Err(Error::MsgSize);
-            }
-            let mut buf = self.take_send_buf(nac.max_unexpected_size());
-            buf.as_mut_slice()[uh + hs..uh + hs + bsize].copy_from_slice(&desc);
-            hdr.flags |= flags::MORE_DATA;
-            (buf, uh + hs + bsize, Some((mem, desc)), crc)
+            self.overflow_input(input, size, &dest, rpc_id, uh + hs, &mut hdr)?
         };
         let body_len = len - uh - hs;
         header::encode_request(&hdr, level, &mut send.as_mut_slice()[uh..], body_len)?;
@@ -2074,6 +2118,102 @@ impl CtxInner {
             send_len: len,
             recv,
         });
+        Ok(())
+    }
+
+    /// The request of an input over the eager size (MORE_DATA): the input goes into a
+    /// registered buffer the target pulls from, and the request carries its descriptor after
+    /// `at` bytes of headers. Out of line: small inputs are the common case.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::type_complexity)]
+    fn overflow_input<T: Proc>(
+        &self,
+        input: &T,
+        size: usize,
+        dest: &na::Addr,
+        rpc_id: RpcId,
+        at: usize,
+        hdr: &mut RequestHeader,
+    ) -> Result<(MsgBuf, usize, Option<(MemHandle, Vec<u8>)>, Option<u32>)> {
+        let nac = self.class.na();
+        let max = self.class.options().max_overflow_size;
+        if size > max {
+            tracing::warn!(
+                size,
+                max,
+                rpc_id,
+                "hg: input larger than the overflow maximum"
+            );
+            return Err(Error::MsgSize);
+        }
+        let (mem, desc, crc) = self.take_send_overflow(input, size, dest)?;
+        let bsize = desc.len();
+        if at + bsize > nac.max_unexpected_size() {
+            return Err(Error::MsgSize);
+        }
+        let mut buf = self.take_send_buf(nac.max_unexpected_size());
+        buf.as_mut_slice()[at..at + bsize].copy_from_slice(&desc);
+        hdr.flags |= flags::MORE_DATA;
+        Ok((buf, at + bsize, Some((mem, desc)), crc))
+    }
+
+    /// [`CtxInner::start_forward`] to this context's own address (`HG_CORE_SELF_FORWARD`): no
+    /// NA, the same encode and decode. Out of line: the network path is the common one.
+    #[allow(clippy::too_many_arguments)]
+    #[cold]
+    #[inline(never)]
+    fn forward_to_self<T: Proc>(
+        &self,
+        this: &Arc<CtxInner>,
+        handle: &Handle,
+        dest: na::Addr,
+        rpc_id: RpcId,
+        cookie: u8,
+        input: &T,
+        no_response: bool,
+        deadline: Option<Instant>,
+        cb: ForwardCallback,
+        token: u64,
+    ) -> Result<()> {
+        // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
+        let bytes = proc::encode_to_vec(input)?;
+        let handler = self
+            .class
+            .with_rpc(rpc_id, |i| i.handler.clone())?
+            .ok_or(Error::NoEntry)?;
+        let server = Handle::new(
+            this.clone(),
+            HandleState::new(
+                dest.clone(),
+                rpc_id,
+                Some(ServerSide {
+                    tag: 0,
+                    cookie,
+                    no_response,
+                    input: Some(Bytes::Owned(bytes)),
+                    responded: false,
+                    self_client: Some(token),
+                }),
+            ),
+        );
+        let mut st = lock(&self.st);
+        st.timed += usize::from(deadline.is_some());
+        st.sync_deadlines();
+        // Nothing to send: the "send" is done; the handler's respond is the reply.
+        let fwd = Fwd {
+            send_done: Some(Ok(())),
+            recv_pending: !no_response,
+            ..Fwd::new(token, handle, cb, rpc_id, dest, 0, cookie, deadline)
+        };
+        st.ops.insert(token, Op::Forward(fwd));
+        handle.begin_forward(token);
+        self.cq.push(Entry::Process(server, handler));
+        self.maybe_complete(&mut st, token);
+        drop(st);
+        if deadline.is_some() {
+            self.waker.wake();
+        }
         Ok(())
     }
 
@@ -2136,42 +2276,8 @@ impl CtxInner {
             }
             (buf, hs + size, None)
         } else {
-            let max = self.class.options().max_overflow_size;
             let o = output.expect("size > 0 implies an output");
-            if size > max {
-                tracing::warn!(size, max, "hg: output larger than the overflow maximum");
-                // The client still gets an answer: the error.
-                self.start_respond::<()>(dest, tag, cookie, Err(Error::MsgSize), None, None)?;
-                return Err(Error::MsgSize);
-            }
-            let (mem, desc, crc) = self.take_send_overflow(o, size, &dest)?;
-            let bsize = desc.len();
-            let mut buf = if hs + bsize <= nac.max_expected_size() {
-                self.take_recv_buf(nac.max_expected_size())
-            } else {
-                // Too big for an expected message: NA refuses it at post (MsgSize).
-                MsgBuf::new(hs + bsize)
-            };
-            buf.as_mut_slice()[hs..hs + bsize].copy_from_slice(&desc);
-            hdr.flags |= flags::MORE_DATA;
-            let atoken = self.token();
-            let mut st = lock(&self.st);
-            st.ops.insert(
-                atoken,
-                Op::AckWait {
-                    mem,
-                    desc,
-                    op: None,
-                    dest: dest.clone(),
-                    deadline: None,
-                    released: false,
-                },
-            );
-            st.ack_waits += 1;
-            st.sync_deadlines();
-            drop(st);
-            ack = Some((atoken, MsgBuf::new(1)));
-            (buf, hs + bsize, crc)
+            self.overflow_output(o, size, &dest, tag, cookie, &mut hdr, &mut ack)?
         };
         header::encode_response(&hdr, level, buf.as_mut_slice(), len - hs)?;
         if let Some(crc) = crc {
@@ -2191,6 +2297,61 @@ impl CtxInner {
             ack,
         });
         Ok(())
+    }
+
+    /// The reply of an output over the expected size (MORE_DATA): the output goes into a
+    /// registered buffer the client pulls from (kept until its ack), and the reply carries its
+    /// descriptor. Over the overflow maximum the client is answered `MsgSize`. Out of line.
+    #[cold]
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
+    fn overflow_output<T: Proc>(
+        &self,
+        o: &T,
+        size: usize,
+        dest: &na::Addr,
+        tag: Tag,
+        cookie: u8,
+        hdr: &mut ResponseHeader,
+        ack: &mut Option<(u64, MsgBuf)>,
+    ) -> Result<(MsgBuf, usize, Option<u32>)> {
+        let nac = self.class.na();
+        let hs = self.level().header_size();
+        let max = self.class.options().max_overflow_size;
+        if size > max {
+            tracing::warn!(size, max, "hg: output larger than the overflow maximum");
+            // The client still gets an answer: the error.
+            self.start_respond::<()>(dest.clone(), tag, cookie, Err(Error::MsgSize), None, None)?;
+            return Err(Error::MsgSize);
+        }
+        let (mem, desc, crc) = self.take_send_overflow(o, size, dest)?;
+        let bsize = desc.len();
+        let mut buf = if hs + bsize <= nac.max_expected_size() {
+            self.take_recv_buf(nac.max_expected_size())
+        } else {
+            // Too big for an expected message: NA refuses it at post (MsgSize).
+            MsgBuf::new(hs + bsize)
+        };
+        buf.as_mut_slice()[hs..hs + bsize].copy_from_slice(&desc);
+        hdr.flags |= flags::MORE_DATA;
+        let atoken = self.token();
+        let mut st = lock(&self.st);
+        st.ops.insert(
+            atoken,
+            Op::AckWait {
+                mem,
+                desc,
+                op: None,
+                dest: dest.clone(),
+                deadline: None,
+                released: false,
+            },
+        );
+        st.ack_waits += 1;
+        st.sync_deadlines();
+        drop(st);
+        *ack = Some((atoken, MsgBuf::new(1)));
+        Ok((buf, hs + bsize, crc))
     }
 
     /// An expected-message buffer of `size` bytes (a reply's receive, or a reply to send): a

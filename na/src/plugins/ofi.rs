@@ -725,8 +725,31 @@ mod imp {
         }
 
         /// The peer's `fi_addr_t` (inserting it if new), and whether sends may go straight to it.
+        ///
+        /// Inlined into the posting path: only the common case (the peer of the last operation,
+        /// known up) is here; anything else is [`OfiContext::resolve_slow`], kept out of line.
+        #[inline]
         fn resolve_ready(&self, addr: &Addr) -> Result<(u64, bool)> {
             // The name is usually this very constant: compare the pointers before the bytes.
+            if std::ptr::eq(addr.plugin(), NAME) {
+                if let Ok(raw) = <[u8; 16]>::try_from(addr.as_bytes()) {
+                    let key = u128::from_ne_bytes(raw);
+                    let av = lock(&self.av);
+                    if let Some((k, fi)) = av.last_ready {
+                        if k == key {
+                            return Ok((fi, true));
+                        }
+                    }
+                }
+            }
+            self.resolve_slow(addr)
+        }
+
+        /// [`OfiContext::resolve_ready`] past its fast path: checks the address, looks the peer
+        /// up, enters a new one in the AV.
+        #[cold]
+        #[inline(never)]
+        fn resolve_slow(&self, addr: &Addr) -> Result<(u64, bool)> {
             if !std::ptr::eq(addr.plugin(), NAME) && addr.plugin() != NAME {
                 tracing::warn!(?addr, "na.ofi: address of another plugin");
                 return Err(Error::InvalidArg);
@@ -919,101 +942,106 @@ mod imp {
         }
 
         /// The libfabric arguments of `op`, and whether its peer is known up (no gate needed).
+        #[inline]
         fn prepare(&self, op: &Op) -> Result<(Post, bool)> {
             let sh = &self.shared;
-            let mut ready = true;
-            let mut dest_of = |a: &Addr| -> Result<u64> {
-                let (fi, r) = self.resolve_ready(a)?;
-                ready = r;
-                Ok(fi)
-            };
-            let post = match &op.req {
+            match &op.req {
                 Request::SendUnexpected {
                     buf,
                     len,
                     dest,
                     tag,
-                    ..
                 } => {
                     if *len > sh.max_unexpected {
-                        tracing::warn!(
-                            len,
-                            max = sh.max_unexpected,
-                            "na.ofi: unexpected message over the max size"
-                        );
-                        return Err(Error::MsgSize);
+                        return Err(too_long(*len, sh.max_unexpected, "unexpected"));
                     }
                     if *len > buf.capacity() {
                         return Err(Error::InvalidArg);
                     }
-                    Post::SendData {
-                        len: *len,
-                        dest: dest_of(dest)?,
-                        data: u64::from(*tag),
-                    }
+                    let (dest, ready) = self.resolve_ready(dest)?;
+                    let data = u64::from(*tag);
+                    Ok((
+                        Post::SendData {
+                            len: *len,
+                            dest,
+                            data,
+                        },
+                        ready,
+                    ))
                 }
-                Request::RecvUnexpected { .. } => Post::Recv,
+                Request::RecvUnexpected { .. } => Ok((Post::Recv, true)),
                 Request::SendExpected {
                     buf,
                     len,
                     dest,
                     tag,
-                    ..
                 } => {
                     if *len > sh.max_expected {
-                        tracing::warn!(
-                            len,
-                            max = sh.max_expected,
-                            "na.ofi: expected message over the max size"
-                        );
-                        return Err(Error::MsgSize);
+                        return Err(too_long(*len, sh.max_expected, "expected"));
                     }
                     if *len > buf.capacity() {
                         return Err(Error::InvalidArg);
                     }
-                    Post::TSend {
-                        len: *len,
-                        dest: dest_of(dest)?,
-                        tag: u64::from(*tag),
-                    }
+                    let (dest, ready) = self.resolve_ready(dest)?;
+                    let tag = u64::from(*tag);
+                    Ok((
+                        Post::TSend {
+                            len: *len,
+                            dest,
+                            tag,
+                        },
+                        ready,
+                    ))
                 }
-                Request::RecvExpected { source, tag, .. } => Post::TRecv {
-                    src: self.resolve(source)?,
-                    tag: u64::from(*tag),
-                },
-                Request::Put { .. } | Request::Get { .. } => {
-                    let Rma {
-                        put: write,
-                        local,
-                        local_offset,
-                        remote,
-                        remote_offset,
-                        len,
-                        dest,
-                    } = op.req.rma().expect("an RMA request");
-                    if remote.plugin != NAME {
-                        return Err(Error::InvalidArg);
-                    }
-                    let need = if write { Access::WRITE } else { Access::READ };
-                    if !remote.access.contains(need) {
-                        tracing::warn!(write, "na.ofi: remote region does not allow this RMA");
-                        return Err(Error::Permission);
-                    }
-                    let end_l = local_offset.checked_add(len).ok_or(Error::Overflow)?;
-                    let end_r = remote_offset.checked_add(len).ok_or(Error::Overflow)?;
-                    if end_l > local.len() as u64 || end_r > remote.len() {
-                        tracing::warn!(len, "na.ofi: RMA range outside a region");
-                        return Err(Error::Overflow);
-                    }
-                    let Some(mem) = local.plugin_mem().as_any().downcast_ref::<OfiMem>() else {
-                        return Err(Error::InvalidArg);
-                    };
-                    Post::Rma {
-                        write,
-                        dest: dest_of(dest)?,
-                        pieces: pieces(mem, local_offset, remote, remote_offset, len),
-                    }
+                Request::RecvExpected { source, tag, .. } => {
+                    let (src, _) = self.resolve_ready(source)?;
+                    Ok((
+                        Post::TRecv {
+                            src,
+                            tag: u64::from(*tag),
+                        },
+                        true,
+                    ))
                 }
+                Request::Put { .. } | Request::Get { .. } => self.prepare_rma(op),
+            }
+        }
+
+        /// [`OfiContext::prepare`] for a put or get: checks the ranges and the access, splits the
+        /// transfer into pieces. Out of line, so the message path stays short.
+        #[inline(never)]
+        fn prepare_rma(&self, op: &Op) -> Result<(Post, bool)> {
+            let Rma {
+                put: write,
+                local,
+                local_offset,
+                remote,
+                remote_offset,
+                len,
+                dest,
+            } = op.req.rma().expect("an RMA request");
+            if remote.plugin != NAME {
+                return Err(Error::InvalidArg);
+            }
+            let need = if write { Access::WRITE } else { Access::READ };
+            if !remote.access.contains(need) {
+                tracing::warn!(write, "na.ofi: remote region does not allow this RMA");
+                return Err(Error::Permission);
+            }
+            let end_l = local_offset.checked_add(len).ok_or(Error::Overflow)?;
+            let end_r = remote_offset.checked_add(len).ok_or(Error::Overflow)?;
+            if end_l > local.len() as u64 || end_r > remote.len() {
+                tracing::warn!(len, "na.ofi: RMA range outside a region");
+                return Err(Error::Overflow);
+            }
+            let Some(mem) = local.plugin_mem().as_any().downcast_ref::<OfiMem>() else {
+                return Err(Error::InvalidArg);
+            };
+            let (fi, ready) = self.resolve_ready(dest)?;
+            let post = Post::Rma {
+                write,
+                dest: fi,
+                pieces: pieces(mem, local_offset, remote, remote_offset, len),
             };
             Ok((post, ready))
         }
@@ -1028,9 +1056,31 @@ mod imp {
                 data,
                 olen,
             } = d;
+            if err != 0 {
+                return self.deliver_failed(op, err, prov_errno, len, data, olen);
+            }
+            if self.resent_n.load(Ordering::Acquire) > 0 {
+                self.resend_over(op.id);
+            }
+            self.complete(op, Ok(()), len, data, None);
+        }
+
+        /// [`OfiContext::deliver`] of an error completion: a send that found its connection
+        /// closed is sent again; anything else completes with the mapped error. Out of line.
+        #[cold]
+        #[inline(never)]
+        fn deliver_failed(
+            &self,
+            op: Op,
+            err: i32,
+            prov_errno: i32,
+            len: usize,
+            data: u64,
+            olen: usize,
+        ) {
             let kind = op.req.kind();
             // The peer matters only to an error (to resend or forget it).
-            let dest = if err != 0 { conn_dest(&op) } else { None };
+            let dest = conn_dest(&op);
             if err == libc::ENOTCONN
                 && matches!(kind, OpKind::SendUnexpected | OpKind::SendExpected)
                 && {
@@ -1064,11 +1114,41 @@ mod imp {
                 }
                 return;
             }
-            if self.resent_n.load(Ordering::Acquire) > 0
-                && lock(&self.resent).remove(&op.id).is_some()
-            {
+            if self.resent_n.load(Ordering::Acquire) > 0 {
+                self.resend_over(op.id);
+            }
+            let e = map_fi_errno(err);
+            if e == Error::Canceled {
+                tracing::debug!(op = op.id.0, ?kind, "na.ofi: operation canceled");
+            } else {
+                tracing::warn!(
+                    op = op.id.0, ?kind, error = %e, fi_error = %sys::strerror(err),
+                    prov_errno, olen, "na.ofi: error completion"
+                );
+            }
+            self.complete(op, Err(e), len, data, dest);
+        }
+
+        /// Forgets the resend count of a send that finished (sent, or failed for good).
+        #[cold]
+        #[inline(never)]
+        fn resend_over(&self, id: OpId) {
+            if lock(&self.resent).remove(&id).is_some() {
                 self.resent_n.fetch_sub(1, Ordering::AcqRel);
             }
+        }
+
+        /// Queues the `Completion` of a finished operation; `dest` is its peer when it failed.
+        #[inline]
+        fn complete(
+            &self,
+            op: Op,
+            mut result: Result<()>,
+            len: usize,
+            data: u64,
+            dest: Option<[u8; 16]>,
+        ) {
+            let kind = op.req.kind();
             let Op { id, user, req } = op;
             // The request is taken apart: its buffer and source move into the completion.
             let (buf, source, req_tag, sent) = match req {
@@ -1077,20 +1157,6 @@ mod imp {
                 Request::RecvExpected { buf, source, tag } => (Some(buf), Some(source), tag, 0),
                 Request::RecvUnexpected { buf } => (Some(buf), None, 0, 0),
                 Request::Put { .. } | Request::Get { .. } => (None, None, 0, 0),
-            };
-            let mut result = if err == 0 {
-                Ok(())
-            } else {
-                let e = map_fi_errno(err);
-                if e == Error::Canceled {
-                    tracing::debug!(op = id.0, ?kind, "na.ofi: operation canceled");
-                } else {
-                    tracing::warn!(
-                        op = id.0, ?kind, error = %e, fi_error = %sys::strerror(err),
-                        prov_errno, olen, "na.ofi: error completion"
-                    );
-                }
-                Err(e)
             };
             let mut c = Completion {
                 op: id,
@@ -1160,6 +1226,14 @@ mod imp {
                 self.deliver(d);
             }
         }
+    }
+
+    /// A message over the plugin's maximum size: logged, `MsgSize`. Out of line (rare).
+    #[cold]
+    #[inline(never)]
+    fn too_long(len: usize, max: usize, kind: &'static str) -> Error {
+        tracing::warn!(len, max, kind, "na.ofi: message over the max size");
+        Error::MsgSize
     }
 
     /// Splits `[local_offset, +len)` × `[remote_offset, +len)` into pieces contiguous on both sides.

@@ -911,44 +911,7 @@ impl Endpoint {
                     continue;
                 }
             } else if n == -(errno::EAVAIL as isize) {
-                let mut err = CqErr {
-                    op_context: std::ptr::null_mut(),
-                    flags: 0,
-                    len: 0,
-                    data: 0,
-                    tag: 0,
-                    olen: 0,
-                    err: 0,
-                    prov_errno: 0,
-                };
-                let serial = self.fabric.serial();
-                // SAFETY: `cq` is open; `err` is a valid out struct; serialized.
-                let rc = unsafe { na_ofi_cq_readerr(self.cq, &mut err) };
-                drop(serial);
-                if rc > 0 && !err.op_context.is_null() {
-                    let mut st = lock(&self.state);
-                    let code = if err.err == 0 {
-                        libc::EIO
-                    } else {
-                        err.err.abs()
-                    };
-                    // SAFETY: as above.
-                    unsafe {
-                        self.piece_done(
-                            &mut st,
-                            err.op_context,
-                            code,
-                            err.len,
-                            err.data,
-                            err.tag,
-                            err.olen,
-                            err.prov_errno,
-                            out,
-                        )
-                    };
-                    continue;
-                } else if rc > 0 {
-                    tracing::warn!(err = err.err, "na.ofi: error completion without a context");
+                if self.read_error(out) {
                     continue;
                 }
             } else if n < 0 && n != -(errno::EAGAIN as isize) {
@@ -960,6 +923,54 @@ impl Endpoint {
             self.retry_posts(out);
         }
         out.len() - start
+    }
+
+    /// Reads one error completion and accounts it (into `out` when its operation finished).
+    /// Returns whether there was one. Out of line: errors are rare.
+    #[cold]
+    #[inline(never)]
+    fn read_error(&self, out: &mut Vec<Done>) -> bool {
+        let mut err = CqErr {
+            op_context: std::ptr::null_mut(),
+            flags: 0,
+            len: 0,
+            data: 0,
+            tag: 0,
+            olen: 0,
+            err: 0,
+            prov_errno: 0,
+        };
+        let serial = self.fabric.serial();
+        // SAFETY: `cq` is open; `err` is a valid out struct; serialized.
+        let rc = unsafe { na_ofi_cq_readerr(self.cq, &mut err) };
+        drop(serial);
+        if rc > 0 && !err.op_context.is_null() {
+            let mut st = lock(&self.state);
+            let code = if err.err == 0 {
+                libc::EIO
+            } else {
+                err.err.abs()
+            };
+            // SAFETY: every op_context we post is a FiCtx inside a live slot.
+            unsafe {
+                self.piece_done(
+                    &mut st,
+                    err.op_context,
+                    code,
+                    err.len,
+                    err.data,
+                    err.tag,
+                    err.olen,
+                    err.prov_errno,
+                    out,
+                )
+            };
+            return true;
+        } else if rc > 0 {
+            tracing::warn!(err = err.err, "na.ofi: error completion without a context");
+            return true;
+        }
+        false
     }
 
     fn retry_posts(&self, out: &mut Vec<Done>) {
