@@ -1,10 +1,10 @@
 //! `na::Addr`: a peer's address, a small value that compares, hashes, clones and serializes.
 
-use smallvec::SmallVec;
 use std::fmt;
+use std::sync::Arc;
 
-/// Bytes of an address kept inline (a `sockaddr_in6` fits).
-const INLINE: usize = 28;
+/// Bytes of an address kept inline (a `sockaddr_in6` fits); longer ones are shared on the heap.
+const INLINE: usize = 30;
 
 /// The address of one endpoint (one context of one class), local or remote.
 ///
@@ -14,22 +14,40 @@ const INLINE: usize = 28;
 /// bytes are the serialized form (`NA_Addr_serialize`). Plugins keep their own per-peer state (an AV
 /// slot, a connection) keyed by these bytes; [`crate::Class::addr_set_remove`] drops that state so a
 /// later send reconnects.
+///
+/// Every RPC clones its peer's address a few times (into the handle, the forward record, each NA
+/// operation), so addresses up to 30 bytes live inline in a fixed array: a clone is a copy of a
+/// few words, with no length-dependent copy and nothing to free.
 #[doc(alias = "na_addr_t")]
 #[doc(alias = "NA_Addr_dup")]
 #[doc(alias = "NA_Addr_cmp")]
 pub struct Addr {
     plugin: &'static str,
-    raw: SmallVec<[u8; INLINE]>,
+    raw: Raw,
+}
+
+/// An address's bytes: inline (zero-padded, so equal addresses have equal arrays), or shared.
+#[derive(Clone)]
+enum Raw {
+    Inline { len: u8, bytes: [u8; INLINE] },
+    Heap(Arc<[u8]>),
 }
 
 impl Addr {
     /// Builds an address from a plugin's raw bytes. Plugins call this; users get addresses from
     /// lookups, contexts and completions.
     pub fn from_raw(plugin: &'static str, raw: &[u8]) -> Addr {
-        Addr {
-            plugin,
-            raw: SmallVec::from_slice(raw),
-        }
+        let raw = if raw.len() <= INLINE {
+            let mut bytes = [0u8; INLINE];
+            bytes[..raw.len()].copy_from_slice(raw);
+            Raw::Inline {
+                len: raw.len() as u8,
+                bytes,
+            }
+        } else {
+            Raw::Heap(Arc::from(raw))
+        };
+        Addr { plugin, raw }
     }
 
     /// The name of the plugin this address belongs to (`"ofi"`, `"inproc"`).
@@ -40,31 +58,33 @@ impl Addr {
     /// The plugin-defined raw bytes; also the serialized form.
     #[doc(alias = "NA_Addr_serialize")]
     pub fn as_bytes(&self) -> &[u8] {
-        &self.raw
+        match &self.raw {
+            Raw::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Raw::Heap(b) => b,
+        }
     }
 
     /// Size of the serialized form (`NA_Addr_get_serialize_size`).
     #[doc(alias = "NA_Addr_get_serialize_size")]
     pub fn serialize_size(&self) -> usize {
-        self.raw.len()
+        self.as_bytes().len()
     }
 }
 
 // Compared on every forward (is it this context's own address?) and every resolve: the plugin
-// name is nearly always the same `&'static str`, and most addresses are 16 bytes, so both are
-// checked without a `memcmp` call before falling back to the general comparison.
+// name is nearly always the same `&'static str`, and inline addresses compare as fixed arrays
+// (their padding is zero), without a `memcmp` call.
 impl PartialEq for Addr {
     fn eq(&self, other: &Addr) -> bool {
         let same_plugin = std::ptr::eq(self.plugin, other.plugin) || self.plugin == other.plugin;
         if !same_plugin {
             return false;
         }
-        match (
-            <[u8; 16]>::try_from(&self.raw[..]),
-            <[u8; 16]>::try_from(&other.raw[..]),
-        ) {
-            (Ok(a), Ok(b)) => u128::from_ne_bytes(a) == u128::from_ne_bytes(b),
-            _ => self.raw[..] == other.raw[..],
+        match (&self.raw, &other.raw) {
+            (Raw::Inline { len: a, bytes: x }, Raw::Inline { len: b, bytes: y }) => {
+                a == b && x == y
+            }
+            _ => self.as_bytes() == other.as_bytes(),
         }
     }
 }
@@ -75,17 +95,16 @@ impl std::hash::Hash for Addr {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         // What `eq` compares: the plugin name's text and the bytes.
         self.plugin.hash(state);
-        self.raw[..].hash(state);
+        self.as_bytes().hash(state);
     }
 }
 
 impl Clone for Addr {
-    /// One copy of the bytes (`SmallVec`'s own `Clone` pushes them one at a time, and an RPC
-    /// clones its peer's address several times).
+    #[inline]
     fn clone(&self) -> Addr {
         Addr {
             plugin: self.plugin,
-            raw: SmallVec::from_slice(&self.raw),
+            raw: self.raw.clone(),
         }
     }
 }
@@ -93,7 +112,7 @@ impl Clone for Addr {
 impl fmt::Debug for Addr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Addr({}:", self.plugin)?;
-        for b in self.raw.iter() {
+        for b in self.as_bytes() {
             write!(f, "{b:02x}")?;
         }
         write!(f, ")")
@@ -131,5 +150,31 @@ mod tests {
         let state = std::hash::RandomState::new();
         let hash = |x: &Addr| std::hash::BuildHasher::hash_one(&state, x);
         assert_eq!(hash(&a), hash(&Addr::from_raw(name, &bytes)));
+    }
+
+    #[test]
+    fn long_addresses_go_to_the_heap_and_behave_the_same() {
+        for n in [0usize, 1, 29, 30, 31, 64] {
+            let bytes: Vec<u8> = (0..n as u8).map(|b| b.wrapping_mul(7) | 1).collect();
+            let a = Addr::from_raw("x", &bytes);
+            assert_eq!(a.as_bytes(), &bytes[..], "{n} bytes");
+            assert_eq!(a.serialize_size(), n);
+            let c = a.clone();
+            assert_eq!(a, c);
+            assert_eq!(c.as_bytes(), &bytes[..]);
+            if n > 0 {
+                let mut other = bytes.clone();
+                other[n - 1] ^= 0x40;
+                assert_ne!(
+                    a,
+                    Addr::from_raw("x", &other),
+                    "{n} bytes: last byte ignored"
+                );
+                // A prefix is another address, even though the inline padding is zero.
+                assert_ne!(a, Addr::from_raw("x", &bytes[..n - 1]), "{n} bytes: prefix");
+            }
+        }
+        // A trailing zero byte is part of the address, not padding.
+        assert_ne!(Addr::from_raw("x", &[1, 0]), Addr::from_raw("x", &[1]));
     }
 }
