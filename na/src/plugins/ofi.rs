@@ -23,8 +23,9 @@ use crate::plugin::{InfoString, InitOptions, Plugin, ProgressMode, ThreadMode};
 use crate::sync::Arc;
 use std::net::Ipv4Addr;
 
-/// Name of the plugin in info strings and addresses.
-pub const NAME: &str = "ofi";
+/// Name of the plugin in info strings and addresses. A `static`, not a `const`: every address
+/// this plugin makes points at this one string, so comparing plugin names is a pointer compare.
+pub static NAME: &str = "ofi";
 /// Bytes of the source-address prefix of an unexpected message (a `struct sockaddr_in`).
 pub const UNEXPECTED_HEADER_SIZE: usize = 16;
 

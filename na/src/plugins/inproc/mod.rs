@@ -50,8 +50,9 @@ use std::io::Write as _;
 use std::os::fd::RawFd;
 use std::time::{Duration, Instant};
 
-/// The plugin's name in info strings and addresses.
-pub const NAME: &str = "inproc";
+/// The plugin's name in info strings and addresses (a `static`: one string, so addresses
+/// compare their plugin names by pointer).
+pub static NAME: &str = "inproc";
 /// Bytes of the unexpected header `msg_init_unexpected` writes: `b"inpc"` and the sender's
 /// endpoint number (little-endian u32). Non-zero on purpose, so layers above exercise the offset.
 pub const HEADER_SIZE: usize = 8;
