@@ -112,21 +112,36 @@ struct Fwd {
     posted: bool,
     send_op: Option<na::OpId>,
     recv_op: Option<na::OpId>,
-    /// The output pull's NA operations (one per remote handle the range crosses).
-    pull_ops: Vec<na::OpId>,
     send_done: Option<Result<()>>,
     recv_pending: bool,
     ack_only: bool,
-    /// An output pull in flight: the registration it fills, the payload CRC, the reply's code
-    /// and the parts still to complete.
-    pulling: Option<(MemHandle, usize, u32, Result<()>, Parts)>,
     reply: Option<Result<()>>,
     deadline: Option<Instant>,
     timed_out: bool,
     canceled: bool,
+    /// The overflow parts, when the input or the output went through an extra transfer. Boxed:
+    /// every forward's record moves into the operation map and out again, most without them.
+    over: Option<Box<FwdOverflow>>,
+}
+
+/// The rare parts of a forward: its input overflow and its output pull.
+#[derive(Default)]
+struct FwdOverflow {
+    /// The output pull's NA operations (one per remote handle the range crosses).
+    pull_ops: Vec<na::OpId>,
+    /// An output pull in flight: the registration it fills, the payload CRC, the reply's code
+    /// and the parts still to complete.
+    pulling: Option<(MemHandle, usize, u32, Result<()>, Parts)>,
     /// The input overflow registration and its encoded descriptor: the target pulls from it
     /// until it answers; then it goes back to the context's cache.
     extra: Option<(MemHandle, Vec<u8>)>,
+}
+
+impl Fwd {
+    /// Whether an output pull is in flight.
+    fn pulling(&self) -> bool {
+        self.over.as_ref().is_some_and(|o| o.pulling.is_some())
+    }
 }
 
 impl Fwd {
@@ -155,16 +170,14 @@ impl Fwd {
             posted: false,
             send_op: None,
             recv_op: None,
-            pull_ops: Vec::new(),
             send_done: None,
             recv_pending: true,
             ack_only: false,
-            pulling: None,
             reply: None,
             deadline,
             timed_out: false,
             canceled: false,
-            extra: None,
+            over: None,
         }
     }
 }
@@ -1295,12 +1308,17 @@ impl CtxInner {
                 f.recv_pending = false;
                 f.reply = Some(Err(e));
             }
-            if f.pulling.is_none() {
+            if !f.pulling() {
                 self.maybe_complete(st, token);
             }
             return;
         }
-        let pulls = f.pull_ops.iter().copied().map(Some);
+        let pulls = f
+            .over
+            .iter()
+            .flat_map(|o| o.pull_ops.iter())
+            .copied()
+            .map(Some);
         for op in [f.recv_op, f.send_op].into_iter().chain(pulls).flatten() {
             let _ = na.cancel(op);
         }
@@ -1525,7 +1543,9 @@ impl CtxInner {
                         self.on_reply(this, na, f, result, c.buf, c.len);
                     }
                     OpKind::Get => {
-                        let Some((_, _, _, _, parts)) = f.pulling.as_mut() else {
+                        let Some((_, _, _, _, parts)) =
+                            f.over.as_mut().and_then(|o| o.pulling.as_mut())
+                        else {
                             tracing::debug!(token, "hg: output pull part after its end dropped");
                             return;
                         };
@@ -1533,8 +1553,9 @@ impl CtxInner {
                             // More parts of the output pull to come.
                             return;
                         };
-                        f.pull_ops.clear();
-                        let (mem, size, crc, code, _) = f.pulling.take().expect("pull in flight");
+                        let o = f.over.as_mut().expect("pull in flight");
+                        o.pull_ops.clear();
+                        let (mem, size, crc, code, _) = o.pulling.take().expect("pull in flight");
                         let r = result.and_then(|()| {
                             f.handle.set_output(self.pulled(this, mem, size, crc)?);
                             Ok(())
@@ -1742,21 +1763,22 @@ impl CtxInner {
     ) -> Result<()> {
         let (mem, parts, size) = self.overflow_pull(body)?;
         let na = na.ok_or(Error::Canceled)?;
-        f.pull_ops = parts
+        let o = f.over.get_or_insert_with(Default::default);
+        o.pull_ops = parts
             .iter()
             .map(|p| {
                 let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
                 na.get(l, lo, r, ro, p.len, &f.dest, f.token)
             })
             .collect();
-        f.pulling = Some((mem, size, crc, code, Parts::new(parts.len())));
+        o.pulling = Some((mem, size, crc, code, Parts::new(parts.len())));
         Ok(())
     }
 
     /// Queues the forward's callback once both halves (and any output pull) are done.
     fn maybe_complete(&self, st: &mut CtxState, token: u64) {
         let done = match st.ops.get(&token) {
-            Some(Op::Forward(f)) => f.send_done.is_some() && !f.recv_pending && f.pulling.is_none(),
+            Some(Op::Forward(f)) => f.send_done.is_some() && !f.recv_pending && !f.pulling(),
             _ => false,
         };
         if !done {
@@ -1780,7 +1802,7 @@ impl CtxInner {
         if result == Err(Error::Canceled) && f.timed_out {
             result = Err(Error::Timeout);
         }
-        if let Some((mem, desc)) = f.extra.take() {
+        if let Some((mem, desc)) = f.over.as_mut().and_then(|o| o.extra.take()) {
             // The target answered (or acknowledged a one-way request) only after its pull:
             // nobody reads the buffer any more. Otherwise (cancel, timeout, failure) a late
             // pull may still come, so the registration ends here.
@@ -2003,7 +2025,9 @@ impl CtxInner {
                 Some(Op::Forward(f)) => {
                     f.send_done.get_or_insert(Err(Error::Canceled));
                     f.recv_pending = false;
-                    f.pulling = None;
+                    if let Some(o) = f.over.as_mut() {
+                        o.pulling = None;
+                    }
                     f.reply.get_or_insert(Err(Error::Canceled));
                     self.maybe_complete(&mut st, t);
                 }
@@ -2094,7 +2118,12 @@ impl CtxInner {
             ack_only,
             // No receive (one-way without overflow): the send alone completes it.
             reply: if recv.is_none() { Some(Ok(())) } else { None },
-            extra,
+            over: extra.map(|e| {
+                Box::new(FwdOverflow {
+                    extra: Some(e),
+                    ..FwdOverflow::default()
+                })
+            }),
             ..Fwd::new(
                 token,
                 handle,
