@@ -464,19 +464,20 @@ impl Context {
             if !slept {
                 wait = Duration::ZERO;
             }
-            let r = na.progress(wait);
+            // Completions come straight into `comps` (the plugin's own, and any queued).
+            let r = na.progress_into(wait, comps);
             if slept {
                 inner.handoff.end_sleep();
+            }
+            activity += comps.len();
+            inner.maybe_grow(comps);
+            // Handled even when progress failed: every completion gets its callback once.
+            for c in comps.drain(..) {
+                inner.on_completion(inner, Some(na), c);
             }
             match r {
                 Ok(_) | Err(na::Error::Timeout) | Err(na::Error::Interrupt) => {}
                 Err(e) => return Err(Error::from_na(e)),
-            }
-            na.drain_into(comps);
-            activity += comps.len();
-            inner.maybe_grow(comps);
-            for c in comps.drain(..) {
-                inner.on_completion(inner, Some(na), c);
             }
             // Work handed off while we waited (the wake-up that ended the wait) is posted now.
             activity += inner.post_pending(na, posts);

@@ -18,6 +18,17 @@ use std::time::Duration;
 #[derive(Clone)]
 pub struct Class {
     plugin: Arc<dyn Plugin>,
+    limits: Limits,
+}
+
+/// What a plugin says of itself that never changes, read once: every RPC asks for the message
+/// sizes several times, and a copy here costs no call through the plugin's vtable.
+#[derive(Clone, Copy, Debug)]
+struct Limits {
+    listening: bool,
+    max_unexpected: usize,
+    max_expected: usize,
+    unexpected_header: usize,
 }
 
 impl Class {
@@ -43,12 +54,18 @@ impl Class {
             listen,
             "na: class initialized"
         );
-        Ok(Class { plugin })
+        Ok(Class::from_plugin(plugin))
     }
 
     /// Wraps an already built plugin (e.g. an inproc fabric with fault injection).
     pub fn from_plugin(plugin: Arc<dyn Plugin>) -> Class {
-        Class { plugin }
+        let limits = Limits {
+            listening: plugin.is_listening(),
+            max_unexpected: plugin.max_unexpected_size(),
+            max_expected: plugin.max_expected_size(),
+            unexpected_header: plugin.unexpected_header_size(),
+        };
+        Class { plugin, limits }
     }
 
     /// `NA_Get_class_name`: the plugin's name.
@@ -66,7 +83,7 @@ impl Class {
     /// `NA_Is_listening`.
     #[doc(alias = "NA_Is_listening")]
     pub fn is_listening(&self) -> bool {
-        self.plugin.is_listening()
+        self.limits.listening
     }
 
     /// `NA_Context_create_id`: a context with its own endpoint (DESIGN §1: one per context on tcp).
@@ -114,19 +131,19 @@ impl Class {
     /// `NA_Msg_get_max_unexpected_size`.
     #[doc(alias = "NA_Msg_get_max_unexpected_size")]
     pub fn max_unexpected_size(&self) -> usize {
-        self.plugin.max_unexpected_size()
+        self.limits.max_unexpected
     }
 
     /// `NA_Msg_get_max_expected_size`.
     #[doc(alias = "NA_Msg_get_max_expected_size")]
     pub fn max_expected_size(&self) -> usize {
-        self.plugin.max_expected_size()
+        self.limits.max_expected
     }
 
     /// `NA_Msg_get_unexpected_header_size`.
     #[doc(alias = "NA_Msg_get_unexpected_header_size")]
     pub fn unexpected_header_size(&self) -> usize {
-        self.plugin.unexpected_header_size()
+        self.limits.unexpected_header
     }
 
     /// `NA_Msg_get_max_tag`.
@@ -372,6 +389,26 @@ impl Context {
             self.plugin.progress(Duration::ZERO)?;
         }
         Ok(self.cq.len())
+    }
+
+    /// [`Context::progress`] and [`Context::drain_into`] in one call: appends every completion
+    /// waiting, or finished by this call's progress, to `out` (a plugin may hand its own over
+    /// directly instead of through the queue); returns how many it appended. On an error, what
+    /// was already finished is in `out` too.
+    pub fn progress_into(&self, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize> {
+        let _s = tracing::trace_span!("na.progress").entered();
+        let start = out.len();
+        self.cq.drain_into(out);
+        // Completions are waiting: look for more, but do not block.
+        let timeout = if out.len() > start {
+            Duration::ZERO
+        } else {
+            timeout
+        };
+        let r = self.plugin.progress_into(timeout, out);
+        // What other paths queued meanwhile (a resend's failure, a cancel from another thread).
+        self.cq.drain_into(out);
+        r.map(|()| out.len() - start)
     }
 
     /// Takes the oldest completion, if any (`NA_Trigger` without the callback).

@@ -6,7 +6,7 @@ use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
 use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, Segment};
 use crate::msg::Tag;
-use crate::op::{Op, OpId};
+use crate::op::{Completion, Op, OpId};
 use crate::sync::Arc;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -19,6 +19,9 @@ pub trait Plugin: Send + Sync + 'static {
     /// The transport actually opened (`"tcp;ofi_rxm"` for ofi over tcp on libfabric 1.17).
     fn protocol(&self) -> &str;
     /// Whether this class accepts unexpected messages from peers it has not contacted (`listen`).
+    ///
+    /// This and the three message sizes below are read once, when the [`crate::Class`] is made,
+    /// and must not change afterwards.
     fn is_listening(&self) -> bool;
     /// `context_create`: a new endpoint whose completions go to `cq`.
     fn context_create(&self, id: u8, cq: Arc<CompletionQueue>) -> Result<Arc<dyn PluginContext>>;
@@ -74,6 +77,15 @@ pub trait PluginContext: Send + Sync {
     fn post(&self, op: Op);
     /// `poll` / `poll_wait`: moves transport completions into the queue.
     fn progress(&self, timeout: Duration) -> Result<()>;
+    /// As [`PluginContext::progress`], but the completions this call itself finishes may be
+    /// appended to `out` instead of going through the queue (what other paths complete, such as
+    /// a failed post or a cancel, still goes to the queue). The default runs `progress`, leaving
+    /// everything in the queue; a plugin overrides it to spare each completion a trip through
+    /// the queue's lock.
+    fn progress_into(&self, timeout: Duration, out: &mut Vec<Completion>) -> Result<()> {
+        let _ = out;
+        self.progress(timeout)
+    }
     /// `cancel`.
     fn cancel(&self, op: OpId) -> Result<()>;
     /// Wakes a `progress` blocked on another thread (or makes the next one return at once).

@@ -235,6 +235,9 @@ struct Tester {
     done: HashMap<OpId, Completion>,
     pool: Option<RecvPool>,
     unexpected: Vec<Received>,
+    /// Pump with `progress_into` every other time (else `progress` and `pop`).
+    alternate: bool,
+    pumps: usize,
 }
 
 impl Tester {
@@ -252,6 +255,8 @@ impl Tester {
             done: HashMap::new(),
             pool: None,
             unexpected: Vec::new(),
+            alternate: false,
+            pumps: 0,
         }
     }
 
@@ -319,6 +324,19 @@ impl Tester {
     }
 
     fn pump(&mut self, timeout: Duration) {
+        self.pumps += 1;
+        if self.alternate && self.pumps.is_multiple_of(2) {
+            let mut out = Vec::new();
+            let n = self
+                .ctx()
+                .progress_into(timeout, &mut out)
+                .expect("progress_into");
+            assert_eq!(n, out.len(), "{}: progress_into's count", self.case);
+            for c in out {
+                self.record(c);
+            }
+            return;
+        }
         self.ctx().progress(timeout).expect("progress");
         while let Some(c) = self.ctx().pop() {
             self.record(c);
@@ -553,6 +571,43 @@ pub fn many_in_flight(fx: &dyn Fixture) {
         let c = t.wait_ok(r);
         assert_eq!(&c.buf.unwrap().as_slice()[1..5], &(i as u32).to_le_bytes());
     }
+    t.finish();
+}
+
+/// `progress_into` and `progress` + `pop` take turns on one context while exchanges run and some
+/// receives are canceled: every operation completes exactly once, whichever call hands it over.
+pub fn progress_into_mixed(fx: &dyn Fixture) {
+    const N: usize = 600;
+    let class = fx.class();
+    let peer = fx.spawn_peer();
+    let mut t = Tester::new("progress_into_mixed", &class, 0, peer.addr());
+    t.alternate = true;
+    let mut pairs = Vec::with_capacity(N);
+    for i in 0..N {
+        let tag = t.tag();
+        let r = t.recv_expected(tag, 64);
+        let s = t.cmd(CMD_ECHO, tag, &(i as u32).to_le_bytes());
+        if i % 10 == 3 {
+            // Completes Canceled, or with the echo if that won the race: once either way.
+            t.ctx().cancel(r).unwrap();
+        }
+        if i % 7 == 0 {
+            t.pump(Duration::ZERO);
+        }
+        pairs.push((i, r, s));
+    }
+    let mut canceled = 0;
+    for (i, r, s) in pairs {
+        t.wait_ok(s);
+        let c = t.wait(r);
+        match c.result {
+            Ok(()) => assert_eq!(&c.buf.unwrap().as_slice()[1..5], &(i as u32).to_le_bytes()),
+            Err(Error::Canceled) if i % 10 == 3 => canceled += 1,
+            other => panic!("progress_into_mixed: exchange {i}: {other:?}"),
+        }
+    }
+    assert!(t.pumps >= 2, "both ways of pumping ran");
+    tracing::debug!(canceled, "progress_into_mixed");
     t.finish();
 }
 
@@ -873,6 +928,7 @@ pub fn run_all(fx: &dyn Fixture) {
     unexpected_without_buffer(fx);
     sizes_at_max(fx);
     many_in_flight(fx);
+    progress_into_mixed(fx);
     cancel_race(fx);
     rma_multi_segment(fx);
     rma_deregistered(fx);

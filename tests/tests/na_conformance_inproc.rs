@@ -18,6 +18,7 @@ cases!(
     unexpected_without_buffer,
     sizes_at_max,
     many_in_flight,
+    progress_into_mixed,
     cancel_race,
     rma_multi_segment,
     rma_deregistered,

@@ -1047,8 +1047,9 @@ mod imp {
             Ok((post, ready))
         }
 
-        /// Turns a libfabric completion into the operation's one `Completion`.
-        fn deliver(&self, d: Done) {
+        /// Turns a libfabric completion into the operation's one `Completion` (none when the
+        /// operation was started again instead: a send that found its connection closed).
+        fn deliver(&self, d: Done) -> Option<Completion> {
             let Done {
                 op,
                 err,
@@ -1063,7 +1064,7 @@ mod imp {
             if self.resent_n.load(Ordering::Acquire) > 0 {
                 self.resend_over(op.id);
             }
-            self.complete(op, Ok(()), len, data, None);
+            Some(self.complete(op, Ok(()), len, data, None))
         }
 
         /// [`OfiContext::deliver`] of an error completion: a send that found its connection
@@ -1078,7 +1079,7 @@ mod imp {
             len: usize,
             data: u64,
             olen: usize,
-        ) {
+        ) -> Option<Completion> {
             let kind = op.req.kind();
             // The peer matters only to an error (to resend or forget it).
             let dest = conn_dest(&op);
@@ -1106,14 +1107,17 @@ mod imp {
                 );
                 let post = match self.prepare(&op) {
                     Ok((p, _)) => p,
-                    Err(e) => return self.fail(op, e),
+                    Err(e) => {
+                        self.fail(op, e);
+                        return None;
+                    }
                 };
                 // Give rxm a few progress passes to retire the dead connection first.
                 let later = Instant::now() + Duration::from_millis(20);
                 if let Some((op, post)) = self.gate(op, post, Some(later)) {
                     self.submit(op, post);
                 }
-                return;
+                return None;
             }
             if self.resent_n.load(Ordering::Acquire) > 0 {
                 self.resend_over(op.id);
@@ -1127,7 +1131,7 @@ mod imp {
                     prov_errno, olen, "na.ofi: error completion"
                 );
             }
-            self.complete(op, Err(e), len, data, dest);
+            Some(self.complete(op, Err(e), len, data, dest))
         }
 
         /// Forgets the resend count of a send that finished (sent, or failed for good).
@@ -1139,7 +1143,7 @@ mod imp {
             }
         }
 
-        /// Queues the `Completion` of a finished operation; `dest` is its peer when it failed.
+        /// The `Completion` of a finished operation; `dest` is its peer when it failed.
         #[inline]
         fn complete(
             &self,
@@ -1148,7 +1152,7 @@ mod imp {
             len: usize,
             data: u64,
             dest: Option<[u8; 16]>,
-        ) {
+        ) -> Completion {
             let kind = op.req.kind();
             let Op { id, user, req } = op;
             // The request is taken apart: its buffer and source move into the completion.
@@ -1201,7 +1205,7 @@ mod imp {
                 }
             }
             c.result = result;
-            self.cq.push(c);
+            c
         }
 
         /// Validates an unexpected message's source prefix and enters it in the AV.
@@ -1222,9 +1226,52 @@ mod imp {
             Ok(addr)
         }
 
-        fn drain(&self, scratch: &mut Vec<Done>) {
+        /// Delivers finished operations into the queue, or into `out` when given.
+        fn drain(&self, scratch: &mut Vec<Done>, mut out: Option<&mut Vec<Completion>>) {
             for d in scratch.drain(..) {
-                self.deliver(d);
+                if let Some(c) = self.deliver(d) {
+                    match out.as_deref_mut() {
+                        Some(out) => out.push(c),
+                        None => self.cq.push(c),
+                    }
+                }
+            }
+        }
+
+        /// `progress` and `progress_into`: completions into `out` when given, else the queue.
+        fn progress_to(&self, timeout: Duration, out: Option<&mut Vec<Completion>>) -> Result<()> {
+            let mut scratch = lock(&self.scratch);
+            // Read the clock only once a wait is needed (completions are often ready at once).
+            let mut deadline = None;
+            loop {
+                if self.probing.load(Ordering::Acquire) > 0 {
+                    self.check_probes();
+                }
+                let n = self.ep.progress(&mut scratch);
+                if n > 0 || !self.cq.is_empty() {
+                    self.drain(&mut scratch, out);
+                    return Ok(());
+                }
+                if timeout.is_zero() || self.woken.swap(false, Ordering::AcqRel) {
+                    return Ok(());
+                }
+                let now = Instant::now();
+                // As `plugin::deadline_after`, from the clock read just made.
+                const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+                let deadline = *deadline.get_or_insert_with(|| now + timeout.min(CENTURY));
+                if now >= deadline {
+                    return Ok(());
+                }
+                if !self.shared.wait_fd {
+                    // Busy mode: poll again until the deadline, never sleep.
+                    std::hint::spin_loop();
+                    continue;
+                }
+                let mut slice = deadline - now;
+                if self.probing.load(Ordering::Acquire) > 0 || self.ep.has_retry() {
+                    slice = slice.min(Duration::from_millis(1));
+                }
+                self.ep.wait(slice);
             }
         }
     }
@@ -1319,39 +1366,11 @@ mod imp {
         }
 
         fn progress(&self, timeout: Duration) -> Result<()> {
-            let mut scratch = lock(&self.scratch);
-            // Read the clock only once a wait is needed (completions are often ready at once).
-            let mut deadline = None;
-            loop {
-                if self.probing.load(Ordering::Acquire) > 0 {
-                    self.check_probes();
-                }
-                let n = self.ep.progress(&mut scratch);
-                if n > 0 || !self.cq.is_empty() {
-                    self.drain(&mut scratch);
-                    return Ok(());
-                }
-                if timeout.is_zero() || self.woken.swap(false, Ordering::AcqRel) {
-                    return Ok(());
-                }
-                let now = Instant::now();
-                // As `plugin::deadline_after`, from the clock read just made.
-                const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-                let deadline = *deadline.get_or_insert_with(|| now + timeout.min(CENTURY));
-                if now >= deadline {
-                    return Ok(());
-                }
-                if !self.shared.wait_fd {
-                    // Busy mode: poll again until the deadline, never sleep.
-                    std::hint::spin_loop();
-                    continue;
-                }
-                let mut slice = deadline - now;
-                if self.probing.load(Ordering::Acquire) > 0 || self.ep.has_retry() {
-                    slice = slice.min(Duration::from_millis(1));
-                }
-                self.ep.wait(slice);
-            }
+            self.progress_to(timeout, None)
+        }
+
+        fn progress_into(&self, timeout: Duration, out: &mut Vec<Completion>) -> Result<()> {
+            self.progress_to(timeout, Some(out))
         }
 
         fn cancel(&self, op: OpId) -> Result<()> {
@@ -1360,9 +1379,7 @@ mod imp {
             }
             let mut out = Vec::new();
             self.ep.cancel(op, &mut out);
-            for d in out {
-                self.deliver(d);
-            }
+            self.drain(&mut out, None);
             Ok(())
         }
 
@@ -1386,9 +1403,7 @@ mod imp {
             }
             let mut out = Vec::new();
             self.ep.close(Duration::from_secs(2), &mut out);
-            for d in out {
-                self.deliver(d);
-            }
+            self.drain(&mut out, None);
         }
     }
 }
