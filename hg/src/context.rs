@@ -301,6 +301,9 @@ pub(crate) struct CtxInner {
     next_token: AtomicU64,
     driving: AtomicBool,
     closed: AtomicBool,
+    /// Set when the unexpected receives may need posting (a request arrived, the target grew):
+    /// `ensure_unexpected` skips the state lock on every other progress pass. Driving thread.
+    repost_due: AtomicBool,
     bad_requests: AtomicUsize,
     /// Operations with a deadline (see `CtxState::sync_deadlines`): zero lets progress skip the
     /// deadline scans and their lock.
@@ -376,6 +379,7 @@ impl Context {
             next_token: AtomicU64::new(1),
             driving: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            repost_due: AtomicBool::new(true),
             bad_requests: AtomicUsize::new(0),
             deadlines,
             seen_removed: AtomicU64::new(class.inner.removed.newest()),
@@ -1160,9 +1164,13 @@ impl CtxInner {
 
     /// Keeps `request_post_init` unexpected receives posted on a listening class.
     fn ensure_unexpected(&self, na: &na::Context) {
-        if !self.class.na().is_listening() || self.closed.load(Ordering::Acquire) {
+        if !self.class.na().is_listening()
+            || !self.repost_due.load(Ordering::Relaxed)
+            || self.closed.load(Ordering::Acquire)
+        {
             return;
         }
+        self.repost_due.store(false, Ordering::Relaxed);
         let size = self.class.na().max_unexpected_size();
         let mut st = lock(&self.st);
         // No need to clear them: only the received length is ever read.
@@ -1194,6 +1202,7 @@ impl CtxInner {
         let o = self.class.options();
         let mut st = lock(&self.st);
         if n >= st.unexpected_target && st.unexpected_target < o.request_post_max {
+            self.repost_due.store(true, Ordering::Relaxed);
             st.unexpected_target =
                 (st.unexpected_target + o.request_post_incr).min(o.request_post_max);
             tracing::debug!(
@@ -1849,6 +1858,8 @@ impl CtxInner {
                 }
             }
         };
+        // The next progress pass looks at the posted receives again.
+        self.repost_due.store(true, Ordering::Relaxed);
         let mut st = lock(&self.st);
         if na.is_none() || !repost || self.closed.load(Ordering::Acquire) {
             st.unexpected_posted -= 1;
