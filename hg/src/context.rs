@@ -142,9 +142,7 @@ impl Fwd {
     fn pulling(&self) -> bool {
         self.over.as_ref().is_some_and(|o| o.pulling.is_some())
     }
-}
 
-impl Fwd {
     /// A forward of `rpc_id` to `dest` waiting for its send and its reply, with nothing posted
     /// yet; the self-forward and network paths override the fields where they differ.
     #[allow(clippy::too_many_arguments)]
