@@ -1906,7 +1906,11 @@ impl CtxInner {
                 }
             }
         };
-        let handler = match self.class.with_rpc(h.id, |i| i.handler.clone()) {
+        let rpc = self.class.with_rpc(h.id, |i| {
+            let types = (i.input.type_id(), i.output.type_id());
+            i.handler.clone().map(|hd| (hd, types))
+        });
+        let (handler, types) = match rpc {
             Ok(info) => match info {
                 Some(hd) => hd,
                 None => {
@@ -1934,6 +1938,7 @@ impl CtxInner {
                     input: None,
                     responded: false,
                     self_client: None,
+                    types,
                 }),
             ),
         );
@@ -2217,9 +2222,12 @@ impl CtxInner {
     ) -> Result<()> {
         // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
         let bytes = proc::encode_to_vec(input)?;
-        let handler = self
+        let (handler, types) = self
             .class
-            .with_rpc(rpc_id, |i| i.handler.clone())?
+            .with_rpc(rpc_id, |i| {
+                let types = (i.input.type_id(), i.output.type_id());
+                i.handler.clone().map(|hd| (hd, types))
+            })?
             .ok_or(Error::NoEntry)?;
         let server = Handle::new(
             this.clone(),
@@ -2233,6 +2241,7 @@ impl CtxInner {
                     input: Some(Bytes::Owned(bytes)),
                     responded: false,
                     self_client: Some(token),
+                    types,
                 }),
             ),
         );

@@ -6,7 +6,7 @@ use crate::proc::{self, Proc};
 use crate::registry::RpcId;
 use crate::sync::{lock, Arc, Mutex, UserArc};
 use na::Tag;
-use std::any::Any;
+use std::any::{Any, TypeId};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -114,6 +114,9 @@ pub(crate) struct ServerSide {
     pub(crate) responded: bool,
     /// For a forward to self: the origin's forward, completed by `respond` directly.
     pub(crate) self_client: Option<u64>,
+    /// The input and output types registered for the id when the request arrived, so that
+    /// `get_input` and `respond` check them without a registry look-up.
+    pub(crate) types: (TypeId, TypeId),
 }
 
 pub(crate) struct HandleState {
@@ -362,11 +365,11 @@ impl Handle {
         let (id, r) = {
             let st = lock(&self.inner.st);
             let s = st.server.as_ref().ok_or(Error::InvalidArg)?;
+            if s.types.0 != TypeId::of::<T>() {
+                return Err(Error::InvalidArg);
+            }
             (st.id, s.input.as_ref().ok_or(Error::NoEntry)?.decode::<T>())
         };
-        if !self.inner.ctx.class.with_rpc(id, |i| i.input.is::<T>())? {
-            return Err(Error::InvalidArg);
-        }
         r.inspect_err(|e| tracing::warn!(rpc_id = id, error = %e, "hg: input does not decode"))
     }
 
@@ -409,19 +412,16 @@ impl Handle {
         output: Option<&T>,
         cb: Option<DoneCallback>,
     ) -> Result<()> {
-        let (addr, id, tag, cookie, no_response, self_client) = {
+        let (addr, tag, cookie, no_response, self_client) = {
             let mut st = lock(&self.inner.st);
-            let (addr, id) = (st.addr.clone(), st.id);
+            let addr = st.addr.clone();
             let s = st.server.as_mut().ok_or(Error::InvalidArg)?;
-            if s.responded {
+            if s.responded || (output.is_some() && s.types.1 != TypeId::of::<T>()) {
                 return Err(Error::InvalidArg);
             }
             s.responded = true;
-            (addr, id, s.tag, s.cookie, s.no_response, s.self_client)
+            (addr, s.tag, s.cookie, s.no_response, s.self_client)
         };
-        if output.is_some() && !self.inner.ctx.class.with_rpc(id, |i| i.output.is::<T>())? {
-            return Err(Error::InvalidArg);
-        }
         let ctx = &self.inner.ctx;
         if let Some(token) = self_client {
             let out = match (&result, output) {

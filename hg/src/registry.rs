@@ -83,6 +83,11 @@ impl ProcType {
         self.id == TypeId::of::<T>()
     }
 
+    /// The type's `TypeId` (what a handle keeps to check its input and output types).
+    pub(crate) fn type_id(&self) -> TypeId {
+        self.id
+    }
+
     /// The type's name (for logs).
     pub fn name(&self) -> &'static str {
         self.name

@@ -809,6 +809,57 @@ fn wrong_types_are_refused() {
     assert_eq!(h.get_input::<()>(), Err(Error::InvalidArg));
 }
 
+/// On the target, `get_input` and `respond` with types other than those registered are refused
+/// (checked against the registration the request arrived under), and the handler may then
+/// answer with the right ones.
+#[test]
+fn wrong_types_are_refused_on_the_target() {
+    let fabric = Fabric::new(FaultConfig::none());
+    let server = Class::from_na(fabric.class(true), InitOptions::default());
+    let client = Class::from_na(fabric.class(false), InitOptions::default());
+    let seen = slot();
+    let s2 = seen.clone();
+    server.register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+        let wrong_in = h.get_input::<u32>().err();
+        let input: EchoIn = h.get_input()?;
+        let wrong_out = h.respond(&7u32, |_| {}).err();
+        s2.lock().unwrap().push((wrong_in, wrong_out));
+        h.respond(
+            &EchoOut {
+                rc: input.n,
+                data: input.data,
+            },
+            |r| assert_eq!(r, Ok(())),
+        )
+    })));
+    client.register_rpc::<Echo>(None);
+    let sctx = server.context_create().unwrap();
+    let cctx = client.context_create().unwrap();
+    let p = Pair {
+        _fabric: fabric,
+        saddr: sctx.self_addr(),
+        server,
+        client,
+        sctx,
+        cctx,
+    };
+    let got = forward_echo(&p, vec![9], 3);
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    assert_eq!(
+        *seen.lock().unwrap(),
+        [(Some(Error::InvalidArg), Some(Error::InvalidArg))]
+    );
+    let (r, out) = got.lock().unwrap().pop().unwrap();
+    assert_eq!(r, Ok(()));
+    assert_eq!(
+        out,
+        Some(EchoOut {
+            rc: 3,
+            data: vec![9]
+        })
+    );
+}
+
 /// Seeded faults on every message (errors, drops, duplicates, truncation, corruption, reorder,
 /// delay, exhaustion): every forward's callback runs exactly once, every `Ok` carries the right
 /// output (payload checksums catch corruption), and the server keeps serving throughout.
