@@ -129,6 +129,7 @@ pub(crate) struct HandleState {
 }
 
 impl HandleState {
+    #[inline(always)]
     pub(crate) fn new(addr: na::Addr, id: RpcId, server: Option<ServerSide>) -> HandleState {
         HandleState {
             addr,
@@ -173,6 +174,9 @@ pub struct Info {
 }
 
 impl Handle {
+    // Inlined so the state is built where it is stored (it is moved, not copied, through the
+    // `Mutex` and `Arc` constructors: a `memcpy` each otherwise).
+    #[inline(always)]
     pub(crate) fn new(ctx: Arc<CtxInner>, st: HandleState) -> Handle {
         Handle {
             inner: Arc::new(HandleInner {
