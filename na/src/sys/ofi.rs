@@ -517,10 +517,11 @@ pub struct Done {
     pub prov_errno: i32,
     /// Bytes received (receives).
     pub len: usize,
-    /// Remote CQ data (unexpected receives: the tag).
-    pub data: u64,
-    /// Bytes that did not fit (truncation errors).
-    pub olen: usize,
+    /// Remote CQ data (unexpected receives: the tag, which is 32 bits in NA; libfabric's upper
+    /// 32 bits are dropped).
+    pub data: u32,
+    /// Bytes that did not fit (truncation errors), saturated at `u32::MAX`.
+    pub olen: u32,
 }
 
 struct EpState {
@@ -1064,8 +1065,9 @@ impl Endpoint {
             err: b.err,
             prov_errno: b.prov_errno,
             len: b.len,
-            data: b.data,
-            olen: b.olen,
+            // Narrowed so that a `Done` fits in 128 bytes and moves without a `memcpy` call.
+            data: b.data as u32,
+            olen: u32::try_from(b.olen).unwrap_or(u32::MAX),
         });
         if let Post::Rma { .. } = b.post {
             b.post = Post::Recv;
