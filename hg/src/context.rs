@@ -127,6 +127,17 @@ struct Fwd {
     over: Option<Box<FwdOverflow>>,
 }
 
+/// What `Handle::forward` hands its context: the handle, where it goes and the RPC's fixed parts.
+pub(crate) struct ForwardReq<'a> {
+    pub(crate) handle: &'a Handle,
+    pub(crate) dest: na::Addr,
+    pub(crate) rpc_id: RpcId,
+    pub(crate) cookie: u8,
+    pub(crate) no_response: bool,
+    pub(crate) deadline: Option<Instant>,
+    pub(crate) cb: ForwardCallback,
+}
+
 /// An NA operation id as a forward keeps it (NA numbers operations from 1: never 0).
 fn op_id(id: na::OpId) -> Option<NonZeroU64> {
     let n = NonZeroU64::new(id.0);
@@ -2075,18 +2086,11 @@ impl CtxInner {
     // ---- entry points used by `Handle` ----
 
     /// Starts a forward prepared by `Handle::forward`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn start_forward<T: Proc>(
         &self,
         this: &Arc<CtxInner>,
-        handle: &Handle,
-        dest: na::Addr,
-        rpc_id: RpcId,
-        cookie: u8,
+        req: ForwardReq<'_>,
         input: &T,
-        no_response: bool,
-        deadline: Option<Instant>,
-        cb: ForwardCallback,
     ) -> Result<()> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Canceled);
@@ -2095,20 +2099,18 @@ impl CtxInner {
         let level = self.level();
         let hs = level.header_size();
         let size = input.encoded_size();
-        if dest == self.self_addr {
-            return self.forward_to_self(
-                this,
-                handle,
-                dest,
-                rpc_id,
-                cookie,
-                input,
-                no_response,
-                deadline,
-                cb,
-                token,
-            );
+        if req.dest == self.self_addr {
+            return self.forward_to_self(this, req, input, token);
         }
+        let ForwardReq {
+            handle,
+            dest,
+            rpc_id,
+            cookie,
+            no_response,
+            deadline,
+            cb,
+        } = req;
         let nac = self.class.na();
         let uh = nac.unexpected_header_size();
         let mut hdr = RequestHeader {
@@ -2208,22 +2210,24 @@ impl CtxInner {
 
     /// [`CtxInner::start_forward`] to this context's own address (`HG_CORE_SELF_FORWARD`): no
     /// NA, the same encode and decode. Out of line: the network path is the common one.
-    #[allow(clippy::too_many_arguments)]
     #[cold]
     #[inline(never)]
     fn forward_to_self<T: Proc>(
         &self,
         this: &Arc<CtxInner>,
-        handle: &Handle,
-        dest: na::Addr,
-        rpc_id: RpcId,
-        cookie: u8,
+        req: ForwardReq<'_>,
         input: &T,
-        no_response: bool,
-        deadline: Option<Instant>,
-        cb: ForwardCallback,
         token: u64,
     ) -> Result<()> {
+        let ForwardReq {
+            handle,
+            dest,
+            rpc_id,
+            cookie,
+            no_response,
+            deadline,
+            cb,
+        } = req;
         // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
         let bytes = proc::encode_to_vec(input)?;
         let (handler, types) = self

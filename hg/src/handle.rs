@@ -1,6 +1,6 @@
 //! `hg::Handle` (`hg_handle_t`): one RPC exchange, on the origin (forward) or the target (respond) side.
 
-use crate::context::{CtxInner, DoneCallback, ForwardCallback};
+use crate::context::{CtxInner, DoneCallback, ForwardCallback, ForwardReq};
 use crate::error::{Error, Result};
 use crate::proc::{self, Proc};
 use crate::registry::RpcId;
@@ -297,17 +297,16 @@ impl Handle {
             );
             return Err(Error::InvalidArg);
         }
-        self.inner.ctx.start_forward(
-            &self.inner.ctx,
-            self,
-            addr,
-            id,
+        let req = ForwardReq {
+            handle: self,
+            dest: addr,
+            rpc_id: id,
             cookie,
-            input,
             no_response,
             deadline,
             cb,
-        )
+        };
+        self.inner.ctx.start_forward(&self.inner.ctx, req, input)
     }
 
     pub(crate) fn begin_forward(&self, token: u64) {
