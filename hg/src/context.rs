@@ -2219,15 +2219,7 @@ impl CtxInner {
         input: &T,
         token: u64,
     ) -> Result<()> {
-        let ForwardReq {
-            handle,
-            dest,
-            rpc_id,
-            cookie,
-            no_response,
-            deadline,
-            cb,
-        } = req;
+        let (rpc_id, no_response, deadline) = (req.rpc_id, req.no_response, req.deadline);
         // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
         let bytes = proc::encode_to_vec(input)?;
         let (handler, types) = self
@@ -2240,11 +2232,11 @@ impl CtxInner {
         let server = Handle::new(
             this.clone(),
             HandleState::new(
-                dest.clone(),
+                req.dest.clone(),
                 rpc_id,
                 Some(ServerSide {
                     tag: 0,
-                    cookie,
+                    cookie: req.cookie,
                     no_response,
                     input: Some(Bytes::Owned(bytes)),
                     responded: false,
@@ -2260,10 +2252,12 @@ impl CtxInner {
         let fwd = Fwd {
             send_done: Some(Ok(())),
             recv_pending: !no_response,
-            ..Fwd::new(handle, cb, rpc_id, dest, 0, cookie, deadline)
+            ..Fwd::new(
+                req.handle, req.cb, rpc_id, req.dest, 0, req.cookie, deadline,
+            )
         };
         st.ops.insert(token, Op::Forward(fwd));
-        handle.begin_forward(token);
+        req.handle.begin_forward(token);
         self.cq.push(Entry::Process(server, handler));
         self.maybe_complete(&mut st, token);
         drop(st);
