@@ -164,26 +164,18 @@ impl Fwd {
         self.over.as_ref().is_some_and(|o| o.pulling.is_some())
     }
 
-    /// A forward of `rpc_id` to `dest` waiting for its send and its reply, with nothing posted
-    /// yet; the self-forward and network paths override the fields where they differ.
-    #[allow(clippy::too_many_arguments)]
-    fn new(
-        handle: &Handle,
-        cb: ForwardCallback,
-        rpc_id: RpcId,
-        dest: na::Addr,
-        tag: Tag,
-        cookie: u8,
-        deadline: Option<Instant>,
-    ) -> Fwd {
+    /// The forward `req` describes, sent with `tag`, waiting for its send and its reply with
+    /// nothing posted yet; the self-forward and network paths override the fields where they
+    /// differ.
+    fn new(req: ForwardReq<'_>, tag: Tag) -> Fwd {
         Fwd {
-            handle: handle.clone(),
+            handle: req.handle.clone(),
             replied: false,
-            cb: Some(cb),
-            rpc_id,
-            dest,
+            cb: Some(req.cb),
+            rpc_id: req.rpc_id,
+            dest: req.dest,
             tag,
-            cookie,
+            cookie: req.cookie,
             posted: false,
             send_op: None,
             recv_op: None,
@@ -191,7 +183,7 @@ impl Fwd {
             recv_pending: true,
             ack_only: false,
             reply: None,
-            deadline,
+            deadline: req.deadline,
             timed_out: false,
             canceled: false,
             over: None,
@@ -1490,18 +1482,21 @@ impl CtxInner {
         }
         let mut st = lock(&self.st);
         let token = c.user;
-        // The common successes (a request sent, its reply received, a reply sent without
-        // overflow) are handled here; everything else in `on_completion_rare`, out of line, so
-        // the path every RPC takes stays short.
+        // A reply's receive (whatever its result: `on_reply` takes the error) and the common
+        // successes (a request sent, a reply sent without overflow) are handled here; everything
+        // else in `on_completion_rare`, out of line, so the path every RPC takes stays short.
+        if let Some(Op::Forward(f)) = st.ops.get_mut(&token) {
+            if c.kind == OpKind::RecvExpected {
+                f.recv_op = None;
+                f.recv_pending = false;
+                let result = c.result.map_err(Error::from_na);
+                self.on_reply(this, na, f, token, result, c.buf, c.len);
+                self.maybe_complete(&mut st, token);
+                return;
+            }
+        }
         if c.result.is_ok() {
             match st.ops.get_mut(&token) {
-                Some(Op::Forward(f)) if c.kind == OpKind::RecvExpected => {
-                    f.recv_op = None;
-                    f.recv_pending = false;
-                    self.on_reply(this, na, f, token, Ok(()), c.buf, c.len);
-                    self.maybe_complete(&mut st, token);
-                    return;
-                }
                 Some(Op::Forward(f)) if c.kind == OpKind::SendUnexpected => {
                     f.send_op = None;
                     if let Some(b) = c.buf {
@@ -1566,11 +1561,7 @@ impl CtxInner {
                         }
                         f.send_done = Some(result);
                     }
-                    OpKind::RecvExpected => {
-                        f.recv_op = None;
-                        f.recv_pending = false;
-                        self.on_reply(this, na, f, token, result, c.buf, c.len);
-                    }
+                    // (RecvExpected: a reply, handled in `on_completion`.)
                     OpKind::Get => {
                         let Some((_, _, _, _, parts)) =
                             f.over.as_mut().and_then(|o| o.pulling.as_mut())
@@ -2102,15 +2093,9 @@ impl CtxInner {
         if req.dest == self.self_addr {
             return self.forward_to_self(this, req, input, token);
         }
-        let ForwardReq {
-            handle,
-            dest,
-            rpc_id,
-            cookie,
-            no_response,
-            deadline,
-            cb,
-        } = req;
+        let (handle, dest) = (req.handle, req.dest.clone());
+        let (rpc_id, cookie, no_response, deadline) =
+            (req.rpc_id, req.cookie, req.no_response, req.deadline);
         let nac = self.class.na();
         let uh = nac.unexpected_header_size();
         let mut hdr = RequestHeader {
@@ -2154,7 +2139,7 @@ impl CtxInner {
                     ..FwdOverflow::default()
                 })
             }),
-            ..Fwd::new(handle, cb, rpc_id, dest.clone(), tag, cookie, deadline)
+            ..Fwd::new(req, tag)
         };
         st.ops.insert(token, Op::Forward(fwd));
         handle.begin_forward(token);
@@ -2219,7 +2204,8 @@ impl CtxInner {
         input: &T,
         token: u64,
     ) -> Result<()> {
-        let (rpc_id, no_response, deadline) = (req.rpc_id, req.no_response, req.deadline);
+        let (handle, rpc_id, no_response, deadline) =
+            (req.handle, req.rpc_id, req.no_response, req.deadline);
         // Forward to self (`HG_CORE_SELF_FORWARD`): no NA, the same encode/decode.
         let bytes = proc::encode_to_vec(input)?;
         let (handler, types) = self
@@ -2252,12 +2238,10 @@ impl CtxInner {
         let fwd = Fwd {
             send_done: Some(Ok(())),
             recv_pending: !no_response,
-            ..Fwd::new(
-                req.handle, req.cb, rpc_id, req.dest, 0, req.cookie, deadline,
-            )
+            ..Fwd::new(req, 0)
         };
         st.ops.insert(token, Op::Forward(fwd));
-        req.handle.begin_forward(token);
+        handle.begin_forward(token);
         self.cq.push(Entry::Process(server, handler));
         self.maybe_complete(&mut st, token);
         drop(st);

@@ -995,7 +995,7 @@ mod imp {
                     ))
                 }
                 Request::RecvExpected { source, tag, .. } => {
-                    let (src, _) = self.resolve_ready(source)?;
+                    let src = self.resolve(source)?;
                     Ok((
                         Post::TRecv {
                             src,
