@@ -26,7 +26,8 @@ use crate::handle::{Bytes, Handle, HandleState, ServerSide};
 use crate::header::{self, flags, ChecksumLevel, RequestHeader, ResponseHeader};
 use crate::proc::{self, Proc};
 use crate::queue::{CompletionQueue, HandOff, Posted};
-use crate::registry::{RpcId, U64Map};
+use crate::registry::RpcId;
+use crate::slab::Slab;
 use crate::sync::{
     lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, UserArc,
 };
@@ -268,7 +269,7 @@ struct Scratch {
 }
 
 struct CtxState {
-    ops: U64Map<Op>,
+    ops: Slab<Op>,
     /// Forwards in `ops` that have a deadline: while zero, progress skips the deadline scans.
     timed: usize,
     /// Unexpected receives posted, plus those in `reposts` and `replacements`.
@@ -307,7 +308,6 @@ pub(crate) struct CtxInner {
     next_tag: AtomicU32,
     /// The NA plugin's largest tag (at least 1), read once: tags wrap below it.
     max_tag: Tag,
-    next_token: AtomicU64,
     driving: AtomicBool,
     closed: AtomicBool,
     /// Set when the unexpected receives may need posting (a request arrived, the target grew):
@@ -365,7 +365,7 @@ impl Context {
             cq: CompletionQueue::new(),
             handoff: HandOff::new(),
             st: Mutex::new(CtxState {
-                ops: U64Map::default(),
+                ops: Slab::default(),
                 timed: 0,
                 ack_waits: 0,
                 deadlines: deadlines.clone(),
@@ -385,7 +385,6 @@ impl Context {
             data: Mutex::new(None),
             next_tag: AtomicU32::new(1),
             max_tag: class.na().max_tag().max(1),
-            next_token: AtomicU64::new(1),
             driving: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             repost_due: AtomicBool::new(true),
@@ -711,19 +710,15 @@ impl ContextRef {
             local_offset,
             len,
         )?;
-        let token = self.inner.token();
         if parts.is_empty() {
             // Nothing to move (zero bytes): complete without NA.
             self.inner.cq.push(Entry::Done(Box::new(cb), Ok(())));
             return Ok(());
         }
-        lock(&self.inner.st).ops.insert(
-            token,
-            Op::Rma {
-                cb: Some(Box::new(cb)),
-                parts: Parts::new(parts.len()),
-            },
-        );
+        let token = lock(&self.inner.st).ops.insert(Op::Rma {
+            cb: Some(Box::new(cb)),
+            parts: Parts::new(parts.len()),
+        });
         self.inner.hand_off(Post::Rma {
             token,
             pull: op == BulkOp::Pull,
@@ -775,7 +770,7 @@ fn wait_end(timeout: Duration) -> Instant {
 
 /// Removes operation `token`, keeping the count of kept output registrations right.
 fn take_op(st: &mut CtxState, token: u64) -> Option<Op> {
-    let op = st.ops.remove(&token);
+    let op = st.ops.remove(token);
     if let Some(Op::AckWait { .. }) = op {
         st.ack_waits -= 1;
         st.sync_deadlines();
@@ -1059,10 +1054,6 @@ impl CtxInner {
         self.class.options().checksum_level
     }
 
-    fn token(&self) -> u64 {
-        self.next_token.fetch_add(1, Ordering::Relaxed)
-    }
-
     fn tag(&self) -> Tag {
         let max = self.max_tag;
         loop {
@@ -1125,7 +1116,7 @@ impl CtxInner {
             Post::Cancel(_) => return,
         };
         let mut st = lock(&self.st);
-        match st.ops.get_mut(&token) {
+        match st.ops.get_mut(token) {
             Some(Op::Forward(f)) => {
                 f.send_done.get_or_insert(Err(Error::Canceled));
                 f.recv_pending = false;
@@ -1135,7 +1126,7 @@ impl CtxInner {
                 if let Some(cb) = cb.take() {
                     self.cq.push(Entry::Done(cb, Err(Error::Canceled)));
                 }
-                st.ops.remove(&token);
+                st.ops.remove(token);
                 return;
             }
             _ => return,
@@ -1242,7 +1233,7 @@ impl CtxInner {
                 send_len,
                 recv,
             } => {
-                let Some(Op::Forward(f)) = st.ops.get_mut(&token) else {
+                let Some(Op::Forward(f)) = st.ops.get_mut(token) else {
                     return;
                 };
                 if f.canceled || f.timed_out {
@@ -1278,7 +1269,7 @@ impl CtxInner {
             } => {
                 if let Some((atoken, abuf)) = ack {
                     // Let go of already (its peer was removed meanwhile): no receive for it.
-                    if let Some(Op::AckWait { op, .. }) = st.ops.get_mut(&atoken) {
+                    if let Some(Op::AckWait { op, .. }) = st.ops.get_mut(atoken) {
                         *op = Some(na.recv_expected(abuf, &dest, tag, atoken));
                     }
                 }
@@ -1307,7 +1298,7 @@ impl CtxInner {
 
     /// Cancels a forward (`timeout` says why).
     fn cancel_locked(&self, na: &na::Context, st: &mut CtxState, token: u64, timeout: bool) {
-        let Some(Op::Forward(f)) = st.ops.get_mut(&token) else {
+        let Some(Op::Forward(f)) = st.ops.get_mut(token) else {
             return;
         };
         if timeout {
@@ -1347,7 +1338,7 @@ impl CtxInner {
     /// Lets go of the output overflow registration `token` waits on: cancels its ack receive
     /// (whose completion removes it), or removes it at once when the receive is not posted yet.
     fn release_ack(&self, na: &na::Context, st: &mut CtxState, token: u64) {
-        let Some(Op::AckWait { op, released, .. }) = st.ops.get_mut(&token) else {
+        let Some(Op::AckWait { op, released, .. }) = st.ops.get_mut(token) else {
             return;
         };
         if std::mem::replace(released, true) {
@@ -1376,7 +1367,7 @@ impl CtxInner {
                     dest,
                     released: false,
                     ..
-                } if dest == peer => Some(*t),
+                } if dest == peer => Some(t),
                 _ => None,
             })
             .collect();
@@ -1445,7 +1436,7 @@ impl CtxInner {
                         deadline: Some(d),
                         released: false,
                         ..
-                    } if *d <= now => Some(*t),
+                    } if *d <= now => Some(t),
                     _ => None,
                 })
                 .collect();
@@ -1465,7 +1456,7 @@ impl CtxInner {
             .ops
             .iter()
             .filter_map(|(t, o)| match o {
-                Op::Forward(f) if !f.timed_out && f.deadline.is_some_and(|d| d <= now) => Some(*t),
+                Op::Forward(f) if !f.timed_out && f.deadline.is_some_and(|d| d <= now) => Some(t),
                 _ => None,
             })
             .collect();
@@ -1485,7 +1476,7 @@ impl CtxInner {
         // A reply's receive (whatever its result: `on_reply` takes the error) and the common
         // successes (a request sent, a reply sent without overflow) are handled here; everything
         // else in `on_completion_rare`, out of line, so the path every RPC takes stays short.
-        if let Some(Op::Forward(f)) = st.ops.get_mut(&token) {
+        if let Some(Op::Forward(f)) = st.ops.get_mut(token) {
             if c.kind == OpKind::RecvExpected {
                 f.recv_op = None;
                 f.recv_pending = false;
@@ -1496,7 +1487,7 @@ impl CtxInner {
             }
         }
         if c.result.is_ok() {
-            match st.ops.get_mut(&token) {
+            match st.ops.get_mut(token) {
                 Some(Op::Forward(f)) if c.kind == OpKind::SendUnexpected => {
                     f.send_op = None;
                     if let Some(b) = c.buf {
@@ -1507,7 +1498,7 @@ impl CtxInner {
                     return;
                 }
                 Some(Op::Respond { ack: None, .. }) => {
-                    let Some(Op::Respond { cb, .. }) = st.ops.remove(&token) else {
+                    let Some(Op::Respond { cb, .. }) = st.ops.remove(token) else {
                         unreachable!()
                     };
                     drop(st);
@@ -1541,7 +1532,7 @@ impl CtxInner {
         let mut ack = None;
         // A peer our request could not reach: what we keep for it is let go of.
         let mut dead_peer = None;
-        match st.ops.get_mut(&token) {
+        match st.ops.get_mut(token) {
             Some(Op::Forward(f)) => {
                 match c.kind {
                     OpKind::SendUnexpected => {
@@ -1590,8 +1581,7 @@ impl CtxInner {
                     _ => {}
                 }
                 if let (Some((dest, tag)), Some(na)) = (ack, na) {
-                    let t = self.token();
-                    st.ops.insert(t, Op::Discard);
+                    let t = st.ops.insert(Op::Discard);
                     na.send_expected(MsgBuf::new(1), 1, &dest, tag, t);
                 }
                 if let (Some(peer), Some(na)) = (dead_peer, na) {
@@ -1600,7 +1590,7 @@ impl CtxInner {
                 self.maybe_complete(&mut st, token);
             }
             Some(Op::Respond { .. }) => {
-                let Some(Op::Respond { cb, ack }) = st.ops.remove(&token) else {
+                let Some(Op::Respond { cb, ack }) = st.ops.remove(token) else {
                     unreachable!()
                 };
                 if let Some(b) = c.buf {
@@ -1611,7 +1601,7 @@ impl CtxInner {
                         // The client may pull from now on, for `overflow_ack_timeout`.
                         Ok(()) => {
                             let wait = self.class.options().overflow_ack_timeout;
-                            if let Some(Op::AckWait { deadline, .. }) = st.ops.get_mut(&atoken) {
+                            if let Some(Op::AckWait { deadline, .. }) = st.ops.get_mut(atoken) {
                                 *deadline = wait.and_then(|w| Instant::now().checked_add(w));
                             }
                         }
@@ -1619,7 +1609,7 @@ impl CtxInner {
                         // failing: let go of everything kept for it.
                         Err(e) => {
                             tracing::debug!(error = %e, "hg: reply with overflow not sent");
-                            if let Some(Op::AckWait { dest, .. }) = st.ops.get(&atoken) {
+                            if let Some(Op::AckWait { dest, .. }) = st.ops.get(atoken) {
                                 let dest = dest.clone();
                                 self.release_peer(na, &mut st, &dest);
                             }
@@ -1635,7 +1625,7 @@ impl CtxInner {
                     tracing::debug!(error = %e, "hg: a bulk transfer part failed");
                 }
                 if let Some(r) = parts.done(result) {
-                    if let Some(Op::Rma { cb: Some(cb), .. }) = st.ops.remove(&token) {
+                    if let Some(Op::Rma { cb: Some(cb), .. }) = st.ops.remove(token) {
                         self.cq.push(Entry::Done(cb, r));
                     }
                 }
@@ -1668,7 +1658,7 @@ impl CtxInner {
                     size,
                     crc,
                     ..
-                }) = st.ops.remove(&token)
+                }) = st.ops.remove(token)
                 else {
                     unreachable!()
                 };
@@ -1681,8 +1671,7 @@ impl CtxInner {
                             // A one-way request with more data: the origin keeps its
                             // registration until we say we are done with it.
                             if let (Some(na), Some((dest, tag))) = (na, handle.reply_route()) {
-                                let t = self.token();
-                                lock(&self.st).ops.insert(t, Op::Discard);
+                                let t = lock(&self.st).ops.insert(Op::Discard);
                                 na.send_expected(MsgBuf::new(1), 1, &dest, tag, t);
                             }
                         }
@@ -1800,14 +1789,14 @@ impl CtxInner {
 
     /// Queues the forward's callback once both halves (and any output pull) are done.
     fn maybe_complete(&self, st: &mut CtxState, token: u64) {
-        let done = match st.ops.get(&token) {
+        let done = match st.ops.get(token) {
             Some(Op::Forward(f)) => f.send_done.is_some() && !f.recv_pending && !f.pulling(),
             _ => false,
         };
         if !done {
             return;
         }
-        let Some(Op::Forward(mut f)) = st.ops.remove(&token) else {
+        let Some(Op::Forward(mut f)) = st.ops.remove(token) else {
             return;
         };
         if f.deadline.is_some() {
@@ -1992,18 +1981,14 @@ impl CtxInner {
     ) -> Result<()> {
         match (self.overflow_pull(body), na) {
             (Ok((mem, parts, size)), Some(na)) => {
-                let t = self.token();
-                lock(&self.st).ops.insert(
-                    t,
-                    Op::InputPull {
-                        handle,
-                        handler,
-                        mem,
-                        size,
-                        crc,
-                        parts: Parts::new(parts.len()),
-                    },
-                );
+                let t = lock(&self.st).ops.insert(Op::InputPull {
+                    handle,
+                    handler,
+                    mem,
+                    size,
+                    crc,
+                    parts: Parts::new(parts.len()),
+                });
                 for p in parts {
                     let (l, lo, r, ro) = (&p.local, p.local_offset, &p.remote, p.remote_offset);
                     na.get(l, lo, r, ro, p.len, source, t);
@@ -2024,8 +2009,7 @@ impl CtxInner {
         let mut buf = MsgBuf::new(level.header_size());
         let h = ResponseHeader::for_result(Err(e), u16::from(cookie));
         if header::encode_response(&h, level, buf.as_mut_slice(), 0).is_ok() {
-            let t = self.token();
-            lock(&self.st).ops.insert(t, Op::Discard);
+            let t = lock(&self.st).ops.insert(Op::Discard);
             na.send_expected(buf, level.header_size(), dest, tag, t);
         }
     }
@@ -2048,10 +2032,10 @@ impl CtxInner {
             }
         }
         // Whatever is still waiting had nothing left in NA: it ends canceled.
-        let tokens: Vec<u64> = lock(&self.st).ops.keys().copied().collect();
+        let tokens: Vec<u64> = lock(&self.st).ops.keys().collect();
         for t in tokens {
             let mut st = lock(&self.st);
-            match st.ops.get_mut(&t) {
+            match st.ops.get_mut(t) {
                 Some(Op::Forward(f)) => {
                     f.send_done.get_or_insert(Err(Error::Canceled));
                     f.recv_pending = false;
@@ -2086,12 +2070,11 @@ impl CtxInner {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Canceled);
         }
-        let token = self.token();
         let level = self.level();
         let hs = level.header_size();
         let size = input.encoded_size();
         if req.dest == self.self_addr {
-            return self.forward_to_self(this, req, input, token);
+            return self.forward_to_self(this, req, input);
         }
         let (handle, dest) = (req.handle, req.dest.clone());
         let (rpc_id, cookie, no_response, deadline) =
@@ -2141,7 +2124,7 @@ impl CtxInner {
             }),
             ..Fwd::new(req, tag)
         };
-        st.ops.insert(token, Op::Forward(fwd));
+        let token = st.ops.insert(Op::Forward(fwd));
         handle.begin_forward(token);
         drop(st);
         tracing::debug!(rpc_id, tag, len, more, "hg: forward queued");
@@ -2202,7 +2185,6 @@ impl CtxInner {
         this: &Arc<CtxInner>,
         req: ForwardReq<'_>,
         input: &T,
-        token: u64,
     ) -> Result<()> {
         let (handle, rpc_id, no_response, deadline) =
             (req.handle, req.rpc_id, req.no_response, req.deadline);
@@ -2215,22 +2197,7 @@ impl CtxInner {
                 i.handler.clone().map(|hd| (hd, types))
             })?
             .ok_or(Error::NoEntry)?;
-        let server = Handle::new(
-            this.clone(),
-            HandleState::new(
-                req.dest.clone(),
-                rpc_id,
-                Some(ServerSide {
-                    tag: 0,
-                    cookie: req.cookie,
-                    no_response,
-                    input: Some(Bytes::Owned(bytes)),
-                    responded: false,
-                    self_client: Some(token),
-                    types,
-                }),
-            ),
-        );
+        let (dest, cookie) = (req.dest.clone(), req.cookie);
         let mut st = lock(&self.st);
         st.timed += usize::from(deadline.is_some());
         st.sync_deadlines();
@@ -2240,7 +2207,23 @@ impl CtxInner {
             recv_pending: !no_response,
             ..Fwd::new(req, 0)
         };
-        st.ops.insert(token, Op::Forward(fwd));
+        let token = st.ops.insert(Op::Forward(fwd));
+        let server = Handle::new(
+            this.clone(),
+            HandleState::new(
+                dest,
+                rpc_id,
+                Some(ServerSide {
+                    tag: 0,
+                    cookie,
+                    no_response,
+                    input: Some(Bytes::Owned(bytes)),
+                    responded: false,
+                    self_client: Some(token),
+                    types,
+                }),
+            ),
+        );
         handle.begin_forward(token);
         self.cq.push(Entry::Process(server, handler));
         self.maybe_complete(&mut st, token);
@@ -2255,7 +2238,7 @@ impl CtxInner {
     pub(crate) fn cancel_forward(&self, token: u64) {
         {
             let mut st = lock(&self.st);
-            if let Some(Op::Forward(f)) = st.ops.get_mut(&token) {
+            if let Some(Op::Forward(f)) = st.ops.get_mut(token) {
                 if !f.posted {
                     f.canceled = true;
                     // Not in NA (self forward, or still queued): nothing to wait for.
@@ -2276,7 +2259,7 @@ impl CtxInner {
     /// Completes a self forward with the output its handler produced.
     pub(crate) fn complete_self(&self, token: u64, output: Result<Vec<u8>>) {
         let mut st = lock(&self.st);
-        if let Some(Op::Forward(f)) = st.ops.get_mut(&token) {
+        if let Some(Op::Forward(f)) = st.ops.get_mut(token) {
             if f.recv_pending {
                 f.recv_pending = false;
                 f.replied = output.is_ok();
@@ -2317,11 +2300,8 @@ impl CtxInner {
         if let Some(crc) = crc {
             header::set_payload_crc(level, buf.as_mut_slice(), crc);
         }
-        let token = self.token();
         let atoken = ack.as_ref().map(|(t, _)| *t);
-        lock(&self.st)
-            .ops
-            .insert(token, Op::Respond { cb, ack: atoken });
+        let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: atoken });
         self.hand_off(Post::Respond {
             token,
             dest,
@@ -2368,19 +2348,15 @@ impl CtxInner {
         };
         buf.as_mut_slice()[hs..hs + bsize].copy_from_slice(&desc);
         hdr.flags |= flags::MORE_DATA;
-        let atoken = self.token();
         let mut st = lock(&self.st);
-        st.ops.insert(
-            atoken,
-            Op::AckWait {
-                mem,
-                desc,
-                op: None,
-                dest: dest.clone(),
-                deadline: None,
-                released: false,
-            },
-        );
+        let atoken = st.ops.insert(Op::AckWait {
+            mem,
+            desc,
+            op: None,
+            dest: dest.clone(),
+            deadline: None,
+            released: false,
+        });
         st.ack_waits += 1;
         st.sync_deadlines();
         drop(st);

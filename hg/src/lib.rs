@@ -76,6 +76,7 @@ mod peers;
 pub mod proc;
 mod queue;
 pub mod registry;
+mod slab;
 pub(crate) mod sync;
 mod transfer;
 
