@@ -7,7 +7,7 @@ use crate::header::ChecksumLevel;
 use crate::peers::RemovedPeers;
 use crate::proc::Proc;
 use crate::registry::{Registry, Rpc, RpcId, RpcInfo};
-use crate::sync::{Arc, RwLock, UserArc};
+use crate::sync::{Arc, AtomicU64, Ordering, RwLock, UserArc};
 use std::fmt;
 
 /// What a registered handler is given and returns (`hg_rpc_cb_t`): the request's handle (its
@@ -76,6 +76,9 @@ pub(crate) struct ClassInner {
     pub(crate) na: na::Class,
     pub(crate) opts: InitOptions,
     pub(crate) registry: RwLock<Registry<Handler>>,
+    /// Moves on after every change to `registry`, under its write lock: a handle that read the
+    /// registry at generation `g` may use what it read while this is still `g`.
+    pub(crate) generation: AtomicU64,
     /// Peers removed with [`Class::addr_set_remove`], read by every context's progress.
     pub(crate) removed: RemovedPeers<na::Addr>,
 }
@@ -105,6 +108,7 @@ impl Class {
                 na,
                 opts,
                 registry: RwLock::new(Registry::new()),
+                generation: AtomicU64::new(0),
                 removed: RemovedPeers::new(),
             }),
         }
@@ -134,8 +138,13 @@ impl Class {
         Context::new(self.clone(), id)
     }
 
-    fn write_registry(&self) -> crate::sync::MutexGuardLike<'_, Registry<Handler>> {
-        crate::sync::write(&self.inner.registry)
+    /// Runs `f` on the registry under its write lock, then moves the generation on.
+    fn update_registry<R>(&self, f: impl FnOnce(&mut Registry<Handler>) -> R) -> R {
+        let mut reg = crate::sync::write(&self.inner.registry);
+        let r = f(&mut reg);
+        self.inner.generation.fetch_add(1, Ordering::Release);
+        drop(reg);
+        r
     }
 
     pub(crate) fn read_registry(&self) -> crate::sync::ReadGuardLike<'_, Registry<Handler>> {
@@ -150,7 +159,7 @@ impl Class {
         id: RpcId,
         handler: Option<Handler>,
     ) {
-        self.write_registry().register::<I, O>(id, handler);
+        self.update_registry(|r| r.register::<I, O>(id, handler));
     }
 
     /// `HG_Register_name`: registers under Mercury's hash of `name`; returns the id.
@@ -160,7 +169,7 @@ impl Class {
         name: &str,
         handler: Option<Handler>,
     ) -> RpcId {
-        self.write_registry().register_name::<I, O>(name, handler)
+        self.update_registry(|r| r.register_name::<I, O>(name, handler))
     }
 
     /// Registers an [`Rpc`] type under its name's id, with `handler`; returns the id.
@@ -171,7 +180,7 @@ impl Class {
     /// `HG_Deregister`.
     #[doc(alias = "HG_Deregister")]
     pub fn deregister(&self, id: RpcId) -> Result<()> {
-        self.write_registry().deregister(id)
+        self.update_registry(|r| r.deregister(id))
     }
 
     /// `HG_Registered`.
@@ -184,7 +193,7 @@ impl Class {
     /// response is sent).
     #[doc(alias = "HG_Registered_disable_response")]
     pub fn disable_response(&self, id: RpcId, disable: bool) -> Result<()> {
-        self.write_registry().disable_response(id, disable)
+        self.update_registry(|r| r.disable_response(id, disable))
     }
 
     /// `HG_Registered_disabled_response`.
@@ -206,6 +215,24 @@ impl Class {
         f: impl FnOnce(&RpcInfo<Handler>) -> R,
     ) -> Result<R> {
         self.read_registry().get(id).map(f).ok_or(Error::NoEntry)
+    }
+
+    /// [`Class::with_rpc`], also giving the registry's generation at the time of the read.
+    pub(crate) fn with_rpc_gen<R>(
+        &self,
+        id: RpcId,
+        f: impl FnOnce(&RpcInfo<Handler>) -> R,
+    ) -> Result<(R, u64)> {
+        let reg = self.read_registry();
+        // Read under the read lock: no change is half done, so the generation matches `reg`.
+        let gen = self.inner.generation.load(Ordering::Acquire);
+        reg.get(id).map(|i| (f(i), gen)).ok_or(Error::NoEntry)
+    }
+
+    /// The registry's generation now (see `ClassInner::generation`).
+    #[inline]
+    pub(crate) fn registry_generation(&self) -> u64 {
+        self.inner.generation.load(Ordering::Acquire)
     }
 
     /// `HG_Addr_lookup`.

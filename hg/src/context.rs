@@ -628,7 +628,7 @@ impl ContextRef {
     pub fn create(&self, addr: &na::Addr, id: RpcId) -> Result<Handle> {
         Ok(Handle::new(
             self.inner.clone(),
-            HandleState::new(addr.clone(), id, None),
+            HandleState::origin(addr.clone(), id, &self.inner.class),
         ))
     }
 

@@ -3,7 +3,7 @@
 use crate::context::{CtxInner, DoneCallback, ForwardCallback, ForwardReq};
 use crate::error::{Error, Result};
 use crate::proc::{self, Proc};
-use crate::registry::RpcId;
+use crate::registry::{ProcType, RpcId};
 use crate::sync::{lock, Arc, Mutex, UserArc};
 use na::Tag;
 use std::any::{Any, TypeId};
@@ -125,7 +125,39 @@ pub(crate) struct HandleState {
     target_id: u8,
     forward: Option<u64>,
     output: Option<Bytes>,
-    server: Option<ServerSide>,
+    side: Side,
+}
+
+/// Which end of the exchange a handle is.
+enum Side {
+    /// The origin, with what the registry said of its id when last read (as Mercury's handle
+    /// keeps a pointer to its RPC's info), valid while the registry's generation has not moved.
+    Origin(Option<RpcCache>),
+    /// The target.
+    Target(ServerSide),
+}
+
+/// The part of an RPC's registration a forward checks, and the registry generation it was
+/// read at.
+#[derive(Clone, Copy)]
+struct RpcCache {
+    gen: u64,
+    input: ProcType,
+    output: TypeId,
+    no_response: bool,
+}
+
+impl RpcCache {
+    /// `id`'s registration in `class` now, or `NoEntry`.
+    fn read(class: &crate::Class, id: RpcId) -> Result<RpcCache> {
+        let (c, gen) = class.with_rpc_gen(id, |i| RpcCache {
+            gen: 0,
+            input: i.input,
+            output: i.output.type_id(),
+            no_response: i.no_response,
+        })?;
+        Ok(RpcCache { gen, ..c })
+    }
 }
 
 impl HandleState {
@@ -137,8 +169,42 @@ impl HandleState {
             target_id: server.as_ref().map_or(0, |s| s.cookie),
             forward: None,
             output: None,
-            server,
+            side: match server {
+                Some(s) => Side::Target(s),
+                None => Side::Origin(None),
+            },
         }
+    }
+
+    fn server(&self) -> Option<&ServerSide> {
+        match &self.side {
+            Side::Target(s) => Some(s),
+            Side::Origin(_) => None,
+        }
+    }
+
+    fn server_mut(&mut self) -> Option<&mut ServerSide> {
+        match &mut self.side {
+            Side::Target(s) => Some(s),
+            Side::Origin(_) => None,
+        }
+    }
+
+    /// The origin's cached registration, if any.
+    fn rpc(&self) -> Option<RpcCache> {
+        match &self.side {
+            Side::Origin(c) => *c,
+            Side::Target(_) => None,
+        }
+    }
+
+    /// An origin handle's state for `id` at `addr`, with `id`'s registration already read
+    /// when it is registered (`HG_Create` looks its RPC up too; an unregistered id fails at
+    /// forward, with `NoEntry`).
+    pub(crate) fn origin(addr: na::Addr, id: RpcId, class: &crate::Class) -> HandleState {
+        let mut st = HandleState::new(addr, id, None);
+        st.side = Side::Origin(RpcCache::read(class, id).ok());
+        st
     }
 }
 
@@ -233,11 +299,12 @@ impl Handle {
     /// `HG_Reset`: reuses the handle for `id` at `addr`; `Busy` while a forward is in flight.
     #[doc(alias = "HG_Reset")]
     pub fn reset(&self, addr: &na::Addr, id: RpcId) -> Result<()> {
+        let new = HandleState::origin(addr.clone(), id, &self.inner.ctx.class);
         let mut st = lock(&self.inner.st);
         if st.forward.is_some() {
             return Err(Error::Busy);
         }
-        *st = HandleState::new(addr.clone(), id, None);
+        *st = new;
         Ok(())
     }
 
@@ -273,30 +340,30 @@ impl Handle {
         deadline: Option<Instant>,
         cb: ForwardCallback,
     ) -> Result<()> {
-        let (addr, id, cookie) = {
+        let (addr, id, cookie, cached) = {
             let st = lock(&self.inner.st);
             if st.forward.is_some() {
                 return Err(Error::Busy);
             }
-            if st.server.is_some() {
+            if st.server().is_some() {
                 return Err(Error::InvalidArg);
             }
-            (st.addr.clone(), st.id, st.target_id)
+            (st.addr.clone(), st.id, st.target_id, st.rpc())
         };
         let _s = tracing::debug_span!("hg.forward", rpc_id = id).entered();
-        let (input_ok, input_name, no_response) = self
-            .inner
-            .ctx
-            .class
-            .with_rpc(id, |i| (i.input.is::<T>(), i.input.name(), i.no_response))?;
-        if !input_ok {
+        let rpc = match cached {
+            Some(c) if c.gen == self.inner.ctx.class.registry_generation() => c,
+            _ => self.read_rpc(id)?,
+        };
+        if !rpc.input.is::<T>() {
             tracing::warn!(
                 rpc_id = id,
-                registered = input_name,
+                registered = rpc.input.name(),
                 "hg: forward with the wrong input type"
             );
             return Err(Error::InvalidArg);
         }
+        let no_response = rpc.no_response;
         let req = ForwardReq {
             handle: self,
             dest: addr,
@@ -307,6 +374,19 @@ impl Handle {
             cb,
         };
         self.inner.ctx.start_forward(&self.inner.ctx, req, input)
+    }
+
+    /// Reads `id`'s registration into the handle's cache (the first forward, or the registry
+    /// changed since the last read). Out of line: a reused handle does not come here.
+    #[cold]
+    #[inline(never)]
+    fn read_rpc(&self, id: RpcId) -> Result<RpcCache> {
+        let c = RpcCache::read(&self.inner.ctx.class, id)?;
+        let mut st = lock(&self.inner.st);
+        if let (true, Side::Origin(cache)) = (st.id == id, &mut st.side) {
+            *cache = Some(c);
+        }
+        Ok(c)
     }
 
     pub(crate) fn begin_forward(&self, token: u64) {
@@ -328,7 +408,7 @@ impl Handle {
 
     pub(crate) fn set_input(&self, bytes: Bytes) {
         let mut st = lock(&self.inner.st);
-        let old = st.server.as_mut().map(|s| s.input.replace(bytes));
+        let old = st.server_mut().map(|s| s.input.replace(bytes));
         drop(st);
         drop(old);
     }
@@ -347,15 +427,20 @@ impl Handle {
     #[doc(alias = "HG_Get_output")]
     #[doc(alias = "HG_Free_output")]
     pub fn get_output<T: Proc + 'static>(&self) -> Result<T> {
-        let (id, r) = {
+        let (id, cached, r) = {
             let st = lock(&self.inner.st);
             // Decoded in place: no copy of the reply bytes.
             (
                 st.id,
+                st.rpc(),
                 st.output.as_ref().ok_or(Error::NoEntry)?.decode::<T>(),
             )
         };
-        if !self.inner.ctx.class.with_rpc(id, |i| i.output.is::<T>())? {
+        let output = match cached {
+            Some(c) if c.gen == self.inner.ctx.class.registry_generation() => c.output,
+            _ => self.read_rpc(id)?.output,
+        };
+        if output != TypeId::of::<T>() {
             return Err(Error::InvalidArg);
         }
         r
@@ -367,7 +452,7 @@ impl Handle {
     pub fn get_input<T: Proc + 'static>(&self) -> Result<T> {
         let (id, r) = {
             let st = lock(&self.inner.st);
-            let s = st.server.as_ref().ok_or(Error::InvalidArg)?;
+            let s = st.server().ok_or(Error::InvalidArg)?;
             if s.types.0 != TypeId::of::<T>() {
                 return Err(Error::InvalidArg);
             }
@@ -378,14 +463,13 @@ impl Handle {
 
     pub(crate) fn needs_response(&self) -> bool {
         lock(&self.inner.st)
-            .server
-            .as_ref()
+            .server()
             .is_some_and(|s| !s.no_response && !s.responded)
     }
 
     pub(crate) fn reply_route(&self) -> Option<(na::Addr, Tag)> {
         let st = lock(&self.inner.st);
-        st.server.as_ref().map(|s| (st.addr.clone(), s.tag))
+        st.server().map(|s| (st.addr.clone(), s.tag))
     }
 
     /// `HG_Respond`: answers the request with `output`; `cb` runs once in trigger when the
@@ -418,7 +502,7 @@ impl Handle {
         let (addr, tag, cookie, no_response, self_client) = {
             let mut st = lock(&self.inner.st);
             let addr = st.addr.clone();
-            let s = st.server.as_mut().ok_or(Error::InvalidArg)?;
+            let s = st.server_mut().ok_or(Error::InvalidArg)?;
             if s.responded || (output.is_some() && s.types.1 != TypeId::of::<T>()) {
                 return Err(Error::InvalidArg);
             }
@@ -456,7 +540,7 @@ impl fmt::Debug for Handle {
         f.debug_struct("Handle")
             .field("addr", &st.addr)
             .field("id", &st.id)
-            .field("target", &st.server.is_some())
+            .field("target", &st.server().is_some())
             .finish()
     }
 }

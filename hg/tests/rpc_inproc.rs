@@ -1101,3 +1101,77 @@ fn multi_context_server_routes_by_target_id() {
     // Each request reached the context it was addressed to, carrying that id as its cookie.
     assert_eq!(seen, vec![(0, 0), (1, 1)]);
 }
+
+/// A handle reads its RPC's registration once and keeps it while the registry is unchanged;
+/// every later change (deregister, register again with other types, one-way) is seen by its
+/// next forward, as it is by a handle created after the change.
+#[test]
+fn registry_changes_reach_existing_handles() {
+    let p = pair();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    let unregistered = p.cctx.create(&p.saddr, 0xDEAD).unwrap();
+    let round_trip = |h: &Handle| {
+        let got = slot();
+        let g = got.clone();
+        h.forward(
+            &EchoIn {
+                data: vec![1],
+                n: 1,
+            },
+            move |h, r| {
+                let out = r.ok().and_then(|_| h.get_output::<EchoOut>().ok());
+                g.lock().unwrap().push((r, out));
+            },
+        )
+        .unwrap();
+        drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+        let last = got.lock().unwrap().pop().unwrap();
+        last
+    };
+    let (r, out) = round_trip(&h);
+    assert_eq!((r, out.map(|o| o.rc)), (Ok(()), Some(2)));
+    assert_eq!(
+        unregistered.forward(&EchoIn::default(), |_, _| {}),
+        Err(Error::NoEntry)
+    );
+
+    p.client.deregister(Echo::id()).unwrap();
+    assert_eq!(
+        h.forward(&EchoIn::default(), |_, _| {}),
+        Err(Error::NoEntry)
+    );
+
+    // Registered again with another input type: the old one is refused, the new one goes.
+    p.client.register::<u32, EchoOut>(Echo::id(), None);
+    assert_eq!(
+        h.forward(&EchoIn::default(), |_, _| {}),
+        Err(Error::InvalidArg)
+    );
+    p.client.register_rpc::<Echo>(None);
+    let (r, _) = round_trip(&h);
+    assert_eq!(r, Ok(()));
+
+    // Registered again with another output type: the reply no longer decodes as EchoOut.
+    p.client.register::<EchoIn, u32>(Echo::id(), None);
+    let (r, out) = round_trip(&h);
+    assert_eq!((r, out), (Ok(()), None));
+    p.client.register_rpc::<Echo>(None);
+
+    // Made one-way on both sides: the same handle's next forward completes without a reply.
+    p.server.disable_response(Echo::id(), true).unwrap();
+    p.client.disable_response(Echo::id(), true).unwrap();
+    let (r, out) = round_trip(&h);
+    assert_eq!((r, out), (Ok(()), None));
+
+    // An id registered after its handle was created.
+    p.client.register::<EchoIn, EchoOut>(0xDEAD, None);
+    let got = slot();
+    let g = got.clone();
+    unregistered
+        .forward(&EchoIn::default(), move |_, r| g.lock().unwrap().push(r))
+        .unwrap();
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    let r = got.lock().unwrap().pop().unwrap();
+    // The server does not know 0xDEAD: it answers NoEntry.
+    assert_eq!(r, Err(Error::NoEntry));
+}
