@@ -6,7 +6,7 @@
 //! PUSH of 64 KiB and 1 MiB (the target transfers from/to the origin's region, then answers, as
 //! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
-//! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window;
+//! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window; `HG_BENCH_SPREAD=1` times each batch and prints their spread;
 //! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half. Over ofi+tcp the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1`, or one started apart and named by
 //! `HG_BENCH_ADDR=<addr>`); over inproc it is a second thread. Each case runs
@@ -77,6 +77,14 @@ fn window() -> bool {
     // Read once: `forward_counted` asks on every RPC.
     static WINDOW: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *WINDOW.get_or_init(|| std::env::var("HG_BENCH_WINDOW").is_ok())
+}
+
+/// `HG_BENCH_SPREAD=1`: time each batch too and print their spread. Off by default, as
+/// `hg_rate` reads the clock only at the start and the end of a run (two clock reads per
+/// batch are ≈ 80 instructions, 1–2 % of a one-in-flight RPC's own path).
+fn spread() -> bool {
+    static SPREAD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *SPREAD.get_or_init(|| std::env::var("HG_BENCH_SPREAD").is_ok())
 }
 
 /// `HG_BENCH_SPIN_US=<µs>` overrides `InitOptions::progress_spin` (0 for instruction counts
@@ -197,8 +205,8 @@ fn serve_loop(ctx: &Context, stop: &AtomicBool) {
 struct Run {
     /// From the first post to the last completion.
     elapsed: Duration,
-    /// Batch mode: each batch's time (µs) from its first post to its last completion; with one
-    /// in flight, each RPC's round trip. Empty in window mode.
+    /// Batch mode under `HG_BENCH_SPREAD=1`: each batch's time (µs) from its first post to its
+    /// last completion; with one in flight, each RPC's round trip. Else empty.
     rounds: Vec<f64>,
 }
 
@@ -229,10 +237,13 @@ fn run(ctx: &Context, to: &na::Addr, id: u64, n: usize, inflight: usize, start: 
             ctx.trigger(usize::MAX).unwrap();
         }
     } else {
-        rounds.reserve(n / inflight + 1);
+        let timed = spread();
+        if timed {
+            rounds.reserve(n / inflight + 1);
+        }
         while issued < n {
             let b = inflight.min(n - issued);
-            let t0 = Instant::now();
+            let t0 = timed.then(Instant::now);
             // Every callback of this batch counts in `DONE` (see `forward_counted`).
             let want = DONE.with(|d| d.get()) + b;
             for (h, c) in &slots[..b] {
@@ -243,7 +254,9 @@ fn run(ctx: &Context, to: &na::Addr, id: u64, n: usize, inflight: usize, start: 
                 ctx.progress(w).unwrap();
                 ctx.trigger(usize::MAX).unwrap();
             }
-            rounds.push(t0.elapsed().as_secs_f64() * 1e6);
+            if let Some(t0) = t0 {
+                rounds.push(t0.elapsed().as_secs_f64() * 1e6);
+            }
         }
     }
     Run {
@@ -318,7 +331,8 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
         let rate = n as f64 / r.elapsed.as_secs_f64();
         let mut l = r.rounds;
         if l.is_empty() {
-            println!("{name:6} rpc  {size:5} B  {inflight:2} in flight: {rate:8.0} RPC/s (one run of {n}, window)");
+            let mode = if window() { ", window" } else { "" };
+            println!("{name:6} rpc  {size:5} B  {inflight:2} in flight: {rate:8.0} RPC/s (one run of {n}{mode})");
             return;
         }
         l.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -367,8 +381,10 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
                 lat.extend(r.rounds);
             }
             let (m, lo, hi) = stats(rates);
-            let spread = if lat.is_empty() {
+            let spread = if window() {
                 String::from("window")
+            } else if lat.is_empty() {
+                String::from("batches (HG_BENCH_SPREAD=1 times each)")
             } else {
                 lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
                 let (p50, p99) = (lat[lat.len() / 2], lat[lat.len() * 99 / 100]);
