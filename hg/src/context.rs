@@ -433,7 +433,7 @@ impl Context {
     #[doc(alias = "HG_Event_progress")]
     pub fn progress(&self, timeout: Duration) -> Result<usize> {
         let _g = self.drive()?;
-        let _s = tracing::debug_span!("hg.progress").entered();
+        let _s = na::hop_span!(DEBUG, "hg.progress");
         let inner = &self.inner;
         // No clock reads at all for a zero timeout without deadlines (the busy-polling caller).
         let end = (!timeout.is_zero()).then(|| wait_end(timeout));
@@ -514,7 +514,7 @@ impl Context {
     #[doc(alias = "HG_Event_trigger")]
     pub fn trigger(&self, max: usize) -> Result<usize> {
         let _g = self.drive()?;
-        let _s = tracing::debug_span!("hg.trigger").entered();
+        let _s = na::hop_span!(DEBUG, "hg.trigger");
         // Only the driving thread gets here (`drive`), so the lock is never contended; taken
         // before any callback runs, it cannot be re-entered (a nested trigger fails in `drive`).
         let mut scratch = lock(&self.inner.scratch);
@@ -558,7 +558,7 @@ fn run_entry(e: Entry) {
             result,
             rpc_id,
         } => catch_unwind(AssertUnwindSafe(move || {
-            let _s = tracing::debug_span!("hg.forward_cb", rpc_id).entered();
+            let _s = na::hop_span!(DEBUG, "hg.forward_cb", rpc_id);
             cb(&handle, result)
         })),
         Entry::Done(cb, r) => catch_unwind(AssertUnwindSafe(move || cb(r))),
@@ -570,18 +570,18 @@ fn run_entry(e: Entry) {
 }
 
 fn run_handler(h: Handle, handler: Handler) {
-    let id = h.id();
-    let _s = tracing::debug_span!("hg.handler", rpc_id = id).entered();
+    // The id is read (a lock of the handle) only for the span, when tracing wants it, or to log.
+    let _s = na::hop_span!(DEBUG, "hg.handler", rpc_id = h.id());
     let r = match catch_unwind(AssertUnwindSafe(|| handler(h.clone()))) {
         Ok(r) => r,
         Err(_) => {
-            tracing::error!(rpc_id = id, "hg: RPC handler panicked");
+            tracing::error!(rpc_id = h.id(), "hg: RPC handler panicked");
             Err(Error::OtherError)
         }
     };
     if let Err(e) = r {
         if h.needs_response() {
-            tracing::debug!(rpc_id = id, error = %e, "hg: handler failed; answering the error");
+            tracing::debug!(rpc_id = h.id(), error = %e, "hg: handler failed; answering the error");
             let _ = h.respond_error(e);
         }
     }
@@ -671,7 +671,7 @@ impl ContextRef {
         len: u64,
         cb: impl FnOnce(Result<()>) + Send + 'static,
     ) -> Result<()> {
-        let _s = tracing::debug_span!("hg.bulk_transfer", ?op, len).entered();
+        let _s = na::hop_span!(DEBUG, "hg.bulk_transfer", ?op, len);
         let need = match op {
             BulkOp::Pull => crate::bulk::flags::READ_ONLY,
             BulkOp::Push => crate::bulk::flags::WRITE_ONLY,
@@ -1900,8 +1900,7 @@ impl CtxInner {
             }
         };
         let h = d.header;
-        let span = tracing::debug_span!("hg.request", rpc_id = h.id, tag);
-        let _s = span.enter();
+        let _s = na::hop_span!(DEBUG, "hg.request", rpc_id = h.id, tag);
         let no_response = h.flags & flags::NO_RESPONSE != 0;
         let answer = |e: Error| {
             if !no_response {

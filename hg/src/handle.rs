@@ -350,7 +350,7 @@ impl Handle {
             }
             (st.addr.clone(), st.id, st.target_id, st.rpc())
         };
-        let _s = tracing::debug_span!("hg.forward", rpc_id = id).entered();
+        let _s = na::hop_span!(DEBUG, "hg.forward", rpc_id = id);
         let rpc = match cached {
             Some(c) if c.gen == self.inner.ctx.class.registry_generation() => c,
             _ => self.read_rpc(id)?,
@@ -483,13 +483,13 @@ impl Handle {
         output: &T,
         cb: impl FnOnce(Result<()>) + Send + 'static,
     ) -> Result<()> {
-        let _s = tracing::debug_span!("hg.respond", rpc_id = self.id()).entered();
+        let _s = na::hop_span!(DEBUG, "hg.respond", rpc_id = self.id());
         self.respond_inner(Ok(()), Some(output), Some(Box::new(cb)))
     }
 
     /// Answers the request with an error code and no output (what a failed handler sends).
     pub fn respond_error(&self, e: Error) -> Result<()> {
-        let _s = tracing::debug_span!("hg.respond", rpc_id = self.id(), error = %e).entered();
+        let _s = na::hop_span!(DEBUG, "hg.respond", rpc_id = self.id(), error = %e);
         self.respond_inner::<()>(Err(e), None, None)
     }
 

@@ -274,7 +274,7 @@ impl Context {
         tag: Tag,
         user: u64,
     ) -> OpId {
-        let _s = tracing::trace_span!("na.send_unexpected", len, tag).entered();
+        let _s = crate::hop_span!(TRACE, "na.send_unexpected", len, tag);
         self.post(
             user,
             Request::SendUnexpected {
@@ -289,14 +289,14 @@ impl Context {
     /// `NA_Msg_recv_unexpected`: posts `buf` for one unexpected message from anyone.
     #[doc(alias = "NA_Msg_recv_unexpected")]
     pub fn recv_unexpected(&self, buf: MsgBuf, user: u64) -> OpId {
-        let _s = tracing::trace_span!("na.recv_unexpected_post").entered();
+        let _s = crate::hop_span!(TRACE, "na.recv_unexpected_post");
         self.post(user, Request::RecvUnexpected { buf })
     }
 
     /// `NA_Msg_send_expected`.
     #[doc(alias = "NA_Msg_send_expected")]
     pub fn send_expected(&self, buf: MsgBuf, len: usize, dest: &Addr, tag: Tag, user: u64) -> OpId {
-        let _s = tracing::trace_span!("na.send_expected", len, tag).entered();
+        let _s = crate::hop_span!(TRACE, "na.send_expected", len, tag);
         self.post(
             user,
             Request::SendExpected {
@@ -311,7 +311,7 @@ impl Context {
     /// `NA_Msg_recv_expected`: posts `buf` for the message `source` sends with `tag`.
     #[doc(alias = "NA_Msg_recv_expected")]
     pub fn recv_expected(&self, buf: MsgBuf, source: &Addr, tag: Tag, user: u64) -> OpId {
-        let _s = tracing::trace_span!("na.recv_expected_post", tag).entered();
+        let _s = crate::hop_span!(TRACE, "na.recv_expected_post", tag);
         self.post(
             user,
             Request::RecvExpected {
@@ -335,7 +335,7 @@ impl Context {
         dest: &Addr,
         user: u64,
     ) -> OpId {
-        let _s = tracing::trace_span!("na.put", len).entered();
+        let _s = crate::hop_span!(TRACE, "na.put", len);
         self.post(
             user,
             Request::Put {
@@ -362,7 +362,7 @@ impl Context {
         dest: &Addr,
         user: u64,
     ) -> OpId {
-        let _s = tracing::trace_span!("na.get", len).entered();
+        let _s = crate::hop_span!(TRACE, "na.get", len);
         self.post(
             user,
             Request::Get {
@@ -382,7 +382,7 @@ impl Context {
     #[doc(alias = "NA_Poll_wait")]
     #[doc(alias = "NA_Progress")]
     pub fn progress(&self, timeout: Duration) -> Result<usize> {
-        let _s = tracing::trace_span!("na.progress").entered();
+        let _s = crate::hop_span!(TRACE, "na.progress");
         if self.cq.is_empty() {
             self.plugin.progress(timeout)?;
         } else {
@@ -396,7 +396,7 @@ impl Context {
     /// directly instead of through the queue); returns how many it appended. On an error, what
     /// was already finished is in `out` too.
     pub fn progress_into(&self, timeout: Duration, out: &mut Vec<Completion>) -> Result<usize> {
-        let _s = tracing::trace_span!("na.progress").entered();
+        let _s = crate::hop_span!(TRACE, "na.progress");
         let start = out.len();
         self.cq.drain_into(out);
         // Completions are waiting: look for more, but do not block.

@@ -43,3 +43,67 @@ pub use op::{Completion, Op, OpId, OpKind, Request, Rma};
 pub use plugin::{InfoString, InitOptions, Plugin, PluginContext, ProgressMode, ThreadMode};
 pub use rdma::{rdma_devices, RdmaDevice};
 pub use recv_pool::{Received, RecvPool, RecvPoolConfig};
+
+#[doc(hidden)]
+pub use tracing as __tracing;
+
+/// What [`hop_span!`] returns: the entered span of one layer hop, or nothing when tracing is
+/// off for its level. Dropping it leaves the span; with nothing inside, that is one inline test
+/// (the drop glue of an `Option<EnteredSpan>` was an out-of-line call).
+#[must_use = "the hop's span is left when this is dropped"]
+pub struct Hop(std::mem::ManuallyDrop<Option<tracing::span::EnteredSpan>>);
+
+impl Hop {
+    /// A hop inside `span`, entered.
+    #[doc(hidden)]
+    #[inline]
+    pub fn enter(span: tracing::Span) -> Hop {
+        Hop(std::mem::ManuallyDrop::new(Some(span.entered())))
+    }
+
+    /// No span: tracing is off for the hop's level.
+    #[doc(hidden)]
+    #[inline(always)]
+    pub fn none() -> Hop {
+        Hop(std::mem::ManuallyDrop::new(None))
+    }
+}
+
+impl Drop for Hop {
+    #[inline(always)]
+    fn drop(&mut self) {
+        // The field is `ManuallyDrop`: no drop glue runs after this, and what it held is
+        // taken out here (a `None` left behind owns nothing).
+        if let Some(s) = self.0.take() {
+            leave(s);
+        }
+    }
+}
+
+/// Leaves a hop's span (out of line: only when tracing is on).
+#[cold]
+#[inline(never)]
+fn leave(s: tracing::span::EnteredSpan) {
+    drop(s);
+}
+
+/// Enters a `tracing` span for one layer hop of an RPC (DESIGN §8), as
+/// `tracing::span!(Level::X, ...).entered()` does, but builds the span only when its level is
+/// enabled (statically and by some subscriber): with tracing off, a hop costs one atomic load
+/// and a branch, and leaving it one more (dropping a disabled `EnteredSpan` was an out-of-line
+/// call per span, seven of them per RPC on the origin). Used by `na` and the layers above.
+/// `hop_span!(DEBUG, "hg.forward", rpc_id = id)` yields a [`Hop`] to keep in a local
+/// (`let _s = ...`) for the hop's duration.
+#[macro_export]
+macro_rules! hop_span {
+    ($lvl:ident, $($arg:tt)+) => {
+        if $crate::__tracing::Level::$lvl <= $crate::__tracing::level_filters::STATIC_MAX_LEVEL
+            && $crate::__tracing::Level::$lvl
+                <= $crate::__tracing::level_filters::LevelFilter::current()
+        {
+            $crate::Hop::enter($crate::__tracing::span!($crate::__tracing::Level::$lvl, $($arg)+))
+        } else {
+            $crate::Hop::none()
+        }
+    };
+}
