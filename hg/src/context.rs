@@ -132,6 +132,8 @@ struct Fwd {
 pub(crate) struct ForwardReq<'a> {
     pub(crate) handle: &'a Handle,
     pub(crate) dest: na::Addr,
+    /// `dest` is the context's own address.
+    pub(crate) to_self: bool,
     pub(crate) rpc_id: RpcId,
     pub(crate) cookie: u8,
     pub(crate) no_response: bool,
@@ -628,7 +630,7 @@ impl ContextRef {
     pub fn create(&self, addr: &na::Addr, id: RpcId) -> Result<Handle> {
         Ok(Handle::new(
             self.inner.clone(),
-            HandleState::origin(addr.clone(), id, &self.inner.class),
+            HandleState::origin(addr.clone(), id, &self.inner),
         ))
     }
 
@@ -1048,6 +1050,11 @@ impl CtxInner {
             c.send_bytes += mem.len();
             c.send.push((mem, desc, peer));
         }
+    }
+
+    /// Whether `addr` is this context's own (a forward there is a forward to self).
+    pub(crate) fn is_self(&self, addr: &na::Addr) -> bool {
+        *addr == self.self_addr
     }
 
     pub(crate) fn level(&self) -> ChecksumLevel {
@@ -2072,7 +2079,7 @@ impl CtxInner {
         let level = self.level();
         let hs = level.header_size();
         let size = input.encoded_size();
-        if req.dest == self.self_addr {
+        if req.to_self {
             return self.forward_to_self(this, req, input);
         }
         let (handle, dest) = (req.handle, req.dest.clone());

@@ -130,9 +130,14 @@ pub(crate) struct HandleState {
 
 /// Which end of the exchange a handle is.
 enum Side {
-    /// The origin, with what the registry said of its id when last read (as Mercury's handle
-    /// keeps a pointer to its RPC's info), valid while the registry's generation has not moved.
-    Origin(Option<RpcCache>),
+    /// The origin.
+    Origin {
+        /// What the registry said of the id when last read (as Mercury's handle keeps a
+        /// pointer to its RPC's info), valid while the registry's generation has not moved.
+        rpc: Option<RpcCache>,
+        /// The address is the context's own (forward to self), known since create or reset.
+        to_self: bool,
+    },
     /// The target.
     Target(ServerSide),
 }
@@ -171,7 +176,10 @@ impl HandleState {
             output: None,
             side: match server {
                 Some(s) => Side::Target(s),
-                None => Side::Origin(None),
+                None => Side::Origin {
+                    rpc: None,
+                    to_self: false,
+                },
             },
         }
     }
@@ -179,31 +187,40 @@ impl HandleState {
     fn server(&self) -> Option<&ServerSide> {
         match &self.side {
             Side::Target(s) => Some(s),
-            Side::Origin(_) => None,
+            Side::Origin { .. } => None,
         }
     }
 
     fn server_mut(&mut self) -> Option<&mut ServerSide> {
         match &mut self.side {
             Side::Target(s) => Some(s),
-            Side::Origin(_) => None,
+            Side::Origin { .. } => None,
         }
     }
 
     /// The origin's cached registration, if any.
     fn rpc(&self) -> Option<RpcCache> {
         match &self.side {
-            Side::Origin(c) => *c,
+            Side::Origin { rpc, .. } => *rpc,
             Side::Target(_) => None,
         }
+    }
+
+    /// Whether an origin handle's address is its context's own.
+    fn to_self(&self) -> bool {
+        matches!(self.side, Side::Origin { to_self: true, .. })
     }
 
     /// An origin handle's state for `id` at `addr`, with `id`'s registration already read
     /// when it is registered (`HG_Create` looks its RPC up too; an unregistered id fails at
     /// forward, with `NoEntry`).
-    pub(crate) fn origin(addr: na::Addr, id: RpcId, class: &crate::Class) -> HandleState {
+    pub(crate) fn origin(addr: na::Addr, id: RpcId, ctx: &CtxInner) -> HandleState {
+        let to_self = ctx.is_self(&addr);
         let mut st = HandleState::new(addr, id, None);
-        st.side = Side::Origin(RpcCache::read(class, id).ok());
+        st.side = Side::Origin {
+            rpc: RpcCache::read(&ctx.class, id).ok(),
+            to_self,
+        };
         st
     }
 }
@@ -299,7 +316,7 @@ impl Handle {
     /// `HG_Reset`: reuses the handle for `id` at `addr`; `Busy` while a forward is in flight.
     #[doc(alias = "HG_Reset")]
     pub fn reset(&self, addr: &na::Addr, id: RpcId) -> Result<()> {
-        let new = HandleState::origin(addr.clone(), id, &self.inner.ctx.class);
+        let new = HandleState::origin(addr.clone(), id, &self.inner.ctx);
         let mut st = lock(&self.inner.st);
         if st.forward.is_some() {
             return Err(Error::Busy);
@@ -340,7 +357,7 @@ impl Handle {
         deadline: Option<Instant>,
         cb: ForwardCallback,
     ) -> Result<()> {
-        let (addr, id, cookie, cached) = {
+        let (addr, id, cookie, cached, to_self) = {
             let st = lock(&self.inner.st);
             if st.forward.is_some() {
                 return Err(Error::Busy);
@@ -348,7 +365,7 @@ impl Handle {
             if st.server().is_some() {
                 return Err(Error::InvalidArg);
             }
-            (st.addr.clone(), st.id, st.target_id, st.rpc())
+            (st.addr.clone(), st.id, st.target_id, st.rpc(), st.to_self())
         };
         let _s = na::hop_span!(DEBUG, "hg.forward", rpc_id = id);
         let rpc = match cached {
@@ -367,6 +384,7 @@ impl Handle {
         let req = ForwardReq {
             handle: self,
             dest: addr,
+            to_self,
             rpc_id: id,
             cookie,
             no_response,
@@ -383,8 +401,8 @@ impl Handle {
     fn read_rpc(&self, id: RpcId) -> Result<RpcCache> {
         let c = RpcCache::read(&self.inner.ctx.class, id)?;
         let mut st = lock(&self.inner.st);
-        if let (true, Side::Origin(cache)) = (st.id == id, &mut st.side) {
-            *cache = Some(c);
+        if let (true, Side::Origin { rpc, .. }) = (st.id == id, &mut st.side) {
+            *rpc = Some(c);
         }
         Ok(c)
     }

@@ -44,19 +44,25 @@ fn split(token: u64) -> (u32, usize) {
 
 impl<T> Slab<T> {
     /// Stores `val`; returns its token.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn insert(&mut self, val: T) -> u64 {
+        let i = self.vacant();
+        // One destination for `val` whichever way the slot was found, so that the caller's
+        // value can be built in place.
+        let slot = &mut self.slots[i as usize];
+        slot.val = Some(val);
+        token(slot.gen, i)
+    }
+
+    /// The index of an empty slot, taken off the free list or pushed.
+    #[inline]
+    fn vacant(&mut self) -> u32 {
         if let Some(i) = self.free.pop() {
-            let slot = &mut self.slots[i as usize];
-            slot.val = Some(val);
-            return token(slot.gen, i);
+            return i;
         }
         let i = u32::try_from(self.slots.len()).expect("fewer than 2^32 operations in flight");
-        self.slots.push(Slot {
-            gen: 1,
-            val: Some(val),
-        });
-        token(1, i)
+        self.slots.push(Slot { gen: 1, val: None });
+        i
     }
 
     /// The operation `token` names, if it is still there.

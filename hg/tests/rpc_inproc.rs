@@ -1175,3 +1175,29 @@ fn registry_changes_reach_existing_handles() {
     // The server does not know 0xDEAD: it answers NoEntry.
     assert_eq!(r, Err(Error::NoEntry));
 }
+
+/// Whether a handle's address is its context's own is settled at create and again at reset:
+/// a reset to the own address takes the self path (here the client has no handler, which
+/// that path reports at once), a reset back goes over NA again.
+#[test]
+fn reset_moves_a_handle_between_self_and_peer() {
+    let p = pair();
+    let own = p.cctx.self_addr();
+    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
+    h.reset(&own, Echo::id()).unwrap();
+    assert_eq!(
+        h.forward(&EchoIn::default(), |_, _| {}),
+        Err(Error::NoEntry),
+        "to self, with no handler here"
+    );
+    h.reset(&p.saddr, Echo::id()).unwrap();
+    let got = slot();
+    let g = got.clone();
+    h.forward(&EchoIn { data: vec![], n: 4 }, move |h, r| {
+        g.lock().unwrap().push((r, h.get_output::<EchoOut>().ok()));
+    })
+    .unwrap();
+    drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
+    let (r, out) = got.lock().unwrap().pop().unwrap();
+    assert_eq!((r, out.map(|o| o.rc)), (Ok(()), Some(5)));
+}
