@@ -1936,23 +1936,26 @@ impl CtxInner {
             }
         };
         let body = &data[d.body_offset..];
-        let handle = Handle::new(
-            this.clone(),
-            HandleState::new(
-                source.clone(),
-                h.id,
-                Some(ServerSide {
-                    tag,
-                    cookie: h.cookie,
-                    no_response,
-                    input: None,
-                    responded: false,
-                    self_client: None,
-                    types,
-                }),
-            ),
-        );
+        let server = |input| {
+            Handle::new(
+                this.clone(),
+                HandleState::new(
+                    source.clone(),
+                    h.id,
+                    Some(ServerSide {
+                        tag,
+                        cookie: h.cookie,
+                        no_response,
+                        input,
+                        responded: false,
+                        self_client: None,
+                        types,
+                    }),
+                ),
+            )
+        };
         if h.flags & flags::MORE_DATA != 0 {
+            let handle = server(None);
             if let Err(e) = self.pull_input(na, handle, handler, body, d.payload_crc, &source) {
                 answer(e);
             }
@@ -1964,9 +1967,10 @@ impl CtxInner {
             return Some(buf);
         }
         // Decoded where it arrived (as Mercury decodes from its receive buffer); the buffer
-        // returns to the pool when the handle lets go of it.
+        // returns to the pool when the handle lets go of it. The handle is made with its input
+        // in place (no lock of it to set the input afterwards).
         let (input, back) = Bytes::in_message(buf, start + d.body_offset..len, this, false);
-        handle.set_input(input);
+        let handle = server(Some(input));
         self.cq.push(Entry::Process(handle, handler));
         back
     }

@@ -4,7 +4,7 @@ use crate::context::{CtxInner, DoneCallback, ForwardCallback, ForwardReq};
 use crate::error::{Error, Result};
 use crate::proc::{self, Proc};
 use crate::registry::{ProcType, RpcId};
-use crate::sync::{lock, Arc, Mutex, UserArc};
+use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering, UserArc};
 use na::Tag;
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -123,7 +123,6 @@ pub(crate) struct HandleState {
     addr: na::Addr,
     id: RpcId,
     target_id: u8,
-    forward: Option<u64>,
     output: Option<Bytes>,
     side: Side,
 }
@@ -172,7 +171,6 @@ impl HandleState {
             addr,
             id,
             target_id: server.as_ref().map_or(0, |s| s.cookie),
-            forward: None,
             output: None,
             side: match server {
                 Some(s) => Side::Target(s),
@@ -228,7 +226,17 @@ impl HandleState {
 struct HandleInner {
     ctx: Arc<CtxInner>,
     st: Mutex<HandleState>,
+    /// The forward in flight: [`IDLE`], [`STARTING`] while `forward` sets it up, then its
+    /// operation token. Taken by a compare-and-swap, so two threads forwarding on one handle
+    /// at once get one `Busy`; read by `cancel` and `reset` without the state's lock.
+    fwd: AtomicU64,
 }
+
+/// [`HandleInner::fwd`]: no forward in flight.
+const IDLE: u64 = 0;
+/// [`HandleInner::fwd`]: a forward is being set up (no token yet; operation tokens are never 0
+/// and never this).
+const STARTING: u64 = u64::MAX;
 
 /// One RPC exchange (`hg_handle_t`). Cloning is `HG_Ref_incr`, dropping is `HG_Destroy`: the
 /// exchange lives while any clone does, and an operation in flight holds one.
@@ -265,6 +273,7 @@ impl Handle {
             inner: Arc::new(HandleInner {
                 ctx,
                 st: Mutex::new(st),
+                fwd: AtomicU64::new(IDLE),
             }),
         }
     }
@@ -318,7 +327,7 @@ impl Handle {
     pub fn reset(&self, addr: &na::Addr, id: RpcId) -> Result<()> {
         let new = HandleState::origin(addr.clone(), id, &self.inner.ctx);
         let mut st = lock(&self.inner.st);
-        if st.forward.is_some() {
+        if self.inner.fwd.load(Ordering::Acquire) != IDLE {
             return Err(Error::Busy);
         }
         *st = new;
@@ -329,7 +338,8 @@ impl Handle {
     /// the reply has arrived (or the forward failed, was canceled or the context closed). Input
     /// larger than the eager size travels by RMA (`HG_CORE_MORE_DATA`), up to
     /// [`crate::InitOptions::max_overflow_size`]. When this returns `Err` the forward did not
-    /// start and `cb` is dropped uncalled.
+    /// start and `cb` is dropped uncalled: `Busy` while this handle's last forward is still in
+    /// flight (its callback not yet queued) or another thread's is being started.
     #[doc(alias = "HG_Forward")]
     pub fn forward<T: Proc + 'static>(
         &self,
@@ -357,16 +367,45 @@ impl Handle {
         deadline: Option<Instant>,
         cb: ForwardCallback,
     ) -> Result<()> {
-        let (addr, id, cookie, cached, to_self) = {
-            let st = lock(&self.inner.st);
-            if st.forward.is_some() {
-                return Err(Error::Busy);
-            }
+        let fwd = &self.inner.fwd;
+        if fwd
+            .compare_exchange(IDLE, STARTING, Ordering::Acquire, Ordering::Relaxed)
+            .is_err()
+        {
+            return Err(Error::Busy);
+        }
+        let r = self.start(input, deadline, cb);
+        if r.is_err() {
+            fwd.store(IDLE, Ordering::Release);
+        }
+        r
+    }
+
+    /// [`Handle::forward_inner`] once the handle is taken for this forward.
+    #[inline(always)]
+    fn start<T: Proc + 'static>(
+        &self,
+        input: &T,
+        deadline: Option<Instant>,
+        cb: ForwardCallback,
+    ) -> Result<()> {
+        let (addr, id, cookie, cached, to_self, old) = {
+            let mut st = lock(&self.inner.st);
             if st.server().is_some() {
                 return Err(Error::InvalidArg);
             }
-            (st.addr.clone(), st.id, st.target_id, st.rpc(), st.to_self())
+            // The last reply's bytes go (its buffer back to the pool) once the lock is let go.
+            let old = st.output.take();
+            (
+                st.addr.clone(),
+                st.id,
+                st.target_id,
+                st.rpc(),
+                st.to_self(),
+                old,
+            )
         };
+        drop(old);
         let _s = na::hop_span!(DEBUG, "hg.forward", rpc_id = id);
         let rpc = match cached {
             Some(c) if c.gen == self.inner.ctx.class.registry_generation() => c,
@@ -407,16 +446,15 @@ impl Handle {
         Ok(c)
     }
 
+    /// Publishes the token of the forward this handle is starting (for `cancel`).
     pub(crate) fn begin_forward(&self, token: u64) {
-        let mut st = lock(&self.inner.st);
-        st.forward = Some(token);
-        let old = st.output.take();
-        drop(st);
-        drop(old);
+        debug_assert!(token != IDLE && token != STARTING);
+        self.inner.fwd.store(token, Ordering::Release);
     }
 
+    /// The forward is over (before its callback is queued, which may forward again).
     pub(crate) fn finish_forward(&self) {
-        lock(&self.inner.st).forward = None;
+        self.inner.fwd.store(IDLE, Ordering::Release);
     }
 
     pub(crate) fn set_output(&self, bytes: Bytes) {
@@ -432,12 +470,14 @@ impl Handle {
     }
 
     /// `HG_Cancel`: the forward's callback still runs once, with `Canceled` if the forward had
-    /// no effect, else with its real result. No-op when nothing is in flight.
+    /// no effect, else with its real result. No-op when nothing is in flight (nor while another
+    /// thread's `forward` on this handle has not returned yet).
     #[doc(alias = "HG_Cancel")]
     pub fn cancel(&self) {
-        let token = lock(&self.inner.st).forward;
-        if let Some(t) = token {
-            self.inner.ctx.cancel_forward(t);
+        // A forward still being set up on another thread (STARTING) has nothing to cancel yet.
+        match self.inner.fwd.load(Ordering::Acquire) {
+            IDLE | STARTING => {}
+            t => self.inner.ctx.cancel_forward(t),
         }
     }
 
@@ -602,6 +642,36 @@ mod loom_tests {
             ctx.close();
             assert_eq!(calls.load(Ordering::SeqCst), 1);
             assert_eq!(h.ref_count(), 1);
+        });
+    }
+
+    /// Two threads forward on one handle at once: exactly one forward starts, the other gets
+    /// `Busy`, and the started one's callback runs exactly once.
+    #[test]
+    fn loom_one_forward_per_handle() {
+        let mut b = loom::model::Builder::new();
+        b.preemption_bound = Some(2);
+        b.check(|| {
+            let fabric = Fabric::new(FaultConfig::none());
+            let class = Class::from_na(fabric.class(false), InitOptions::default());
+            class.register::<(), ()>(1, Some(UserArc::new(|_h: Handle| Ok(()))));
+            let ctx = class.context_create().unwrap();
+            let h = ctx.create(&ctx.self_addr(), 1).unwrap();
+            let calls = Arc::new(AtomicUsize::new(0));
+            let go = |h: Handle, calls: Arc<AtomicUsize>| {
+                thread::spawn(move || {
+                    h.forward(&(), move |_, _| {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                    })
+                })
+            };
+            let t1 = go(h.clone(), calls.clone());
+            let t2 = go(h.clone(), calls.clone());
+            let mut r = [t1.join().unwrap(), t2.join().unwrap()];
+            r.sort_by_key(|r| r.is_err());
+            assert_eq!(r, [Ok(()), Err(Error::Busy)]);
+            ctx.close();
+            assert_eq!(calls.load(Ordering::SeqCst), 1);
         });
     }
 }
