@@ -29,7 +29,8 @@ use crate::queue::{CompletionQueue, HandOff, Posted};
 use crate::registry::RpcId;
 use crate::slab::Slab;
 use crate::sync::{
-    lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard, Ordering, UserArc,
+    lock, try_lock, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Mutex, MutexGuard,
+    Ordering, UserArc,
 };
 use crate::transfer::{split, Parts};
 use na::{Access, MemHandle, MsgBuf, OpKind, RemoteMem, Tag};
@@ -1229,6 +1230,48 @@ impl CtxInner {
         n
     }
 
+    /// Posts forward `token`'s reply receive and request send to `dest` (by default the
+    /// forward's own), or ends it when it was canceled or timed out before this; under the
+    /// context's state lock.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn post_forward(
+        &self,
+        na: &na::Context,
+        st: &mut CtxState,
+        token: u64,
+        dest: Option<&na::Addr>,
+        tag: Tag,
+        mut send: MsgBuf,
+        send_len: usize,
+        recv: Option<MsgBuf>,
+    ) {
+        let Some(Op::Forward(f)) = st.ops.get_mut(token) else {
+            return;
+        };
+        if f.canceled || f.timed_out {
+            let e = if f.timed_out {
+                Error::Timeout
+            } else {
+                Error::Canceled
+            };
+            f.send_done = Some(Err(e));
+            f.recv_pending = false;
+            f.reply = Some(Err(e));
+            self.maybe_complete(st, token);
+            return;
+        }
+        f.posted = true;
+        // The NA plugin's own header goes in front (its sender address, …).
+        na.msg_init_unexpected(&mut send);
+        let dest = dest.unwrap_or(&f.dest);
+        // The reply's receive goes first, so the reply can never find it missing.
+        let recv_op = recv.map(|buf| na.recv_expected(buf, dest, tag, token));
+        let send_op = na.send_unexpected(send, send_len, dest, tag, token);
+        f.recv_op = recv_op.and_then(op_id);
+        f.send_op = op_id(send_op);
+    }
+
     fn post(&self, na: &na::Context, p: Post) {
         let mut st = lock(&self.st);
         match p {
@@ -1240,31 +1283,7 @@ impl CtxInner {
                 send_len,
                 recv,
             } => {
-                let Some(Op::Forward(f)) = st.ops.get_mut(token) else {
-                    return;
-                };
-                if f.canceled || f.timed_out {
-                    let e = if f.timed_out {
-                        Error::Timeout
-                    } else {
-                        Error::Canceled
-                    };
-                    f.send_done = Some(Err(e));
-                    f.recv_pending = false;
-                    f.reply = Some(Err(e));
-                } else {
-                    f.posted = true;
-                    let mut send = send;
-                    // The NA plugin's own header goes in front (its sender address, …).
-                    na.msg_init_unexpected(&mut send);
-                    // The reply's receive goes first, so the reply can never find it missing.
-                    if let Some(buf) = recv {
-                        f.recv_op = op_id(na.recv_expected(buf, &dest, tag, token));
-                    }
-                    f.send_op = op_id(na.send_unexpected(send, send_len, &dest, tag, token));
-                    return;
-                }
-                self.maybe_complete(&mut st, token);
+                self.post_forward(na, &mut st, token, Some(&dest), tag, send, send_len, recv);
             }
             Post::Respond {
                 token,
@@ -2086,7 +2105,7 @@ impl CtxInner {
         if req.to_self {
             return self.forward_to_self(this, req, input);
         }
-        let (handle, dest) = (req.handle, req.dest.clone());
+        let handle = req.handle;
         let (rpc_id, cookie, no_response, deadline) =
             (req.rpc_id, req.cookie, req.no_response, req.deadline);
         let nac = self.class.na();
@@ -2101,7 +2120,7 @@ impl CtxInner {
             encode_body(input, &mut buf.as_mut_slice()[uh + hs..uh + hs + size])?;
             (buf, uh + hs + size, None, None)
         } else {
-            self.overflow_input(input, size, &dest, rpc_id, uh + hs, &mut hdr)?
+            self.overflow_input(input, size, &req.dest, rpc_id, uh + hs, &mut hdr)?
         };
         let body_len = len - uh - hs;
         header::encode_request(&hdr, level, &mut send.as_mut_slice()[uh..], body_len)?;
@@ -2136,6 +2155,23 @@ impl CtxInner {
         };
         let token = st.ops.insert(Op::Forward(fwd));
         handle.begin_forward(token);
+        // Posted right here when this thread may (nobody holds NA, nothing handed off before
+        // this, the context open): what `hand_off` would do, without letting go of the state
+        // lock and taking it again. `try_lock`: a progress holding NA may be waiting for this
+        // state lock, so this never waits for NA while holding it.
+        if self.handoff.is_empty() && !self.closed.load(Ordering::Acquire) {
+            if let Some(guard) = try_lock(&self.na) {
+                if let Some(na) = guard.as_ref() {
+                    self.post_forward(na, &mut st, token, None, tag, send, len, recv);
+                    tracing::debug!(rpc_id, tag, len, more, "hg: forward posted");
+                    return Ok(());
+                }
+            }
+        }
+        let dest = match st.ops.get(token) {
+            Some(Op::Forward(f)) => f.dest.clone(),
+            _ => unreachable!("inserted above, under the same lock"),
+        };
         drop(st);
         tracing::debug!(rpc_id, tag, len, more, "hg: forward queued");
         self.hand_off(Post::Forward {
