@@ -2348,6 +2348,16 @@ impl CtxInner {
         }
         let atoken = ack.as_ref().map(|(t, _)| *t);
         let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: atoken });
+        // Sent right here when this thread may post (as `start_forward` does); a reply with
+        // an ack to wait for goes the `hand_off` way, which posts the ack's receive first.
+        if ack.is_none() && self.handoff.is_empty() && !self.closed.load(Ordering::Acquire) {
+            if let Some(guard) = try_lock(&self.na) {
+                if let Some(na) = guard.as_ref() {
+                    na.send_expected(buf, len, &dest, tag, token);
+                    return Ok(());
+                }
+            }
+        }
         self.hand_off(Post::Respond {
             token,
             dest,
