@@ -107,3 +107,36 @@ macro_rules! hop_span {
         }
     };
 }
+
+#[cfg(all(test, not(loom)))]
+mod hop_tests {
+    use tracing::level_filters::LevelFilter;
+
+    fn entered(h: &crate::Hop) -> bool {
+        h.0.is_some()
+    }
+
+    /// A hop's span exists only when some subscriber wants its level, and is the current span
+    /// for the hop's duration.
+    #[test]
+    fn hop_span_follows_the_enabled_level() {
+        // No subscriber in this thread: nothing is built.
+        assert!(!entered(&crate::hop_span!(TRACE, "na.test_hop")));
+        let sub = tracing_subscriber::fmt()
+            .with_max_level(LevelFilter::DEBUG)
+            .with_writer(std::io::sink)
+            .finish();
+        tracing::subscriber::with_default(sub, || {
+            let h = crate::hop_span!(DEBUG, "na.test_hop", n = 1);
+            assert!(entered(&h));
+            assert_eq!(
+                tracing::Span::current().metadata().map(|m| m.name()),
+                Some("na.test_hop")
+            );
+            drop(h);
+            assert!(tracing::Span::current().is_none(), "left on drop");
+            // Below the subscriber's level: not built.
+            assert!(!entered(&crate::hop_span!(TRACE, "na.test_hop")));
+        });
+    }
+}
