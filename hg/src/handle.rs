@@ -394,7 +394,8 @@ impl Handle {
             if st.server().is_some() {
                 return Err(Error::InvalidArg);
             }
-            // The last reply's bytes go (its buffer back to the pool) once the lock is let go.
+            // The last reply's bytes: dropped (their buffer back to the pool) once this forward
+            // has started, put back if it does not.
             let old = st.output.take();
             (
                 st.addr.clone(),
@@ -405,7 +406,37 @@ impl Handle {
                 old,
             )
         };
-        drop(old);
+        let r = self.start_to(addr, id, cookie, cached, to_self, input, deadline, cb);
+        if r.is_err() {
+            self.keep_output(old);
+        }
+        r
+    }
+
+    /// A failed forward leaves the last reply's bytes readable (`get_output`), as they were.
+    #[cold]
+    #[inline(never)]
+    fn keep_output(&self, old: Option<Bytes>) {
+        let mut st = lock(&self.inner.st);
+        if st.output.is_none() {
+            st.output = old;
+        }
+    }
+
+    /// [`Handle::start`] once the handle's state is read.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn start_to<T: Proc + 'static>(
+        &self,
+        addr: na::Addr,
+        id: RpcId,
+        cookie: u8,
+        cached: Option<RpcCache>,
+        to_self: bool,
+        input: &T,
+        deadline: Option<Instant>,
+        cb: ForwardCallback,
+    ) -> Result<()> {
         let _s = na::hop_span!(DEBUG, "hg.forward", rpc_id = id);
         let rpc = match cached {
             Some(c) if c.gen == self.inner.ctx.class.registry_generation() => c,

@@ -1147,6 +1147,8 @@ fn registry_changes_reach_existing_handles() {
         h.forward(&EchoIn::default(), |_, _| {}),
         Err(Error::InvalidArg)
     );
+    // Forwards that did not start leave the last reply readable.
+    assert_eq!(h.get_output::<EchoOut>().map(|o| o.rc), Ok(2));
     p.client.register_rpc::<Echo>(None);
     let (r, _) = round_trip(&h);
     assert_eq!(r, Ok(()));
