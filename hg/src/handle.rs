@@ -642,6 +642,17 @@ mod loom_tests {
     use loom::thread;
     use na::plugins::inproc::{Fabric, FaultConfig};
 
+    /// A context with RPC 1 registered (its handler does nothing) and a handle to the
+    /// context's own address; the fabric is kept alive by the caller.
+    fn self_handle() -> (Fabric, crate::Context, Handle) {
+        let fabric = Fabric::new(FaultConfig::none());
+        let class = Class::from_na(fabric.class(false), InitOptions::default());
+        class.register::<(), ()>(1, Some(UserArc::new(|_h: Handle| Ok(()))));
+        let ctx = class.context_create().unwrap();
+        let h = ctx.create(&ctx.self_addr(), 1).unwrap();
+        (fabric, ctx, h)
+    }
+
     /// One thread forwards on a handle (to self: the context takes a clone for the operation and
     /// queues the request) while another drops its clone; then the context is closed. The
     /// forward's callback runs exactly once (Canceled at teardown), and afterwards only the
@@ -651,11 +662,7 @@ mod loom_tests {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(2);
         b.check(|| {
-            let fabric = Fabric::new(FaultConfig::none());
-            let class = Class::from_na(fabric.class(false), InitOptions::default());
-            class.register::<(), ()>(1, Some(UserArc::new(|_h: Handle| Ok(()))));
-            let ctx = class.context_create().unwrap();
-            let h = ctx.create(&ctx.self_addr(), 1).unwrap();
+            let (_fabric, ctx, h) = self_handle();
             let calls = Arc::new(AtomicUsize::new(0));
             let (h1, h2) = (h.clone(), h.clone());
             let c1 = calls.clone();
@@ -683,11 +690,7 @@ mod loom_tests {
         let mut b = loom::model::Builder::new();
         b.preemption_bound = Some(2);
         b.check(|| {
-            let fabric = Fabric::new(FaultConfig::none());
-            let class = Class::from_na(fabric.class(false), InitOptions::default());
-            class.register::<(), ()>(1, Some(UserArc::new(|_h: Handle| Ok(()))));
-            let ctx = class.context_create().unwrap();
-            let h = ctx.create(&ctx.self_addr(), 1).unwrap();
+            let (_fabric, ctx, h) = self_handle();
             let calls = Arc::new(AtomicUsize::new(0));
             let go = |h: Handle, calls: Arc<AtomicUsize>| {
                 thread::spawn(move || {

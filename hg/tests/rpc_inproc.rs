@@ -106,8 +106,12 @@ fn slot<T>() -> Slot<T> {
 }
 
 fn forward_echo(p: &Pair, data: Vec<u8>, n: u32) -> Slot<(Result<()>, Option<EchoOut>)> {
+    forward_on(&p.cctx.create(&p.saddr, Echo::id()).unwrap(), data, n)
+}
+
+/// Forwards an echo on `h`; its callback records the result and the decoded output.
+fn forward_on(h: &Handle, data: Vec<u8>, n: u32) -> Slot<(Result<()>, Option<EchoOut>)> {
     let got = slot();
-    let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
     let g = got.clone();
     h.forward(&EchoIn { data, n }, move |h, r| {
         let out = r.ok().and_then(|_| h.get_output::<EchoOut>().ok());
@@ -279,18 +283,7 @@ fn overflow_beyond_the_maximum_is_msgsize_on_both_sides() {
 fn forward_to_self() {
     let p = pair();
     let h = p.sctx.create(&p.saddr, Echo::id()).unwrap();
-    let got = slot();
-    let g = got.clone();
-    h.forward(
-        &EchoIn {
-            data: vec![3],
-            n: 2,
-        },
-        move |h, r| {
-            g.lock().unwrap().push((r, h.get_output::<EchoOut>().ok()));
-        },
-    )
-    .unwrap();
+    let got = forward_on(&h, vec![3], 2);
     drive(&[&p.sctx], || !got.lock().unwrap().is_empty());
     let v = got.lock().unwrap();
     assert_eq!(v[0].0, Ok(()));
@@ -1111,19 +1104,7 @@ fn registry_changes_reach_existing_handles() {
     let h = p.cctx.create(&p.saddr, Echo::id()).unwrap();
     let unregistered = p.cctx.create(&p.saddr, 0xDEAD).unwrap();
     let round_trip = |h: &Handle| {
-        let got = slot();
-        let g = got.clone();
-        h.forward(
-            &EchoIn {
-                data: vec![1],
-                n: 1,
-            },
-            move |h, r| {
-                let out = r.ok().and_then(|_| h.get_output::<EchoOut>().ok());
-                g.lock().unwrap().push((r, out));
-            },
-        )
-        .unwrap();
+        let got = forward_on(h, vec![1], 1);
         drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
         let last = got.lock().unwrap().pop().unwrap();
         last
@@ -1193,12 +1174,7 @@ fn reset_moves_a_handle_between_self_and_peer() {
         "to self, with no handler here"
     );
     h.reset(&p.saddr, Echo::id()).unwrap();
-    let got = slot();
-    let g = got.clone();
-    h.forward(&EchoIn { data: vec![], n: 4 }, move |h, r| {
-        g.lock().unwrap().push((r, h.get_output::<EchoOut>().ok()));
-    })
-    .unwrap();
+    let got = forward_on(&h, vec![], 4);
     drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
     let (r, out) = got.lock().unwrap().pop().unwrap();
     assert_eq!((r, out.map(|o| o.rc)), (Ok(()), Some(5)));
