@@ -1078,6 +1078,19 @@ impl CtxInner {
     /// `HG_Respond` call NA from the caller's thread too): the message leaves inside the call,
     /// not at the next `progress`. Otherwise (a `progress` is polling or blocked, possibly on
     /// another thread) it is queued and that `progress` is woken to post it (DESIGN §1).
+    /// The NA context, when this thread may post on it now rather than hand work off: the
+    /// context is open, nothing was handed off before (which must go first, as
+    /// `HandOff::post_or_push` keeps it), and nobody holds NA. `try_lock`: a caller may hold
+    /// the state lock, and a progress holding NA may be waiting for it, so this never waits.
+    /// The guard holds `None` once teardown took NA.
+    #[inline]
+    fn may_post_now(&self) -> Option<MutexGuard<'_, Option<na::Context>>> {
+        if !self.handoff.is_empty() || self.closed.load(Ordering::Acquire) {
+            return None;
+        }
+        try_lock(&self.na)
+    }
+
     fn hand_off(&self, p: Post) {
         if self.closed.load(Ordering::Acquire) {
             // Teardown already drained the queue: fail the operation here, exactly once.
@@ -2155,17 +2168,13 @@ impl CtxInner {
         };
         let token = st.ops.insert(Op::Forward(fwd));
         handle.begin_forward(token);
-        // Posted right here when this thread may (nobody holds NA, nothing handed off before
-        // this, the context open): what `hand_off` would do, without letting go of the state
-        // lock and taking it again. `try_lock`: a progress holding NA may be waiting for this
-        // state lock, so this never waits for NA while holding it.
-        if self.handoff.is_empty() && !self.closed.load(Ordering::Acquire) {
-            if let Some(guard) = try_lock(&self.na) {
-                if let Some(na) = guard.as_ref() {
-                    self.post_forward(na, &mut st, token, None, tag, send, len, recv);
-                    tracing::debug!(rpc_id, tag, len, more, "hg: forward posted");
-                    return Ok(());
-                }
+        // Posted right here when this thread may, without letting go of the state lock and
+        // taking it again as `hand_off` → `post` would.
+        if let Some(guard) = self.may_post_now() {
+            if let Some(na) = guard.as_ref() {
+                self.post_forward(na, &mut st, token, None, tag, send, len, recv);
+                tracing::debug!(rpc_id, tag, len, more, "hg: forward posted");
+                return Ok(());
             }
         }
         let dest = match st.ops.get(token) {
@@ -2348,14 +2357,12 @@ impl CtxInner {
         }
         let atoken = ack.as_ref().map(|(t, _)| *t);
         let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: atoken });
-        // Sent right here when this thread may post (as `start_forward` does); a reply with
-        // an ack to wait for goes the `hand_off` way, which posts the ack's receive first.
-        if ack.is_none() && self.handoff.is_empty() && !self.closed.load(Ordering::Acquire) {
-            if let Some(guard) = try_lock(&self.na) {
-                if let Some(na) = guard.as_ref() {
-                    na.send_expected(buf, len, &dest, tag, token);
-                    return Ok(());
-                }
+        // Sent right here when this thread may post; a reply with an ack to wait for goes the
+        // `hand_off` way, which posts the ack's receive first.
+        if let Some(guard) = ack.is_none().then(|| self.may_post_now()).flatten() {
+            if let Some(na) = guard.as_ref() {
+                na.send_expected(buf, len, &dest, tag, token);
+                return Ok(());
             }
         }
         self.hand_off(Post::Respond {
