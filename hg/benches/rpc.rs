@@ -81,7 +81,8 @@ fn window() -> bool {
 
 /// `HG_BENCH_SPREAD=1`: time each batch too and print their spread. Off by default, as
 /// `hg_rate` reads the clock only at the start and the end of a run (two clock reads per
-/// batch are ≈ 80 instructions, 1–2 % of a one-in-flight RPC's own path).
+/// batch were ≈ 80 instructions in the clock functions alone under callgrind, on the origin's
+/// one-in-flight critical path).
 fn spread() -> bool {
     static SPREAD: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *SPREAD.get_or_init(|| std::env::var("HG_BENCH_SPREAD").is_ok())

@@ -214,7 +214,7 @@ impl Class {
         id: RpcId,
         f: impl FnOnce(&RpcInfo<Handler>) -> R,
     ) -> Result<R> {
-        self.read_registry().get(id).map(f).ok_or(Error::NoEntry)
+        self.with_rpc_gen(id, f).map(|(r, _)| r)
     }
 
     /// [`Class::with_rpc`], also giving the registry's generation at the time of the read.

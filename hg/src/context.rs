@@ -67,10 +67,9 @@ pub(crate) enum Entry {
 
 /// Work prepared on the caller's thread, posted by it or by progress.
 enum Post {
+    /// Forward `token` (its destination and tag are in its record).
     Forward {
         token: u64,
-        dest: na::Addr,
-        tag: Tag,
         send: MsgBuf,
         send_len: usize,
         recv: Option<MsgBuf>,
@@ -1243,18 +1242,15 @@ impl CtxInner {
         n
     }
 
-    /// Posts forward `token`'s reply receive and request send to `dest` (by default the
-    /// forward's own), or ends it when it was canceled or timed out before this; under the
-    /// context's state lock.
-    #[allow(clippy::too_many_arguments)]
+    /// Posts forward `token`'s reply receive and request send (to the destination and with the
+    /// tag its record holds), or ends it when it was canceled or timed out before this; under
+    /// the context's state lock.
     #[inline(always)]
     fn post_forward(
         &self,
         na: &na::Context,
         st: &mut CtxState,
         token: u64,
-        dest: Option<&na::Addr>,
-        tag: Tag,
         mut send: MsgBuf,
         send_len: usize,
         recv: Option<MsgBuf>,
@@ -1277,7 +1273,7 @@ impl CtxInner {
         f.posted = true;
         // The NA plugin's own header goes in front (its sender address, …).
         na.msg_init_unexpected(&mut send);
-        let dest = dest.unwrap_or(&f.dest);
+        let (dest, tag) = (&f.dest, f.tag);
         // The reply's receive goes first, so the reply can never find it missing.
         let recv_op = recv.map(|buf| na.recv_expected(buf, dest, tag, token));
         let send_op = na.send_unexpected(send, send_len, dest, tag, token);
@@ -1290,14 +1286,10 @@ impl CtxInner {
         match p {
             Post::Forward {
                 token,
-                dest,
-                tag,
                 send,
                 send_len,
                 recv,
-            } => {
-                self.post_forward(na, &mut st, token, Some(&dest), tag, send, send_len, recv);
-            }
+            } => self.post_forward(na, &mut st, token, send, send_len, recv),
             Post::Respond {
                 token,
                 dest,
@@ -2172,21 +2164,15 @@ impl CtxInner {
         // taking it again as `hand_off` → `post` would.
         if let Some(guard) = self.may_post_now() {
             if let Some(na) = guard.as_ref() {
-                self.post_forward(na, &mut st, token, None, tag, send, len, recv);
+                self.post_forward(na, &mut st, token, send, len, recv);
                 tracing::debug!(rpc_id, tag, len, more, "hg: forward posted");
                 return Ok(());
             }
         }
-        let dest = match st.ops.get(token) {
-            Some(Op::Forward(f)) => f.dest.clone(),
-            _ => unreachable!("inserted above, under the same lock"),
-        };
         drop(st);
         tracing::debug!(rpc_id, tag, len, more, "hg: forward queued");
         self.hand_off(Post::Forward {
             token,
-            dest,
-            tag,
             send,
             send_len: len,
             recv,

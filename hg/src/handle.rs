@@ -438,10 +438,7 @@ impl Handle {
         cb: ForwardCallback,
     ) -> Result<()> {
         let _s = na::hop_span!(DEBUG, "hg.forward", rpc_id = id);
-        let rpc = match cached {
-            Some(c) if c.gen == self.inner.ctx.class.registry_generation() => c,
-            _ => self.read_rpc(id)?,
-        };
+        let rpc = self.rpc_info(id, cached)?;
         if !rpc.input.is::<T>() {
             tracing::warn!(
                 rpc_id = id,
@@ -462,6 +459,16 @@ impl Handle {
             cb,
         };
         self.inner.ctx.start_forward(&self.inner.ctx, req, input)
+    }
+
+    /// `id`'s registration: `cached` while the registry has not changed since it was read,
+    /// else read again (and cached).
+    #[inline]
+    fn rpc_info(&self, id: RpcId, cached: Option<RpcCache>) -> Result<RpcCache> {
+        match cached {
+            Some(c) if c.gen == self.inner.ctx.class.registry_generation() => Ok(c),
+            _ => self.read_rpc(id),
+        }
     }
 
     /// Reads `id`'s registration into the handle's cache (the first forward, or the registry
@@ -525,10 +532,7 @@ impl Handle {
                 st.output.as_ref().ok_or(Error::NoEntry)?.decode::<T>(),
             )
         };
-        let output = match cached {
-            Some(c) if c.gen == self.inner.ctx.class.registry_generation() => c.output,
-            _ => self.read_rpc(id)?.output,
-        };
+        let output = self.rpc_info(id, cached)?.output;
         if output != TypeId::of::<T>() {
             return Err(Error::InvalidArg);
         }
