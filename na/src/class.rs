@@ -5,7 +5,7 @@ use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
 use crate::mem::{Access, MemHandle, RemoteMem};
 use crate::msg::{MsgBuf, Tag};
-use crate::op::{Completion, Op, OpId, Request};
+use crate::op::{Completion, Op, OpId, OpKind, Request};
 use crate::plugin::{select, InfoString, InitOptions, Plugin, PluginContext};
 use crate::sync::{Arc, AtomicU64, Ordering};
 use std::fmt;
@@ -28,6 +28,7 @@ struct Limits {
     listening: bool,
     max_unexpected: usize,
     max_expected: usize,
+    max_inject: usize,
     unexpected_header: usize,
 }
 
@@ -63,6 +64,7 @@ impl Class {
             listening: plugin.is_listening(),
             max_unexpected: plugin.max_unexpected_size(),
             max_expected: plugin.max_expected_size(),
+            max_inject: plugin.max_inject_size(),
             unexpected_header: plugin.unexpected_header_size(),
         };
         Class { plugin, limits }
@@ -132,6 +134,12 @@ impl Class {
     #[doc(alias = "NA_Msg_get_max_unexpected_size")]
     pub fn max_unexpected_size(&self) -> usize {
         self.limits.max_unexpected
+    }
+
+    /// The largest message [`Context::inject_unexpected`] / [`Context::inject_expected`] may
+    /// send; 0 when the plugin never injects.
+    pub fn max_inject_size(&self) -> usize {
+        self.limits.max_inject
     }
 
     /// `NA_Msg_get_max_expected_size`.
@@ -284,6 +292,35 @@ impl Context {
                 tag,
             },
         )
+    }
+
+    /// Sends the first `len` bytes of `buf` (plugin header included) as
+    /// [`Context::send_unexpected`] would, but with no operation and no completion: the bytes
+    /// are copied before this returns (libfabric's `fi_injectdata`), so `buf` is free at once.
+    /// `false` when it was not sent, with nothing done: over [`Class::max_inject_size`], a peer
+    /// not yet known to be up, no queue space, earlier sends waiting that it must not pass. Post
+    /// it with `send_unexpected` then; that reports any error. Once injected, a later failure is
+    /// not reported.
+    #[doc(alias = "fi_injectdata")]
+    #[inline]
+    pub fn inject_unexpected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
+        let _s = crate::hop_span!(TRACE, "na.inject_unexpected", len, tag);
+        len <= buf.capacity()
+            && self
+                .plugin
+                .inject(OpKind::SendUnexpected, &buf.as_slice()[..len], dest, tag)
+    }
+
+    /// [`Context::inject_unexpected`] for an expected message ([`Context::send_expected`]):
+    /// libfabric's `fi_tinject`.
+    #[doc(alias = "fi_tinject")]
+    #[inline]
+    pub fn inject_expected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
+        let _s = crate::hop_span!(TRACE, "na.inject_expected", len, tag);
+        len <= buf.capacity()
+            && self
+                .plugin
+                .inject(OpKind::SendExpected, &buf.as_slice()[..len], dest, tag)
     }
 
     /// `NA_Msg_recv_unexpected`: posts `buf` for one unexpected message from anyone.

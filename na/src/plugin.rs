@@ -6,7 +6,7 @@ use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
 use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, Segment};
 use crate::msg::Tag;
-use crate::op::{Completion, Op, OpId};
+use crate::op::{Completion, Op, OpId, OpKind};
 use crate::sync::Arc;
 use std::os::fd::RawFd;
 use std::time::Duration;
@@ -38,6 +38,10 @@ pub trait Plugin: Send + Sync + 'static {
     fn max_unexpected_size(&self) -> usize;
     /// `msg_get_max_expected_size`.
     fn max_expected_size(&self) -> usize;
+    /// The largest message [`PluginContext::inject`] may send (0: none; the default).
+    fn max_inject_size(&self) -> usize {
+        0
+    }
     /// `msg_get_unexpected_header_size`: bytes at the front of an unexpected message the plugin
     /// owns (ofi on tcp: the sender's 16-byte `sockaddr_in`).
     fn unexpected_header_size(&self) -> usize;
@@ -75,6 +79,18 @@ pub trait PluginContext: Send + Sync {
     fn msg_init_unexpected(&self, buf: &mut [u8]);
     /// Starts `op`; errors complete it (into the queue) instead of returning.
     fn post(&self, op: Op);
+    /// Sends `msg` as a `SendUnexpected` (plugin header included) or `SendExpected` of `kind`
+    /// would, but with no operation and no completion: the bytes are copied before this
+    /// returns (libfabric's `fi_inject`). `false`: not sent, and nothing happened — too large
+    /// for [`Plugin::max_inject_size`], another kind, a peer not yet known to be up, no queue
+    /// space, earlier sends waiting that it must not pass; the caller then posts the message
+    /// as a normal send, which reports any error. A message that was injected is in the
+    /// transport's hands: a failure after this returns is not reported. The default never
+    /// injects.
+    fn inject(&self, kind: OpKind, msg: &[u8], dest: &Addr, tag: Tag) -> bool {
+        let _ = (kind, msg, dest, tag);
+        false
+    }
     /// `poll` / `poll_wait`: moves transport completions into the queue.
     fn progress(&self, timeout: Duration) -> Result<()>;
     /// As [`PluginContext::progress`], but the completions this call itself finishes may be
@@ -111,6 +127,11 @@ pub struct InitOptions {
     pub max_unexpected_size: usize,
     /// Maximum expected message size (default 4096).
     pub max_expected_size: usize,
+    /// Largest message a context may inject ([`crate::Context::inject_unexpected`]: sent
+    /// without an operation or a completion, copied at once). 0 never injects. Default 4096, the
+    /// default message sizes. The ofi plugin asks libfabric for it and keeps what the provider
+    /// grants (`tcp;ofi_rxm` up to its 16 KiB bounce buffers, else its own 64 bytes).
+    pub max_inject_size: usize,
     /// Maximum number of contexts on the class.
     pub max_contexts: u8,
     /// Whether a `progress` with a timeout may sleep in the kernel (`na_init_info::progress_mode`).
@@ -124,6 +145,7 @@ impl Default for InitOptions {
         InitOptions {
             max_unexpected_size: 4096,
             max_expected_size: 4096,
+            max_inject_size: 4096,
             max_contexts: 64,
             progress_mode: ProgressMode::Block,
             thread_mode: ThreadMode::Serialized,

@@ -922,11 +922,76 @@ pub fn unknown_plugin(_fx: &dyn Fixture) {
     }
 }
 
+/// Injected messages (`inject_unexpected` / `inject_expected`): no operation, no completion, the
+/// buffer free again at once; the peer receives them as it receives posted sends. Over
+/// `max_inject_size` an inject is refused with nothing sent. A plugin that never injects
+/// (`max_inject_size` 0) refuses every one.
+pub fn inject(fx: &dyn Fixture) {
+    let class = fx.class();
+    let peer = fx.spawn_peer();
+    let mut t = Tester::new("inject", &class, 0, peer.addr());
+    let (hdr, max) = (t.hdr, class.max_inject_size());
+    let peer_addr = t.peer.clone();
+    // A normal round trip first: a plugin may inject only to a peer it knows is up.
+    assert_eq!(t.echo(b"warm"), b"Ewarm");
+    let mut m = class.msg_buf_alloc(class.max_unexpected_size().max(class.max_expected_size()));
+    if max == 0 {
+        t.ctx().msg_init_unexpected(&mut m);
+        m.as_mut_slice()[hdr] = CMD_ECHO;
+        assert!(!t
+            .ctx()
+            .inject_unexpected(&m, hdr + 1, &peer_addr, t.next_tag));
+        assert!(!t.ctx().inject_expected(&m, 1, &peer_addr, t.next_tag));
+        t.finish();
+        return;
+    }
+    assert!(
+        max > hdr + 8,
+        "{}: inject size {max} too small to test",
+        t.case
+    );
+    // Unexpected: an echo command, answered as a sent one is.
+    let tag = t.tag();
+    let r = t.recv_expected(tag, 64);
+    t.ctx().msg_init_unexpected(&mut m);
+    m.as_mut_slice()[hdr..hdr + 7].copy_from_slice(b"Einject");
+    assert!(t.ctx().inject_unexpected(&m, hdr + 7, &peer_addr, tag));
+    // What was injected was copied: the buffer may change at once.
+    m.as_mut_slice()[hdr..hdr + 7].fill(b'x');
+    let c = t.wait_ok(r);
+    assert_eq!(&c.buf.unwrap().as_slice()[..c.len], b"Einject");
+    // Expected, of the largest injectable size: the peer reports the length that arrived.
+    let tag = t.tag();
+    let ready = t.recv_expected(tag, 64);
+    let report = t.recv_expected(tag + 2, 64);
+    let s = t.cmd(CMD_RECEIVE, tag, &[]);
+    t.wait_ok(s);
+    t.wait_ok(ready);
+    let len = max.min(class.max_expected_size());
+    assert!(t.ctx().inject_expected(&m, len, &peer_addr, tag + 1));
+    let c = t.wait_ok(report);
+    let got = u64::from_le_bytes(c.buf.unwrap().as_slice()[..8].try_into().unwrap());
+    assert_eq!(got, len as u64);
+    // Over the inject size, or over the buffer: refused.
+    if max < m.capacity() {
+        assert!(!t.ctx().inject_expected(&m, max + 1, &peer_addr, tag + 1));
+    }
+    assert!(!t
+        .ctx()
+        .inject_expected(&m, m.capacity() + 1, &peer_addr, tag + 1));
+    // No injected message left a completion behind, and the peer still serves.
+    t.idle(Duration::from_millis(20));
+    assert!(t.done.is_empty(), "{}: completions: {:?}", t.case, t.done);
+    assert_eq!(t.echo(b"after"), b"Eafter");
+    t.finish();
+}
+
 /// Every case, in order.
 pub fn run_all(fx: &dyn Fixture) {
     expected_before_receive(fx);
     unexpected_without_buffer(fx);
     sizes_at_max(fx);
+    inject(fx);
     many_in_flight(fx);
     progress_into_mixed(fx);
     cancel_race(fx);

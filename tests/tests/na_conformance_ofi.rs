@@ -97,6 +97,7 @@ cases!(
     expected_before_receive,
     unexpected_without_buffer,
     sizes_at_max,
+    inject,
     many_in_flight,
     progress_into_mixed,
     cancel_race,

@@ -329,6 +329,8 @@ mod imp {
         port: u16,
         max_unexpected: usize,
         max_expected: usize,
+        /// The largest message `inject` sends (what the provider granted, within the options').
+        max_inject: usize,
         max_contexts: u8,
         /// Ask for a CQ wait fd (`ProgressMode::Block`); busy mode polls without one.
         wait_fd: bool,
@@ -361,6 +363,7 @@ mod imp {
             service.as_deref(),
             mr_hints,
             serialized,
+            opts.max_inject_size,
         )
             .map_err(|e| {
                 let err = if e == sys::errno::ENODATA {
@@ -393,6 +396,14 @@ mod imp {
             return Err(Error::ProtoNoSupport);
         }
         let max_msg = fabric.max_msg_size().max(UNEXPECTED_HEADER_SIZE);
+        let max_unexpected = opts
+            .max_unexpected_size
+            .clamp(UNEXPECTED_HEADER_SIZE, max_msg);
+        let max_expected = opts.max_expected_size.min(max_msg);
+        let max_inject = opts
+            .max_inject_size
+            .min(fabric.inject_size())
+            .min(max_unexpected.max(max_expected));
         let (api, lib) = sys::versions();
         tracing::debug!(
             protocol,
@@ -408,10 +419,9 @@ mod imp {
                 protocol,
                 listen,
                 port,
-                max_unexpected: opts
-                    .max_unexpected_size
-                    .clamp(UNEXPECTED_HEADER_SIZE, max_msg),
-                max_expected: opts.max_expected_size.min(max_msg),
+                max_unexpected,
+                max_expected,
+                max_inject,
                 max_contexts: opts.max_contexts,
                 wait_fd: opts.progress_mode == ProgressMode::Block,
                 virt_addr: mr_mode & flags::MR_VIRT_ADDR != 0,
@@ -535,6 +545,10 @@ mod imp {
 
         fn max_expected_size(&self) -> usize {
             self.shared.max_expected
+        }
+
+        fn max_inject_size(&self) -> usize {
+            self.shared.max_inject
         }
 
         fn unexpected_header_size(&self) -> usize {
@@ -1362,6 +1376,31 @@ mod imp {
             }
             if let Some((op, post)) = self.gate(op, post, None) {
                 self.submit(op, post);
+            }
+        }
+
+        fn inject(&self, kind: OpKind, msg: &[u8], dest: &Addr, tag: Tag) -> bool {
+            let sh = &self.shared;
+            let (tagged, max) = match kind {
+                OpKind::SendUnexpected => (false, sh.max_unexpected),
+                OpKind::SendExpected => (true, sh.max_expected),
+                _ => return false,
+            };
+            if msg.len() > sh.max_inject.min(max) {
+                return false;
+            }
+            // Only to a peer known up: the others go through the gate (and its probe), which a
+            // normal post reaches.
+            let Ok((fi, true)) = self.resolve_ready(dest) else {
+                return false;
+            };
+            match self.ep.inject(msg, fi, tagged, u64::from(tag)) {
+                Ok(sent) => sent,
+                Err(e) => {
+                    // The normal post that follows meets it again and reports it.
+                    tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: inject failed");
+                    false
+                }
             }
         }
 

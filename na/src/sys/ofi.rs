@@ -94,6 +94,7 @@ extern "C" {
         service: *const c_char,
         mr_mode: u64,
         serialized: c_int,
+        inject_size: usize,
         out: *mut *mut FiInfo,
     ) -> c_int;
     fn na_ofi_freeinfo(info: *mut FiInfo);
@@ -102,6 +103,7 @@ extern "C" {
     fn na_ofi_info_mr_mode(info: *const FiInfo) -> u64;
     fn na_ofi_info_cq_data_size(info: *const FiInfo) -> usize;
     fn na_ofi_info_max_msg_size(info: *const FiInfo) -> usize;
+    fn na_ofi_info_inject_size(info: *const FiInfo) -> usize;
     fn na_ofi_fabric_domain(
         info: *mut FiInfo,
         fabric: *mut *mut Fid,
@@ -130,6 +132,8 @@ extern "C" {
         ctx: *mut c_void,
     ) -> isize;
     fn na_ofi_recv(ep: *mut Fid, buf: *mut u8, len: usize, ctx: *mut c_void) -> isize;
+    fn na_ofi_injectdata(ep: *mut Fid, buf: *const u8, len: usize, data: u64, dest: u64) -> isize;
+    fn na_ofi_tinject(ep: *mut Fid, buf: *const u8, len: usize, dest: u64, tag: u64) -> isize;
     fn na_ofi_tsend(
         ep: *mut Fid,
         buf: *const u8,
@@ -230,13 +234,16 @@ unsafe impl Sync for Fabric {}
 
 impl Fabric {
     /// `fi_getinfo` + `fi_fabric` + `fi_domain` for provider `prov` (`"tcp;ofi_rxm"`), with the
-    /// local address `node`:`service` when given. Errors are positive `FI_E*` numbers.
+    /// local address `node`:`service` when given, asking for `inject_size` bytes of inject
+    /// (0: the provider's own; a size the provider refuses falls back to its own). Errors are
+    /// positive `FI_E*` numbers.
     pub fn open(
         prov: &str,
         node: Option<&str>,
         service: Option<&str>,
         mr_mode: u64,
         serialized: bool,
+        inject_size: usize,
     ) -> Result<Fabric, i32> {
         let cprov = CString::new(prov).map_err(|_| errno::EINVAL)?;
         let cnode = node
@@ -248,17 +255,30 @@ impl Fabric {
             .transpose()
             .map_err(|_| errno::EINVAL)?;
         let mut info = std::ptr::null_mut();
-        // SAFETY: all strings are NUL-terminated and outlive the call; `info` is an out pointer.
-        let rc = unsafe {
-            na_ofi_getinfo(
-                cprov.as_ptr(),
-                cnode.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-                cserv.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
-                mr_mode,
-                c_int::from(serialized),
-                &mut info,
-            )
+        let getinfo = |inject: usize, info: &mut *mut FiInfo| {
+            // SAFETY: all strings are NUL-terminated and outlive the call; `info` is an out
+            // pointer.
+            unsafe {
+                na_ofi_getinfo(
+                    cprov.as_ptr(),
+                    cnode.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+                    cserv.as_ref().map_or(std::ptr::null(), |s| s.as_ptr()),
+                    mr_mode,
+                    c_int::from(serialized),
+                    inject,
+                    info,
+                )
+            }
         };
+        let mut rc = getinfo(inject_size, &mut info);
+        if rc == -errno::ENODATA && inject_size > 0 {
+            // More inject than the provider offers (rxm: its bounce-buffer size): its own.
+            tracing::debug!(
+                inject_size,
+                "na.ofi: inject size refused, using the provider's"
+            );
+            rc = getinfo(0, &mut info);
+        }
         if rc != 0 {
             return Err(-rc);
         }
@@ -315,6 +335,12 @@ impl Fabric {
     pub fn cq_data_size(&self) -> usize {
         // SAFETY: `info` is valid until Drop.
         unsafe { na_ofi_info_cq_data_size(self.info) }
+    }
+
+    /// The largest message the provider injects (sends without a completion).
+    pub fn inject_size(&self) -> usize {
+        // SAFETY: `info` is valid until Drop.
+        unsafe { na_ofi_info_inject_size(self.info) }
     }
 
     /// The provider's maximum message size.
@@ -697,6 +723,38 @@ impl Endpoint {
     pub fn wait_fd(&self) -> Option<RawFd> {
         self.wait_fd
             .or_else(|| self.wake_fd.as_ref().map(|f| f.as_raw_fd()))
+    }
+
+    /// `fi_injectdata` (`tagged` false: an unexpected message, `bits` its immediate data) or
+    /// `fi_tinject` (`tagged`: an expected message, `bits` its tag) of `msg` to `dest`: libfabric
+    /// copies the bytes before returning and reports no completion, so nothing of the message
+    /// stays with us. `Ok(false)`: not sent (no queue space, the connection still being made,
+    /// sends waiting to be retried that it must not pass, or the endpoint closed); the caller
+    /// posts it as a normal send instead. Errors are positive `FI_E*` numbers.
+    pub fn inject(&self, msg: &[u8], dest: u64, tagged: bool, bits: u64) -> Result<bool, i32> {
+        let st = lock(&self.state);
+        if st.closed || !st.retry[0].is_empty() {
+            return Ok(false);
+        }
+        let rc = {
+            let _serial = self.fabric.serial();
+            // SAFETY: `msg` is a live slice for the whole call and libfabric copies it before
+            // returning (inject); the endpoint is open (checked under the state lock, which
+            // close takes before closing it) and the domain serialized.
+            unsafe {
+                if tagged {
+                    na_ofi_tinject(self.ep, msg.as_ptr(), msg.len(), dest, bits)
+                } else {
+                    na_ofi_injectdata(self.ep, msg.as_ptr(), msg.len(), bits, dest)
+                }
+            }
+        };
+        drop(st);
+        match rc {
+            0 => Ok(true),
+            rc if neg(rc) == errno::EAGAIN => Ok(false),
+            rc => Err(neg(rc)),
+        }
     }
 
     /// Starts `op` as `post` says. `Err((op, err))` when it failed at once (nothing was

@@ -41,7 +41,7 @@ const char *na_ofi_strerror(int err) { return fi_strerror(err); }
  * `service` name the local address (FI_SOURCE) when given. The first IPv4 answer is duplicated
  * into *out (a single fi_info the caller frees with na_ofi_freeinfo). */
 int na_ofi_getinfo(const char *prov, const char *node, const char *service, uint64_t mr_mode,
-                   int serialized, struct fi_info **out)
+                   int serialized, size_t inject_size, struct fi_info **out)
 {
     struct fi_info *hints, *list = NULL, *cur;
     int rc;
@@ -65,6 +65,9 @@ int na_ofi_getinfo(const char *prov, const char *node, const char *service, uint
     hints->domain_attr->mr_mode = (int) mr_mode;
     hints->domain_attr->cq_data_size = 4;
     hints->tx_attr->op_flags = 0;
+    /* 0 keeps the provider's own inject size (64 bytes on tcp;ofi_rxm 1.17); rxm accepts up to
+     * its bounce-buffer size, copying larger injected messages into a buffer of its own. */
+    hints->tx_attr->inject_size = inject_size;
     hints->fabric_attr->prov_name = strdup(prov);
     if (!hints->fabric_attr->prov_name) {
         fi_freeinfo(hints);
@@ -95,6 +98,7 @@ uint64_t na_ofi_info_mr_mode(const struct fi_info *i) { return (uint64_t) i->dom
 uint64_t na_ofi_info_caps(const struct fi_info *i) { return i->caps; }
 size_t na_ofi_info_cq_data_size(const struct fi_info *i) { return i->domain_attr->cq_data_size; }
 size_t na_ofi_info_max_msg_size(const struct fi_info *i) { return i->ep_attr->max_msg_size; }
+size_t na_ofi_info_inject_size(const struct fi_info *i) { return i->tx_attr->inject_size; }
 size_t na_ofi_info_mr_key_size(const struct fi_info *i) { return i->domain_attr->mr_key_size; }
 
 /* Copies the info's 16-byte sockaddr_in source address. */
@@ -228,6 +232,18 @@ ssize_t na_ofi_senddata(struct fid_ep *ep, const void *buf, size_t len, uint64_t
                         uint64_t dest, void *ctx)
 {
     return fi_senddata(ep, buf, len, NULL, data, dest, ctx);
+}
+
+/* Injected sends: libfabric copies the message before returning and reports no completion. */
+ssize_t na_ofi_injectdata(struct fid_ep *ep, const void *buf, size_t len, uint64_t data,
+                          uint64_t dest)
+{
+    return fi_injectdata(ep, buf, len, data, dest);
+}
+
+ssize_t na_ofi_tinject(struct fid_ep *ep, const void *buf, size_t len, uint64_t dest, uint64_t tag)
+{
+    return fi_tinject(ep, buf, len, dest, tag);
 }
 
 ssize_t na_ofi_recv(struct fid_ep *ep, void *buf, size_t len, void *ctx)

@@ -35,7 +35,7 @@ use crate::cq::CompletionQueue;
 use crate::error::{Error, Result};
 use crate::mem::{Access, MemRegion, PluginMem, RemoteMem, RemoteSegment, Segment};
 use crate::msg::Tag;
-use crate::op::{Completion, Op, OpId, Request, Rma};
+use crate::op::{Completion, Op, OpId, OpKind, Request, Rma};
 use crate::plugin::{InfoString, InitOptions, Plugin, PluginContext, ProgressMode};
 use crate::sync::{
     arc_dyn, lock, read, wait, write, Arc, AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Condvar,
@@ -416,6 +416,12 @@ impl Plugin for InprocClass {
 
     fn max_expected_size(&self) -> usize {
         self.shared.opts.max_expected_size
+    }
+
+    fn max_inject_size(&self) -> usize {
+        let o = &self.shared.opts;
+        o.max_inject_size
+            .min(o.max_unexpected_size.max(o.max_expected_size))
     }
 
     fn unexpected_header_size(&self) -> usize {
@@ -824,6 +830,22 @@ impl Endpoint {
             b
         });
         let cell = self.new_cell(op);
+        if let Err(env) = self.enqueue(&peer, Body::Send(cell, len), tag, expected, &f, dup) {
+            self.fail_envelope(env, Error::HostUnreach);
+        }
+    }
+
+    /// Puts a message into `peer`'s mailbox with the faults drawn for it (and its duplicate);
+    /// gives it back when the peer has vanished or closed.
+    fn enqueue(
+        &self,
+        peer: &Endpoint,
+        body: Body,
+        tag: Tag,
+        expected: bool,
+        f: &SendFaults,
+        dup: Option<Box<[u8]>>,
+    ) -> std::result::Result<(), Envelope> {
         let mk = |body| Envelope {
             src: self.id,
             tag,
@@ -834,13 +856,12 @@ impl Endpoint {
             corrupt: f.corrupt,
             exhaust: f.exhaust,
         };
-        let env = mk(Body::Send(cell, len));
+        let env = mk(body);
         {
             let mut mb = lock(&peer.state);
             // Checked under the receiver's lock: `vanish` and `close` drain the mailbox under it.
             if peer.vanished.load(Ordering::Acquire) || peer.closed.load(Ordering::Acquire) {
-                drop(mb);
-                return self.fail_envelope(env, Error::HostUnreach);
+                return Err(env);
             }
             let due = mb.tick + u64::from(f.delay);
             let mut env = env;
@@ -860,6 +881,49 @@ impl Endpoint {
         }
         peer.dirty.swap(true, Ordering::AcqRel);
         peer.sink.bell.ring();
+        Ok(())
+    }
+
+    /// `inject`: the message goes into the peer's mailbox as a copy, with no sender operation;
+    /// faults are drawn as for a send (a drawn error refuses the inject, so the caller's normal
+    /// send meets the next draw; a dropped message is lost, as a dropped send's is).
+    fn inject(&self, kind: OpKind, msg: &[u8], dest: &Addr, tag: Tag) -> bool {
+        let opts = &self.class.opts;
+        let (expected, max) = match kind {
+            OpKind::SendUnexpected => (false, opts.max_unexpected_size),
+            OpKind::SendExpected => (true, opts.max_expected_size),
+            _ => return false,
+        };
+        let len = msg.len();
+        if self.closed.load(Ordering::Acquire) || len > max.min(opts.max_inject_size) {
+            return false;
+        }
+        let Ok(n) = endpoint_of(dest) else {
+            return false;
+        };
+        let header = if expected { 0 } else { HEADER_SIZE.min(len) };
+        let f = self.draw(len, header, false);
+        self.trace(|t| {
+            writeln!(t, "ep{} inject to ep{n} tag={tag} len={len} {f:?}", self.id).unwrap_or(())
+        });
+        if f.error {
+            return false;
+        }
+        if f.vanish {
+            if let Some(ep) = self.fabric().endpoint(n) {
+                ep.vanish();
+            }
+        }
+        // As a send: to an unreachable peer it is refused (the normal send reports it).
+        let Ok(peer) = self.peer(n) else {
+            return false;
+        };
+        if f.drop {
+            return true;
+        }
+        let dup = f.duplicate.then(|| Box::<[u8]>::from(msg));
+        self.enqueue(&peer, Body::Copy(Box::from(msg)), tag, expected, &f, dup)
+            .is_ok()
     }
 
     /// Completes the sender of a message that will never be delivered (if it is still pending).
@@ -1443,6 +1507,10 @@ impl PluginContext for EndpointHandle {
 
     fn post(&self, op: Op) {
         self.0.post(op)
+    }
+
+    fn inject(&self, kind: OpKind, msg: &[u8], dest: &Addr, tag: Tag) -> bool {
+        self.0.inject(kind, msg, dest, tag)
     }
 
     fn progress(&self, timeout: Duration) -> Result<()> {
