@@ -54,8 +54,9 @@ echo "   merged by wall clock [process ss.µs]; idle progress rounds are left ou
 echo "   is decoded in the progress ULT, hg.handler (in trigger) hands the request to a new ULT"
 echo "   'update' (as the engine does), which pulls the bulk over na.get, waits on an eventual set"
 echo "   by the transfer's callback, stores the bytes and responds. na.get and the reply's"
-echo "   na.send_expected are posted inside hg.bulk_transfer and hg.respond: no progress holds the"
-echo "   NA context then (else they would be handed to it). The handler read its input in the request's"
+echo "   na.inject_expected run inside hg.bulk_transfer and hg.respond: no progress holds the NA"
+echo "   context then (else they would be handed to it). Request and reply are small enough for NA"
+echo "   to inject (copied at once, no send completion). The handler read its input in the request's"
 echo "   buffer, which its handle keeps: the next progress posts a pooled buffer in its place."
 grep -h '^@' "$client_log" "$log" | sort -s -k1,1 | cut -d' ' -f2-
 grep -E '^client: update done' "$client_log"

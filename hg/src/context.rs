@@ -1276,8 +1276,20 @@ impl CtxInner {
         let (dest, tag) = (&f.dest, f.tag);
         // The reply's receive goes first, so the reply can never find it missing.
         let recv_op = recv.map(|buf| na.recv_expected(buf, dest, tag, token));
-        let send_op = na.send_unexpected(send, send_len, dest, tag, token);
         f.recv_op = recv_op.and_then(op_id);
+        // A request NA can inject is copied out at once: no send completion to wait for.
+        if send_len <= na.class().max_inject_size()
+            && na.inject_unexpected(&send, send_len, dest, tag)
+        {
+            f.send_done = Some(Ok(()));
+            let one_way = !f.recv_pending;
+            self.give_send_buf(send);
+            if one_way {
+                self.maybe_complete(st, token);
+            }
+            return;
+        }
+        let send_op = na.send_unexpected(send, send_len, dest, tag, token);
         f.send_op = op_id(send_op);
     }
 
@@ -1303,6 +1315,13 @@ impl CtxInner {
                     if let Some(Op::AckWait { op, .. }) = st.ops.get_mut(atoken) {
                         *op = Some(na.recv_expected(abuf, &dest, tag, atoken));
                     }
+                } else if self.inject_reply(na, &buf, len, &dest, tag) {
+                    let Some(Op::Respond { cb, .. }) = st.ops.remove(token) else {
+                        unreachable!("a respond's record lives until its send completes")
+                    };
+                    drop(st);
+                    self.replied(buf, cb);
+                    return;
                 }
                 na.send_expected(buf, len, &dest, tag, token);
             }
@@ -2341,16 +2360,24 @@ impl CtxInner {
         if let Some(crc) = crc {
             header::set_payload_crc(level, buf.as_mut_slice(), crc);
         }
-        let atoken = ack.as_ref().map(|(t, _)| *t);
-        let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: atoken });
-        // Sent right here when this thread may post; a reply with an ack to wait for goes the
-        // `hand_off` way, which posts the ack's receive first.
+        // Sent right here when this thread may post (injected when NA can: then no record and
+        // no send completion); a reply with an ack to wait for goes the `hand_off` way, which
+        // posts the ack's receive first.
         if let Some(guard) = ack.is_none().then(|| self.may_post_now()).flatten() {
             if let Some(na) = guard.as_ref() {
+                if self.inject_reply(na, &buf, len, &dest, tag) {
+                    drop(guard);
+                    self.replied(buf, cb);
+                    return Ok(());
+                }
+                // NA before the state lock, as progress takes them.
+                let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: None });
                 na.send_expected(buf, len, &dest, tag, token);
                 return Ok(());
             }
         }
+        let atoken = ack.as_ref().map(|(t, _)| *t);
+        let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: atoken });
         self.hand_off(Post::Respond {
             token,
             dest,
@@ -2360,6 +2387,28 @@ impl CtxInner {
             ack,
         });
         Ok(())
+    }
+
+    /// Injects a reply (no ack to wait for) when NA can: see [`na::Context::inject_expected`].
+    #[inline]
+    fn inject_reply(
+        &self,
+        na: &na::Context,
+        buf: &MsgBuf,
+        len: usize,
+        dest: &na::Addr,
+        tag: Tag,
+    ) -> bool {
+        len <= na.class().max_inject_size() && na.inject_expected(buf, len, dest, tag)
+    }
+
+    /// A reply that went out injected: its buffer back to the pool, its callback queued (it
+    /// runs in `trigger`, as after a send completion).
+    fn replied(&self, buf: MsgBuf, cb: Option<DoneCallback>) {
+        self.give_recv_buf(buf);
+        if let Some(cb) = cb {
+            self.cq.push(Entry::Done(cb, Ok(())));
+        }
     }
 
     /// The reply of an output over the expected size (MORE_DATA): the output goes into a

@@ -53,6 +53,26 @@ impl<S: Subscriber + for<'a> LookupSpan<'a>> Layer<S> for Capture {
 
 #[test]
 fn one_rpc_is_followed_from_hg_to_na_and_back() {
+    follow_one_rpc(true);
+}
+
+/// With injection off (`max_inject_size` 0) the request and the reply are posted NA sends.
+#[test]
+fn without_inject_the_sends_are_na_operations() {
+    follow_one_rpc(false);
+}
+
+/// One RPC over inproc with NA injection on or off; asserts its hops.
+fn follow_one_rpc(inject: bool) {
+    let (send_u, send_e) = if inject {
+        ("na.inject_unexpected", "na.inject_expected")
+    } else {
+        ("na.send_unexpected", "na.send_expected")
+    };
+    let na_opts = hg::na::InitOptions {
+        max_inject_size: if inject { 4096 } else { 0 },
+        ..hg::na::InitOptions::default()
+    };
     let cap = Capture::default();
     let sub = tracing_subscriber::registry()
         .with(cap.clone())
@@ -63,8 +83,8 @@ fn one_rpc_is_followed_from_hg_to_na_and_back() {
             request_post_init: 2,
             ..InitOptions::default()
         };
-        let server = Class::from_na(fabric.class(true), opts.clone());
-        let client = Class::from_na(fabric.class(false), opts);
+        let server = Class::from_na(fabric.class_opt(true, &na_opts), opts.clone());
+        let client = Class::from_na(fabric.class_opt(false, &na_opts), opts);
         server.register_rpc::<Inc>(Some(Arc::new(|h: Handle| {
             let i: IncIn = h.get_input()?;
             h.respond(&IncOut { v: i.v + 1 }, |_| {})
@@ -97,19 +117,17 @@ fn one_rpc_is_followed_from_hg_to_na_and_back() {
         })
     };
     let rpc_field = format!("rpc_id={id}");
-    // Origin: forward (with the id) posts the reply's receive and its NA send itself (no
-    // progress held the NA context at the time).
+    // Origin: forward (with the id) posts the reply's receive and sends the request itself (no
+    // progress held the NA context at the time); a small request is injected (no NA operation)
+    // when NA injects.
     assert!(has("hg.forward", None, Some(&rpc_field)), "{spans:#?}");
     assert!(
         has("na.recv_expected_post", Some("hg.forward"), None),
         "{spans:#?}"
     );
-    assert!(
-        has("na.send_unexpected", Some("hg.forward"), None),
-        "{spans:#?}"
-    );
+    assert!(has(send_u, Some("hg.forward"), None), "{spans:#?}");
     // Target: the request decoded inside progress records the id, the handler runs in trigger,
-    // and respond posts its NA send itself.
+    // and respond sends the reply itself (injected when NA injects).
     assert!(
         has("hg.request", Some("hg.progress"), Some(&rpc_field)),
         "{spans:#?}"
@@ -122,10 +140,13 @@ fn one_rpc_is_followed_from_hg_to_na_and_back() {
         has("hg.respond", Some("hg.handler"), Some(&rpc_field)),
         "{spans:#?}"
     );
-    assert!(
-        has("na.send_expected", Some("hg.respond"), None),
-        "{spans:#?}"
-    );
+    assert!(has(send_e, Some("hg.respond"), None), "{spans:#?}");
+    let other = if inject {
+        "na.send_unexpected"
+    } else {
+        "na.inject_unexpected"
+    };
+    assert!(!has(other, Some("hg.forward"), None), "{spans:#?}");
     // Back at the origin: the callback runs in trigger.
     assert!(
         has("hg.forward_cb", Some("hg.trigger"), Some(&rpc_field)),

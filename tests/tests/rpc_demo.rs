@@ -45,7 +45,7 @@ fn one_update_crosses_na_hg_abt_and_is_stored() {
         hops.extend(tracer.take());
         let sent = hops
             .iter()
-            .any(|h| !h.enter && h.side == "server" && h.name == "na.send_expected");
+            .any(|h| !h.enter && h.side == "server" && h.name == "na.inject_expected");
         if sent || Instant::now() > end {
             break;
         }
@@ -65,11 +65,11 @@ fn one_update_crosses_na_hg_abt_and_is_stored() {
     assert_eq!(out.sum, want.iter().map(|b| u64::from(*b)).sum::<u64>());
 
     // The hops, in order: client hg → na, server na → hg → abt ULT → handler → bulk pull over
-    // na → respond → na send, client callback.
+    // na → respond → na send, client callback. Request and reply are small: NA injects them.
     let lines: Vec<String> = hops.iter().map(Hop::line).collect();
     let steps = [
         ("client", "hg.forward", "rpc_id="),
-        ("client", "na.send_unexpected", ""),
+        ("client", "na.inject_unexpected", ""),
         ("server", "hg.request", "rpc_id="),
         ("server", "hg.handler", "rpc_id="),
         ("server", "abt.ult", "name=update"),
@@ -78,7 +78,7 @@ fn one_update_crosses_na_hg_abt_and_is_stored() {
         ("server", "na.get", ""),
         ("server", "abt.ult", "name=update"),
         ("server", "hg.respond", "rpc_id="),
-        ("server", "na.send_expected", ""),
+        ("server", "na.inject_expected", ""),
     ];
     let mut at = 0;
     for (side, name, field) in steps {
@@ -97,8 +97,8 @@ fn one_update_crosses_na_hg_abt_and_is_stored() {
         find(&hops, request, "server", "na.recv_unexpected_post", "").is_some(),
         "{lines:#?}"
     );
-    // Nobody held the NA context when the handler responded: respond posted its send itself.
-    let send = find(&hops, respond, "server", "na.send_expected", "").unwrap();
+    // Nobody held the NA context when the handler responded: respond sent the reply itself.
+    let send = find(&hops, respond, "server", "na.inject_expected", "").unwrap();
     assert!(hops[send].depth > hops[respond].depth, "{lines:#?}");
     // The server's hops ran inside ULTs: each update-path span recorded after the first ULT
     // switch-in that tracing saw is nested under an abt.ult span. Spans before it may be roots:
