@@ -1316,9 +1316,12 @@ impl CtxInner {
                         *op = Some(na.recv_expected(abuf, &dest, tag, atoken));
                     }
                 } else if self.inject_reply(na, &buf, len, &dest, tag) {
-                    let Some(Op::Respond { cb, .. }) = st.ops.remove(token) else {
-                        unreachable!("a respond's record lives until its send completes")
-                    };
+                    // Its record lives until its send is done: this is that moment.
+                    let mut cb = None;
+                    if let Some(Op::Respond { cb: c, .. }) = st.ops.get_mut(token) {
+                        cb = c.take();
+                        st.ops.remove(token);
+                    }
                     drop(st);
                     self.replied(buf, cb);
                     return;

@@ -512,6 +512,59 @@ fn forward_and_respond_post_inside_the_call_when_no_progress_holds_the_context()
     assert_eq!(*got.lock().unwrap(), vec![Ok(2)]);
 }
 
+/// A respond made on another thread while the server's progress holds NA is handed to that
+/// progress, which wakes and sends it (injected: the reply is small); the client gets the reply
+/// and the respond's callback runs once, in the server's trigger.
+#[test]
+fn respond_handed_to_a_blocked_progress_is_sent_and_called_back_once() {
+    let p = pair();
+    let held = slot();
+    let hh = held.clone();
+    p.server
+        .register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+            hh.lock().unwrap().push(h);
+            Ok(())
+        })));
+    let got = forward_echo(&p, vec![1, 2, 3], 7);
+    drive(&[&p.sctx, &p.cctx], || !held.lock().unwrap().is_empty());
+    let sh: Handle = held.lock().unwrap().pop().unwrap();
+    let calls = slot();
+    let c = calls.clone();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(100));
+        let i: EchoIn = sh.get_input().unwrap();
+        let out = EchoOut {
+            rc: i.n + 1,
+            data: i.data,
+        };
+        sh.respond(&out, move |r| c.lock().unwrap().push(r))
+            .unwrap();
+    });
+    // Blocks for up to 30 s unless the hand-off wakes it.
+    let start = Instant::now();
+    p.sctx.progress(Duration::from_secs(30)).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "progress was not woken"
+    );
+    t.join().unwrap();
+    drive(&[&p.sctx, &p.cctx], || {
+        !got.lock().unwrap().is_empty() && !calls.lock().unwrap().is_empty()
+    });
+    let end = Instant::now() + Duration::from_millis(50);
+    while Instant::now() < end {
+        drive(&[&p.sctx, &p.cctx], || true);
+        p.sctx.progress(Duration::from_millis(1)).unwrap();
+        p.sctx.trigger(usize::MAX).unwrap();
+    }
+    assert_eq!(*calls.lock().unwrap(), vec![Ok(())]);
+    let got = got.lock().unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, Ok(()));
+    let out = got[0].1.as_ref().unwrap();
+    assert_eq!((out.rc, out.data.clone()), (8, vec![1, 2, 3]));
+}
+
 #[test]
 fn reentrant_progress_is_a_typed_error() {
     let p = pair();
