@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-#! Runs every check a submission must pass: fmt, clippy, all tests, the ibverbs feature build, loom.
+#! Runs every check a submission must pass: fmt, clippy, docs, all tests, the ibverbs feature build, loom.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -9,6 +9,9 @@ cargo fmt --all -- --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -- -D warnings
+
+echo "== cargo doc (broken or private intra-doc links fail)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --workspace
 
 echo "== cargo test --workspace"
 # CI=true makes the ofi conformance tests fail (not skip) when libfabric is missing.

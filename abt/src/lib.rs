@@ -11,7 +11,7 @@
 //! |---|---|
 //! | `ABT_xstream_create[_with_rank]`, `_join`, `_free`, `_cancel` | [`Xstream`], [`XstreamHandle`] |
 //! | primary ES (`ABT_init`) | [`Primary`]: runs on the caller inside `run` / `join` |
-//! | `ABT_xstream_set_cpubind` / `hwloc_set_cpubind` | [`XstreamHandle::set_cpubind`] (`sched_setaffinity`); `hwloc` feature: [`topo`] |
+//! | `ABT_xstream_set_cpubind` / `hwloc_set_cpubind` | [`XstreamHandle::set_cpubind`] (`sched_setaffinity`); `hwloc` feature: `topo` |
 //! | `ABT_pool_create_basic`, `ABT_pool_def` | [`pool::create_basic`], [`Pool`] ([`RingPool`], [`LockPool`]) |
 //! | `ABT_sched_def`, `ABT_sched_create[_basic]`, `ABT_sched_config_create` | [`Scheduler`], [`Sched`], [`SchedConfig`] |
 //! | `ABT_sched_has_to_stop`, `ABT_xstream_run_unit`, `ABT_xstream_check_events` | [`SchedContext`] |

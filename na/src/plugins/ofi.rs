@@ -3,8 +3,8 @@
 //!
 //! | Mercury (`na_ofi.c`) | here |
 //! |---|---|
-//! | `na_ofi_initialize` | [`initialize`] |
-//! | `na_ofi_check_protocol` | [`check_protocol`] |
+//! | `na_ofi_initialize` | `initialize` (crate-private) |
+//! | `na_ofi_check_protocol` | `check_protocol` (crate-private) |
 //! | `na_ofi_context_create` | `OfiPlugin::context_create` (one endpoint each) |
 //! | `na_ofi_msg_send_unexpected` | `fi_senddata`, tag as CQ data, `sockaddr_in` prefix |
 //! | `na_ofi_msg_send_expected` / `recv_expected` | `fi_tsend` / `fi_trecv` (directed) |
