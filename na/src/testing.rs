@@ -406,6 +406,24 @@ impl Tester {
             .expect("the peer's own handle deserializes")
     }
 
+    /// [`CMD_RECEIVE`]: the peer posts an expected receive from us with `tag + 1` and is ready
+    /// for it; returns `tag` and our receive of its report ([`Tester::reported_len`]).
+    fn peer_receives(&mut self) -> (Tag, OpId) {
+        let tag = self.tag();
+        let ready = self.recv_expected(tag, 64);
+        let report = self.recv_expected(tag + 2, 64);
+        let s = self.cmd(CMD_RECEIVE, tag, &[]);
+        self.wait_ok(s);
+        self.wait_ok(ready);
+        (tag, report)
+    }
+
+    /// The length the peer reported receiving after [`Tester::peer_receives`].
+    fn reported_len(&mut self, report: OpId) -> u64 {
+        let buf = self.wait_ok(report).buf.expect("buffer back");
+        u64::from_le_bytes(buf.as_slice()[..8].try_into().expect("8 bytes"))
+    }
+
     /// One round trip; returns the reply's payload.
     fn echo(&mut self, payload: &[u8]) -> Vec<u8> {
         let tag = self.tag();
@@ -529,19 +547,12 @@ pub fn sizes_at_max(fx: &dyn Fixture) {
     t.track(op, "send_unexpected max+1");
     assert_eq!(t.wait(op).result, Err(Error::MsgSize));
     // Expected at max: the peer posts a receive of max_e and reports what arrived.
-    let tag = t.tag();
-    let ready = t.recv_expected(tag, 64);
-    let report = t.recv_expected(tag + 2, 64);
-    let s = t.cmd(CMD_RECEIVE, tag, &[]);
-    t.wait_ok(s);
-    t.wait_ok(ready);
+    let (tag, report) = t.peer_receives();
     let m = MsgBuf::from((0..max_e).map(|i| (i * 3) as u8).collect::<Vec<u8>>());
     let op = t.ctx().send_expected(m, max_e, &peer_addr, tag + 1, 0);
     t.track(op, "send_expected max");
     t.wait_ok(op);
-    let c = t.wait_ok(report);
-    let got = u64::from_le_bytes(c.buf.unwrap().as_slice()[..8].try_into().unwrap());
-    assert_eq!(got, max_e as u64);
+    assert_eq!(t.reported_len(report), max_e as u64);
     // Expected at max + 1.
     let op = t
         .ctx()
@@ -961,17 +972,10 @@ pub fn inject(fx: &dyn Fixture) {
     let c = t.wait_ok(r);
     assert_eq!(&c.buf.unwrap().as_slice()[..c.len], b"Einject");
     // Expected, of the largest injectable size: the peer reports the length that arrived.
-    let tag = t.tag();
-    let ready = t.recv_expected(tag, 64);
-    let report = t.recv_expected(tag + 2, 64);
-    let s = t.cmd(CMD_RECEIVE, tag, &[]);
-    t.wait_ok(s);
-    t.wait_ok(ready);
+    let (tag, report) = t.peer_receives();
     let len = max.min(class.max_expected_size());
     assert!(t.ctx().inject_expected(&m, len, &peer_addr, tag + 1));
-    let c = t.wait_ok(report);
-    let got = u64::from_le_bytes(c.buf.unwrap().as_slice()[..8].try_into().unwrap());
-    assert_eq!(got, len as u64);
+    assert_eq!(t.reported_len(report), len as u64);
     // Over the inject size, or over the buffer: refused.
     if max < m.capacity() {
         assert!(!t.ctx().inject_expected(&m, max + 1, &peer_addr, tag + 1));
