@@ -866,6 +866,7 @@ mod imp {
         fn check_probes(&self) {
             let mut go = Vec::new();
             let mut dead = Vec::new();
+            let mut settled = 0;
             {
                 let mut av = lock(&self.av);
                 av.last_ready = None;
@@ -905,7 +906,7 @@ mod imp {
                             peer.state = PeerState::Unknown;
                         }
                     }
-                    self.probing.fetch_sub(1, Ordering::AcqRel);
+                    settled += 1;
                 }
             }
             for (op, post) in go {
@@ -913,6 +914,11 @@ mod imp {
             }
             for (op, _) in dead {
                 self.cq.push(op.complete(Err(Error::HostUnreach)));
+            }
+            // Only now: `inject` declines while a probe is settling, so a message never passes
+            // the sends that waited for the probe (they were submitted just above).
+            if settled > 0 {
+                self.probing.fetch_sub(settled, Ordering::AcqRel);
             }
         }
 
@@ -1386,7 +1392,8 @@ mod imp {
                 OpKind::SendExpected => (true, sh.max_expected),
                 _ => return false,
             };
-            if msg.len() > sh.max_inject.min(max) {
+            // Not while a probe is out or settling: sends waiting for it must not be passed.
+            if msg.len() > sh.max_inject.min(max) || self.probing.load(Ordering::Acquire) > 0 {
                 return false;
             }
             // Only to a peer known up: the others go through the gate (and its probe), which a
