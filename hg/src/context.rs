@@ -1278,9 +1278,7 @@ impl CtxInner {
         let recv_op = recv.map(|buf| na.recv_expected(buf, dest, tag, token));
         f.recv_op = recv_op.and_then(op_id);
         // A request NA can inject is copied out at once: no send completion to wait for.
-        if send_len <= na.class().max_inject_size()
-            && na.inject_unexpected(&send, send_len, dest, tag)
-        {
+        if na.inject_unexpected(&send, send_len, dest, tag) {
             f.send_done = Some(Ok(()));
             let one_way = !f.recv_pending;
             self.give_send_buf(send);
@@ -1315,7 +1313,7 @@ impl CtxInner {
                     if let Some(Op::AckWait { op, .. }) = st.ops.get_mut(atoken) {
                         *op = Some(na.recv_expected(abuf, &dest, tag, atoken));
                     }
-                } else if self.inject_reply(na, &buf, len, &dest, tag) {
+                } else if na.inject_expected(&buf, len, &dest, tag) {
                     // Its record lives until its send is done: this is that moment.
                     let mut cb = None;
                     if let Some(Op::Respond { cb: c, .. }) = st.ops.get_mut(token) {
@@ -2368,7 +2366,7 @@ impl CtxInner {
         // posts the ack's receive first.
         if let Some(guard) = ack.is_none().then(|| self.may_post_now()).flatten() {
             if let Some(na) = guard.as_ref() {
-                if self.inject_reply(na, &buf, len, &dest, tag) {
+                if na.inject_expected(&buf, len, &dest, tag) {
                     drop(guard);
                     self.replied(buf, cb);
                     return Ok(());
@@ -2390,19 +2388,6 @@ impl CtxInner {
             ack,
         });
         Ok(())
-    }
-
-    /// Injects a reply (no ack to wait for) when NA can: see [`na::Context::inject_expected`].
-    #[inline]
-    fn inject_reply(
-        &self,
-        na: &na::Context,
-        buf: &MsgBuf,
-        len: usize,
-        dest: &na::Addr,
-        tag: Tag,
-    ) -> bool {
-        len <= na.class().max_inject_size() && na.inject_expected(buf, len, dest, tag)
     }
 
     /// A reply that went out injected: its buffer back to the pool, its callback queued (it

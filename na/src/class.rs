@@ -304,11 +304,12 @@ impl Context {
     #[doc(alias = "fi_injectdata")]
     #[inline]
     pub fn inject_unexpected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
+        if len > buf.capacity().min(self.class.limits.max_inject) {
+            return false;
+        }
         let _s = crate::hop_span!(TRACE, "na.inject_unexpected", len, tag);
-        len <= buf.capacity()
-            && self
-                .plugin
-                .inject(OpKind::SendUnexpected, &buf.as_slice()[..len], dest, tag)
+        self.plugin
+            .inject(OpKind::SendUnexpected, &buf.as_slice()[..len], dest, tag)
     }
 
     /// [`Context::inject_unexpected`] for an expected message ([`Context::send_expected`]):
@@ -316,11 +317,12 @@ impl Context {
     #[doc(alias = "fi_tinject")]
     #[inline]
     pub fn inject_expected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
+        if len > buf.capacity().min(self.class.limits.max_inject) {
+            return false;
+        }
         let _s = crate::hop_span!(TRACE, "na.inject_expected", len, tag);
-        len <= buf.capacity()
-            && self
-                .plugin
-                .inject(OpKind::SendExpected, &buf.as_slice()[..len], dest, tag)
+        self.plugin
+            .inject(OpKind::SendExpected, &buf.as_slice()[..len], dest, tag)
     }
 
     /// `NA_Msg_recv_unexpected`: posts `buf` for one unexpected message from anyone.
