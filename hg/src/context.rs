@@ -1073,10 +1073,6 @@ impl CtxInner {
         }
     }
 
-    /// Posts `p` to NA now when no `progress` holds the NA context (Mercury's `HG_Forward` and
-    /// `HG_Respond` call NA from the caller's thread too): the message leaves inside the call,
-    /// not at the next `progress`. Otherwise (a `progress` is polling or blocked, possibly on
-    /// another thread) it is queued and that `progress` is woken to post it (DESIGN §1).
     /// The NA context, when this thread may post on it now rather than hand work off: the
     /// context is open, nothing was handed off before (which must go first, as
     /// `HandOff::post_or_push` keeps it), and nobody holds NA. `try_lock`: a caller may hold
@@ -1090,6 +1086,10 @@ impl CtxInner {
         try_lock(&self.na)
     }
 
+    /// Posts `p` to NA now when no `progress` holds the NA context (Mercury's `HG_Forward` and
+    /// `HG_Respond` call NA from the caller's thread too): the message leaves inside the call,
+    /// not at the next `progress`. Otherwise (a `progress` is polling or blocked, possibly on
+    /// another thread) it is queued and that `progress` is woken to post it (DESIGN §1).
     fn hand_off(&self, p: Post) {
         if self.closed.load(Ordering::Acquire) {
             // Teardown already drained the queue: fail the operation here, exactly once.

@@ -99,6 +99,17 @@ fn drive(ctxs: &[&Context], done: impl Fn() -> bool) {
     }
 }
 
+/// One blocking `progress` of up to 30 s that work handed off from another thread must wake
+/// (asserted to return well before its timeout).
+fn progress_until_woken(ctx: &Context) {
+    let start = Instant::now();
+    ctx.progress(Duration::from_secs(30)).unwrap();
+    assert!(
+        start.elapsed() < Duration::from_secs(20),
+        "progress was not woken"
+    );
+}
+
 type Slot<T> = Arc<Mutex<Vec<T>>>;
 
 fn slot<T>() -> Slot<T> {
@@ -460,13 +471,7 @@ fn forward_from_another_thread_wakes_blocked_progress() {
         h.forward(&EchoIn::default(), move |_, r| g.lock().unwrap().push(r))
             .unwrap();
     });
-    // Blocks for up to 30 s unless the hand-off wakes it.
-    let start = Instant::now();
-    p.cctx.progress(Duration::from_secs(30)).unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "progress was not woken"
-    );
+    progress_until_woken(&p.cctx);
     t.join().unwrap();
     drive(&[&p.sctx, &p.cctx], || !got.lock().unwrap().is_empty());
     assert_eq!(*got.lock().unwrap(), vec![Ok(())]);
@@ -540,13 +545,7 @@ fn respond_handed_to_a_blocked_progress_is_sent_and_called_back_once() {
         sh.respond(&out, move |r| c.lock().unwrap().push(r))
             .unwrap();
     });
-    // Blocks for up to 30 s unless the hand-off wakes it.
-    let start = Instant::now();
-    p.sctx.progress(Duration::from_secs(30)).unwrap();
-    assert!(
-        start.elapsed() < Duration::from_secs(20),
-        "progress was not woken"
-    );
+    progress_until_woken(&p.sctx);
     t.join().unwrap();
     drive(&[&p.sctx, &p.cctx], || {
         !got.lock().unwrap().is_empty() && !calls.lock().unwrap().is_empty()
