@@ -498,6 +498,53 @@ pub fn expected_before_receive(fx: &dyn Fixture) {
     t.finish();
 }
 
+/// A late expected message — one arriving for a (source, tag) whose receive was cancelled, as a
+/// reply after its RPC timed out — is discarded, not held: a receive posted for the same key
+/// afterwards gets the next message, and the late one costs the endpoint nothing (over libfabric
+/// it would otherwise sit in the provider's unexpected queue until the endpoint closes).
+pub fn late_expected_discarded(fx: &dyn Fixture) {
+    let class = fx.class();
+    let peer = fx.spawn_peer();
+    let mut t = Tester::new("late_expected_discarded", &class, 0, peer.addr());
+    t.pool = Some(RecvPool::new(
+        t.ctx(),
+        RecvPoolConfig {
+            init: 4,
+            user: POOL_USER,
+            ..RecvPoolConfig::default()
+        },
+    ));
+    let tag = t.tag();
+    let r = t.recv_expected(tag, 64);
+    t.ctx().cancel(r).unwrap();
+    assert_eq!(t.wait(r).result, Err(Error::Canceled));
+    // The peer answers the cancelled receive's tag, then sends an unexpected message: once that
+    // one is here, the late reply has arrived too (same peer, in order).
+    let s = t.cmd(CMD_EXPECTED_FIRST, tag, b"late");
+    t.wait_ok(s);
+    t.wait_unexpected(1);
+    assert_eq!(t.unexpected[0].tag, tag);
+    t.idle(Duration::from_millis(10));
+    assert!(t.done.is_empty(), "the late reply completed nothing");
+    // The key is welcome again: a new receive gets the next message, not the late one.
+    let r = t.recv_expected(tag, 64);
+    let s = t.cmd(CMD_ECHO, tag, b"fresh");
+    t.wait_ok(s);
+    let c = t.wait_ok(r);
+    assert_eq!(&c.buf.unwrap().as_slice()[..c.len], b"Efresh");
+    // Many late replies, each discarded, none in the way of the round trips after them.
+    for _ in 0..50 {
+        let tag = t.tag();
+        let r = t.recv_expected(tag, 64);
+        t.ctx().cancel(r).unwrap();
+        assert_eq!(t.wait(r).result, Err(Error::Canceled));
+        let s = t.cmd(CMD_ECHO, tag, b"too late");
+        t.wait_ok(s);
+    }
+    assert_eq!(t.echo(b"after"), b"Eafter");
+    t.finish();
+}
+
 /// An unexpected message that arrives with no buffer posted waits for one.
 pub fn unexpected_without_buffer(fx: &dyn Fixture) {
     let class = fx.class();
@@ -999,6 +1046,7 @@ pub fn run_all(fx: &dyn Fixture) {
     many_in_flight(fx);
     progress_into_mixed(fx);
     cancel_race(fx);
+    late_expected_discarded(fx);
     rma_multi_segment(fx);
     rma_deregistered(fx);
     two_contexts(fx);

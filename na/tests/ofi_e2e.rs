@@ -3,7 +3,7 @@
 mod ofi_common;
 
 use na::{Access, Error, MsgBuf, OpKind};
-use ofi_common::{class, pair, wait_op};
+use ofi_common::{class, class_opt, pair, wait_op};
 use std::time::Duration;
 
 #[test]
@@ -167,4 +167,78 @@ fn interface_name_and_bare_tcp() {
     }
     let r = class("ofi+tcp;ofi_rxm://127.0.0.1").unwrap();
     assert_eq!(r.protocol(), "tcp;ofi_rxm");
+}
+
+/// Late expected messages after cancelled receives are discarded up to the plugin's bound (16
+/// receives with a 1 MiB expected size); beyond it the oldest key's late message is held by the
+/// provider again, and handed to the next receive posted for that key. Every other key's next
+/// receive gets its fresh message.
+#[test]
+fn late_messages_discarded_up_to_the_bound() {
+    let Some(server) = class("ofi+tcp://127.0.0.1:0") else {
+        return;
+    };
+    let opts = na::InitOptions {
+        max_expected_size: 1 << 20,
+        ..na::InitOptions::default()
+    };
+    let Some(client) = class_opt("ofi+tcp://127.0.0.1", &opts) else {
+        return;
+    };
+    let (sctx, cctx) = (
+        server.context_create(0).unwrap(),
+        client.context_create(0).unwrap(),
+    );
+    let saddr = client
+        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
+        .unwrap();
+    // The client speaks first, so the server knows its address.
+    let rop = sctx.recv_unexpected(MsgBuf::new(4096), 0);
+    let mut m = MsgBuf::new(64);
+    cctx.msg_init_unexpected(&mut m);
+    let sop = cctx.send_unexpected(m, 16, &saddr, 1, 0);
+    let caddr = wait_op(&sctx, &[&cctx], rop).source.unwrap();
+    assert_eq!(wait_op(&cctx, &[&sctx], sop).result, Ok(()));
+    // 20 receives cancelled: the 4 oldest late-message receives are let go of.
+    let tags: Vec<u32> = (100..120).collect();
+    for &t in &tags {
+        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
+        cctx.cancel(r).unwrap();
+        assert_eq!(wait_op(&cctx, &[&sctx], r).result, Err(Error::Canceled));
+    }
+    let send = |tag: u32, bytes: &[u8]| {
+        let op = sctx.send_expected(MsgBuf::from_slice(bytes), bytes.len(), &caddr, tag, 0);
+        assert_eq!(wait_op(&sctx, &[&cctx], op).result, Ok(()));
+    };
+    for &t in &tags {
+        send(t, b"late");
+    }
+    // A marker after them: once it is here, so are the late messages (one connection, in order).
+    let mark = cctx.recv_expected(MsgBuf::new(64), &saddr, 999, 0);
+    send(999, b"mark");
+    assert_eq!(wait_op(&cctx, &[&sctx], mark).result, Ok(()));
+    for &t in &[100u32, 103, 104, 119] {
+        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
+        send(t, b"fresh");
+        let c = wait_op(&cctx, &[&sctx], r);
+        let got = c.buf.unwrap().as_slice()[..c.len].to_vec();
+        if t < 104 {
+            assert_eq!(
+                got,
+                b"late".to_vec(),
+                "tag {t}: beyond the bound, held by the provider"
+            );
+            // Its fresh message is still to come: collect it so nothing is left behind.
+            let r2 = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
+            let c2 = wait_op(&cctx, &[&sctx], r2);
+            assert_eq!(&c2.buf.unwrap().as_slice()[..c2.len], b"fresh");
+        } else {
+            assert_eq!(
+                got,
+                b"fresh".to_vec(),
+                "tag {t}: its late message was discarded"
+            );
+        }
+    }
+    assert!(cctx.close().is_empty());
 }

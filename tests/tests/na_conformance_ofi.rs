@@ -101,6 +101,7 @@ cases!(
     many_in_flight,
     progress_into_mixed,
     cancel_race,
+    late_expected_discarded,
     rma_multi_segment,
     rma_deregistered,
     two_contexts,

@@ -309,6 +309,7 @@ mod imp {
 #[cfg(not(any(loom, na_no_libfabric)))]
 mod imp {
     use super::*;
+    use crate::msg::MsgBuf;
     use crate::op::{Completion, Op, OpId, OpKind, Request, Rma};
     use crate::plugin::PluginContext;
     use crate::sync::AtomicUsize;
@@ -497,6 +498,9 @@ mod imp {
                 resent_n: AtomicUsize::new(0),
                 scratch: Mutex::new(Vec::with_capacity(64)),
                 woken: AtomicBool::new(false),
+                late: Mutex::new(Late::default()),
+                late_n: AtomicUsize::new(0),
+                closing: AtomicBool::new(false),
             });
             lock(&sh.contexts).push(Arc::downgrade(&ctx));
             tracing::debug!(id, addr = %fmt_addr(&sh.protocol, &name), "na.ofi: context created");
@@ -681,7 +685,32 @@ mod imp {
         resent_n: AtomicUsize,
         scratch: Mutex<Vec<Done>>,
         woken: AtomicBool,
+        /// Receives posted to swallow late expected messages ([`OfiContext::discard_late`]).
+        late: Mutex<Late>,
+        /// How many of those are posted: the receive path looks at `late` only when non-zero.
+        late_n: AtomicUsize,
+        /// Set by `close`: a receive cancelled by the teardown needs no late-message receive.
+        closing: AtomicBool,
     }
+
+    /// The late-message receives of a context, by key `(source fi_addr, tag)` and by operation.
+    #[derive(Default)]
+    struct Late {
+        by_key: HashMap<(u64, u64), OpId>,
+        by_op: HashMap<OpId, (u64, u64)>,
+        /// Keys oldest first, for the bound (entries already gone are skipped).
+        order: std::collections::VecDeque<(u64, u64)>,
+        next: u64,
+    }
+
+    /// Operation ids of late-message receives: far above any id a `Context` hands out (those
+    /// count up from 1), so their completions are told apart by the id alone.
+    const LATE_BASE: u64 = 1 << 63;
+
+    /// Most late-message receives a context keeps posted, and most bytes they hold: beyond
+    /// either, the oldest is cancelled (a late message for it would again wait in the provider).
+    const LATE_MAX: usize = 4096;
+    const LATE_BYTES: usize = 4 << 20;
 
     /// This context's AV: its peers, and the last one found up.
     struct Av {
@@ -818,6 +847,11 @@ mod imp {
             if let Some(p) = av.peers.remove(&key) {
                 if let Err(e) = self.ep.av_remove(p.fi) {
                     tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: fi_av_remove failed");
+                }
+                drop(av);
+                // Its AV slot may go to another peer: no receive of ours may wait on it.
+                if self.late_n.load(Ordering::Acquire) > 0 {
+                    self.unlate(|(src, _)| src == p.fi);
                 }
             }
         }
@@ -1016,6 +1050,9 @@ mod imp {
                 }
                 Request::RecvExpected { source, tag, .. } => {
                     let src = self.resolve(source)?;
+                    if self.late_n.load(Ordering::Acquire) > 0 {
+                        self.welcome(src, u64::from(*tag));
+                    }
                     Ok((
                         Post::TRecv {
                             src,
@@ -1078,6 +1115,10 @@ mod imp {
                 data,
                 olen,
             } = d;
+            if op.id.0 >= LATE_BASE {
+                self.late_done(op.id, err, len);
+                return None;
+            }
             if err != 0 {
                 return self.deliver_failed(op, err, prov_errno, len, data, olen);
             }
@@ -1145,6 +1186,9 @@ mod imp {
             let e = map_fi_errno(err);
             if e == Error::Canceled {
                 tracing::debug!(op = op.id.0, ?kind, "na.ofi: operation canceled");
+                if let Request::RecvExpected { source, tag, .. } = &op.req {
+                    self.discard_late(source, *tag);
+                }
             } else {
                 tracing::warn!(
                     op = op.id.0, ?kind, error = %e, fi_error = %sys::strerror(err),
@@ -1292,6 +1336,134 @@ mod imp {
                     slice = slice.min(Duration::from_millis(1));
                 }
                 self.ep.wait(slice);
+            }
+        }
+    }
+
+    /// Late expected messages. libfabric holds a tagged message that meets no posted receive
+    /// until one is posted for it; after an expected receive is cancelled (an RPC that timed
+    /// out), its reply would wait in rxm's unexpected queue until the endpoint closes — holding a
+    /// receive buffer each — and be handed to the next receive posted for the same key. So a
+    /// cancelled expected receive is replaced by one of the plugin's own, whose completion is
+    /// swallowed: the `inproc` plugin's "discarded, not held" (docs/na.md, "Late replies").
+    impl OfiContext {
+        /// Posts a receive swallowing the late message `(source, tag)` may still bring.
+        #[cold]
+        #[inline(never)]
+        fn discard_late(&self, source: &Addr, tag: Tag) {
+            if self.closing.load(Ordering::Acquire) {
+                return;
+            }
+            let Ok(src) = self.resolve(source) else {
+                return;
+            };
+            let key = (src, u64::from(tag));
+            let size = self.shared.max_expected.max(1);
+            let keep = (LATE_BYTES / size).clamp(16, LATE_MAX);
+            let (id, oldest) = {
+                let mut late = lock(&self.late);
+                if late.by_key.contains_key(&key) {
+                    return;
+                }
+                let mut oldest = None;
+                while late.by_key.len() >= keep {
+                    let Some(k) = late.order.pop_front() else {
+                        break;
+                    };
+                    if let Some(id) = late.by_key.remove(&k) {
+                        late.by_op.remove(&id);
+                        oldest = Some(id);
+                        break;
+                    }
+                }
+                let id = OpId(LATE_BASE + late.next);
+                late.next += 1;
+                late.by_key.insert(key, id);
+                late.by_op.insert(id, key);
+                late.order.push_back(key);
+                if oldest.is_none() {
+                    self.late_n.fetch_add(1, Ordering::AcqRel);
+                }
+                (id, oldest)
+            };
+            if let Some(old) = oldest {
+                tracing::debug!("na.ofi: too many late-message receives: the oldest is cancelled");
+                self.cancel_late(old);
+            }
+            let op = Op {
+                id,
+                user: 0,
+                req: Request::RecvExpected {
+                    buf: MsgBuf::new(size),
+                    source: source.clone(),
+                    tag,
+                },
+            };
+            if let Err((_, e)) = self.ep.post(op, Post::TRecv { src, tag: key.1 }) {
+                tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: late-message receive not posted");
+                self.forget_late(id);
+            }
+        }
+
+        /// A late-message receive completed: the late message came (and is dropped), or the
+        /// receive was cancelled.
+        #[cold]
+        #[inline(never)]
+        fn late_done(&self, id: OpId, err: i32, len: usize) {
+            self.forget_late(id);
+            if err != libc::ECANCELED {
+                tracing::debug!(
+                    len,
+                    err,
+                    "na.ofi: late expected message (its receive was cancelled) discarded"
+                );
+            }
+        }
+
+        /// Drops `id` from the late-message table (if still there).
+        fn forget_late(&self, id: OpId) {
+            let mut late = lock(&self.late);
+            if let Some(key) = late.by_op.remove(&id) {
+                late.by_key.remove(&key);
+                self.late_n.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+
+        /// A receive is being posted for `(src, tag)`: a late-message receive for that key
+        /// goes first, so the new receive gets the next message.
+        #[cold]
+        #[inline(never)]
+        fn welcome(&self, src: u64, tag: u64) {
+            let id = lock(&self.late).by_key.get(&(src, tag)).copied();
+            if let Some(id) = id {
+                self.forget_late(id);
+                self.cancel_late(id);
+            }
+        }
+
+        /// Cancels the late-message receives whose key `which` picks.
+        #[cold]
+        #[inline(never)]
+        fn unlate(&self, which: impl Fn((u64, u64)) -> bool) {
+            let ids: Vec<OpId> = lock(&self.late)
+                .by_op
+                .iter()
+                .filter(|(_, k)| which(**k))
+                .map(|(id, _)| *id)
+                .collect();
+            for id in ids {
+                self.forget_late(id);
+                self.cancel_late(id);
+            }
+        }
+
+        /// `fi_cancel` of a late-message receive (already out of the table); its completion is
+        /// swallowed like the others.
+        fn cancel_late(&self, id: OpId) {
+            let mut out = Vec::new();
+            self.ep.cancel(id, &mut out);
+            for d in out {
+                self.late_done(d.op.id, d.err, d.len);
             }
         }
     }
@@ -1444,6 +1616,7 @@ mod imp {
         }
 
         fn close(&self) {
+            self.closing.store(true, Ordering::Release);
             for queued in self.take_queued(None) {
                 self.cq.push(queued.complete(Err(Error::Canceled)));
             }
