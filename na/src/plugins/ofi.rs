@@ -698,9 +698,31 @@ mod imp {
     struct Late {
         by_key: HashMap<(u64, u64), OpId>,
         by_op: HashMap<OpId, (u64, u64)>,
-        /// Keys oldest first, for the bound (entries already gone are skipped).
-        order: std::collections::VecDeque<(u64, u64)>,
+        /// Receives oldest first with when they were posted, for the bound and the expiry
+        /// (entries already gone from `by_op` are skipped).
+        order: std::collections::VecDeque<(OpId, Instant)>,
         next: u64,
+    }
+
+    impl Late {
+        /// Takes the oldest receive still in the table out of it (only one posted before
+        /// `before`, when given).
+        fn take_oldest(&mut self, before: Option<Instant>) -> Option<OpId> {
+            while let Some(&(id, at)) = self.order.front() {
+                if !self.by_op.contains_key(&id) {
+                    self.order.pop_front();
+                    continue;
+                }
+                if before.is_some_and(|b| at > b) {
+                    return None;
+                }
+                self.order.pop_front();
+                let key = self.by_op.remove(&id).expect("checked");
+                self.by_key.remove(&key);
+                return Some(id);
+            }
+            None
+        }
     }
 
     /// Operation ids of late-message receives: far above any id a `Context` hands out (those
@@ -709,8 +731,14 @@ mod imp {
 
     /// Most late-message receives a context keeps posted, and most bytes they hold: beyond
     /// either, the oldest is cancelled (a late message for it would again wait in the provider).
-    const LATE_MAX: usize = 4096;
-    const LATE_BYTES: usize = 4 << 20;
+    /// Kept small because rxm matches each arriving tagged message against its posted receives
+    /// one by one, oldest first: a receive whose message never comes (a hung peer) costs every
+    /// later reply a comparison until it goes.
+    const LATE_MAX: usize = 256;
+    const LATE_BYTES: usize = 1 << 20;
+
+    /// How long a late-message receive waits for its message before it is cancelled.
+    const LATE_TTL: Duration = Duration::from_secs(60);
 
     /// This context's AV: its peers, and the last one found up.
     struct Av {
@@ -1311,6 +1339,9 @@ mod imp {
                 if self.probing.load(Ordering::Acquire) > 0 {
                     self.check_probes();
                 }
+                if self.late_n.load(Ordering::Relaxed) > 0 {
+                    self.expire_late();
+                }
                 let n = self.ep.progress(&mut scratch);
                 if n > 0 || !self.cq.is_empty() {
                     self.drain(&mut scratch, out);
@@ -1365,22 +1396,16 @@ mod imp {
                 if late.by_key.contains_key(&key) {
                     return;
                 }
-                let mut oldest = None;
-                while late.by_key.len() >= keep {
-                    let Some(k) = late.order.pop_front() else {
-                        break;
-                    };
-                    if let Some(id) = late.by_key.remove(&k) {
-                        late.by_op.remove(&id);
-                        oldest = Some(id);
-                        break;
-                    }
-                }
+                let oldest = if late.by_op.len() >= keep {
+                    late.take_oldest(None)
+                } else {
+                    None
+                };
                 let id = OpId(LATE_BASE + late.next);
                 late.next += 1;
                 late.by_key.insert(key, id);
                 late.by_op.insert(id, key);
-                late.order.push_back(key);
+                late.order.push_back((id, Instant::now()));
                 if oldest.is_none() {
                     self.late_n.fetch_add(1, Ordering::AcqRel);
                 }
@@ -1420,12 +1445,40 @@ mod imp {
             }
         }
 
+        /// Cancels the late-message receives posted more than [`LATE_TTL`] ago. Called by
+        /// progress while any is posted.
+        #[cold]
+        #[inline(never)]
+        fn expire_late(&self) {
+            let Some(before) = Instant::now().checked_sub(LATE_TTL) else {
+                return;
+            };
+            loop {
+                let old = {
+                    let mut late = lock(&self.late);
+                    let Some(id) = late.take_oldest(Some(before)) else {
+                        return;
+                    };
+                    self.late_n.fetch_sub(1, Ordering::AcqRel);
+                    id
+                };
+                tracing::debug!("na.ofi: a late-message receive expired: cancelled");
+                self.cancel_late(old);
+            }
+        }
+
         /// Drops `id` from the late-message table (if still there).
         fn forget_late(&self, id: OpId) {
             let mut late = lock(&self.late);
             if let Some(key) = late.by_op.remove(&id) {
                 late.by_key.remove(&key);
                 self.late_n.fetch_sub(1, Ordering::AcqRel);
+            }
+            // Entries of receives gone are skipped at the front; compact when they pile up
+            // behind a long-lived one.
+            if late.order.len() > 2 * late.by_op.len() + 16 {
+                let Late { order, by_op, .. } = &mut *late;
+                order.retain(|(id, _)| by_op.contains_key(id));
             }
         }
 
@@ -1623,6 +1676,47 @@ mod imp {
             let mut out = Vec::new();
             self.ep.close(Duration::from_secs(2), &mut out);
             self.drain(&mut out, None);
+        }
+    }
+
+    #[cfg(test)]
+    mod late_tests {
+        use super::*;
+
+        fn add(l: &mut Late, key: (u64, u64), at: Instant) -> OpId {
+            let id = OpId(LATE_BASE + l.next);
+            l.next += 1;
+            l.by_key.insert(key, id);
+            l.by_op.insert(id, key);
+            l.order.push_back((id, at));
+            id
+        }
+
+        /// The bound and the expiry take the oldest receive still posted, skip the ones
+        /// already gone, and the expiry leaves the young ones.
+        #[test]
+        fn oldest_first_skipping_the_gone() {
+            let mut l = Late::default();
+            let t0 = Instant::now();
+            let a = add(&mut l, (1, 10), t0);
+            let b = add(&mut l, (1, 11), t0 + Duration::from_secs(1));
+            let c = add(&mut l, (2, 10), t0 + Duration::from_secs(2));
+            // `a` completed (its late message came): gone from the table, still in `order`.
+            let key = l.by_op.remove(&a).unwrap();
+            l.by_key.remove(&key);
+            // Expiry with a cutoff before `b`: nothing.
+            assert_eq!(l.take_oldest(Some(t0 + Duration::from_millis(500))), None);
+            // A cutoff after `b`: `b`, not the gone `a`; then nothing until `c` is old enough.
+            assert_eq!(
+                l.take_oldest(Some(t0 + Duration::from_millis(1500))),
+                Some(b)
+            );
+            assert_eq!(l.take_oldest(Some(t0 + Duration::from_millis(1500))), None);
+            assert!(!l.by_key.contains_key(&(1, 11)));
+            // The bound takes whatever is oldest.
+            assert_eq!(l.take_oldest(None), Some(c));
+            assert_eq!(l.take_oldest(None), None);
+            assert!(l.by_key.is_empty() && l.by_op.is_empty() && l.order.is_empty());
         }
     }
 }
