@@ -283,9 +283,7 @@ mod tests {
     /// sees no overlapping access.
     #[test]
     fn loom_spin_mutex() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let m = Arc::new(SpinLock::new(0usize));
             let m2 = m.clone();
             let t = loom::thread::spawn(move || {

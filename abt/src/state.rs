@@ -158,9 +158,7 @@ mod tests {
     /// (exactly one push, READY, and the waiter must switch out); never both.
     #[test]
     fn loom_suspend_resume_race() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let st = Arc::new(UltState::new(None));
             let pushes = Arc::new(AtomicUsize::new(0));
             assert!(st.begin_run().is_some());
@@ -188,9 +186,7 @@ mod tests {
     /// Two wakers race on one waiting unit: exactly one wins.
     #[test]
     fn loom_double_resume() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let st = Arc::new(UltState::new(None));
             assert!(st.begin_run().is_some());
             st.begin_suspend();
@@ -223,9 +219,7 @@ mod body_tests {
     /// it gets the body; loom's cell sees no second access to it.
     #[test]
     fn loom_first_claim_takes_body_once() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let st = Arc::new(UltState::new(Some(Box::new(|| {}))));
             let s2 = st.clone();
             let other = loom::thread::spawn(move || match s2.begin_run() {

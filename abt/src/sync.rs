@@ -110,3 +110,13 @@ pub(crate) use crate::cell::{HandOff, HandOffPtr, SpinGuard, SpinMutex, UnsyncCe
 pub(crate) fn spin<T>(m: &SpinMutex<T>) -> SpinGuard<'_, T> {
     m.lock()
 }
+
+/// Runs a loom model exploring at most `preemptions` preemptions per execution: every model in
+/// this crate is bounded so (2, or fewer), which keeps the whole loom run within minutes on 2
+/// cores.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(preemptions);
+    b.check(f);
+}

@@ -659,9 +659,7 @@ mod tests {
     /// and always sees the outcome.
     #[test]
     fn loom_join_finish_race() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let u = unit();
             let u2 = u.clone();
             let joiner = loom::thread::spawn(move || u2.join_wait());
@@ -674,9 +672,7 @@ mod tests {
     /// Two joiners and a failing finish: both see the error.
     #[test]
     fn loom_join_error_two_joiners() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(1);
-        b.check(|| {
+        crate::sync::loom_model(1, || {
             let u = unit();
             let hs: Vec<_> = (0..2)
                 .map(|_| {

@@ -663,9 +663,7 @@ mod loom_tests {
     /// owner's reference is left: no clone leaked, none freed early.
     #[test]
     fn loom_handle_refcount_concurrent_forward_and_drop() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let (_fabric, ctx, h) = self_handle();
             let calls = Arc::new(AtomicUsize::new(0));
             let (h1, h2) = (h.clone(), h.clone());
@@ -691,9 +689,7 @@ mod loom_tests {
     /// `Busy`, and the started one's callback runs exactly once.
     #[test]
     fn loom_one_forward_per_handle() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let (_fabric, ctx, h) = self_handle();
             let calls = Arc::new(AtomicUsize::new(0));
             let go = |h: Handle, calls: Arc<AtomicUsize>| {

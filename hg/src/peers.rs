@@ -92,9 +92,7 @@ mod loom_tests {
     /// seen every removal exactly once (none lost between the number and the entry, none twice).
     #[test]
     fn loom_removed_peers_seen_once() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let r = Arc::new(RemovedPeers::new());
             let ws: Vec<_> = [1u32, 2]
                 .into_iter()

@@ -196,9 +196,7 @@ mod loom_tests {
     use loom::thread;
 
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(f);
+        crate::sync::loom_model(2, f);
     }
 
     /// Two producers and the consumer on one queue: every entry comes out exactly once.

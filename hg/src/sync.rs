@@ -101,3 +101,13 @@ pub(crate) type ReadGuardLike<'a, T> = loom::sync::RwLockReadGuard<'a, T>;
 /// The `Arc` of values the public API hands to and from users (handlers, context data): plain
 /// std, under loom too, since users build them and loom models only our own shared state.
 pub(crate) use std::sync::Arc as UserArc;
+
+/// Runs a loom model exploring at most `preemptions` preemptions per execution: every model in
+/// this crate is bounded so (2, or fewer), which keeps the whole loom run within minutes on 2
+/// cores.
+#[cfg(all(test, loom))]
+pub(crate) fn loom_model(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut b = loom::model::Builder::new();
+    b.preemption_bound = Some(preemptions);
+    b.check(f);
+}

@@ -371,9 +371,7 @@ mod loom_tests {
     /// under the context's state lock): exactly one of them sees the end, with the error.
     #[test]
     fn loom_transfer_parts_complete_once() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let parts = Arc::new(Mutex::new(Parts::new(2)));
             let ends = Arc::new(Mutex::new(Vec::new()));
             let hs: Vec<_> = [Ok(()), Err(Error::Access)]

@@ -92,9 +92,7 @@ mod loom_tests {
     /// each producer's in its order, and `len` never hides a waiting one.
     #[test]
     fn loom_cq_two_producers_one_consumer() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let q = Arc::new(CompletionQueue::new());
             let ts: Vec<_> = [[1u64, 2], [3, 4]]
                 .into_iter()

@@ -362,9 +362,7 @@ mod tests {
     use crate::sync::Arc;
 
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(f);
+        crate::sync::loom_model(2, f);
     }
 
     /// The owner stream (uid 1) pushes and pops its deque while a remote producer pushes into the

@@ -94,9 +94,7 @@ mod tests {
     /// MPMC through the lock: two producers, a consumer racing them; nothing lost or doubled.
     #[test]
     fn loom_lock_queue_mpmc() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let q = Arc::new(LockQueue::new());
             let hs: Vec<_> = (0..2)
                 .map(|i| {

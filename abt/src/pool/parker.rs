@@ -95,9 +95,7 @@ mod tests {
     /// reports a deadlock if a wake-up could be lost).
     #[test]
     fn loom_stop_join_event_path() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let p = Arc::new(Parker::new());
             let stop = Arc::new(AtomicBool::new(false));
             let (p2, s2) = (p.clone(), stop.clone());

@@ -360,9 +360,7 @@ mod tests {
     use crate::sync::Arc;
 
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(f);
+        crate::sync::loom_model(2, f);
     }
 
     /// SPSC: producer pushes 3 through a 2-slot ring (one overflows) while the consumer pops;

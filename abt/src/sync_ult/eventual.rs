@@ -196,9 +196,7 @@ mod tests {
 
     /// Every model here: at most two preemptions (the whole loom run stays within minutes).
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(f);
+        crate::sync::loom_model(2, f);
     }
 
     /// A ULT of `pool` that began running (on stream `home`, if given), marked itself SUSPENDED

@@ -100,9 +100,7 @@ mod tests {
     /// waiter sees both values.
     #[test]
     fn loom_future_two_setters() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let calls = Arc::new(AtomicUsize::new(0));
             let c2 = calls.clone();
             let f = Arc::new(Future::<u32>::new(

@@ -118,9 +118,7 @@ mod tests {
     /// (a lost hand-off would deadlock, which loom reports).
     #[test]
     fn loom_mutex_hand_off() {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(|| {
+        crate::sync::loom_model(2, || {
             let m = Arc::new(Mutex::new());
             let inside = Arc::new(AtomicUsize::new(0));
             let hs: Vec<_> = (0..2)

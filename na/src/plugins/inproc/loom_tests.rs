@@ -6,9 +6,7 @@ use crate::{Context, MsgBuf};
 use loom::thread;
 
 fn model(f: impl Fn() + Sync + Send + 'static) {
-    let mut b = loom::model::Builder::new();
-    b.preemption_bound = Some(2);
-    b.check(f);
+    crate::sync::loom_model(2, f);
 }
 
 fn drain(ctx: &Context, out: &mut Vec<Completion>) {

@@ -154,9 +154,7 @@ mod loom_tests {
     use loom::thread;
 
     fn model(f: impl Fn() + Sync + Send + 'static) {
-        let mut b = loom::model::Builder::new();
-        b.preemption_bound = Some(2);
-        b.check(f);
+        crate::sync::loom_model(2, f);
     }
 
     /// Deliverer (claim, then finish) against a canceller: exactly one completes, and a
