@@ -1,4 +1,4 @@
-//! RPCs over ofi+tcp on 127.0.0.1: in one process, and to a server in a child process that is killed mid-RPC.
+//! RPCs over ofi+tcp on 127.0.0.1: in one process, to a server in a child process that is killed mid-RPC, and replies arriving after their forwards timed out.
 
 mod common;
 
@@ -35,6 +35,20 @@ hg::rpc! {
         output {
             /// Sum.
             pub sum: u64,
+        }
+    }
+}
+
+hg::rpc! {
+    /// Answered only when the test says so (after the client gave up on it).
+    pub rpc Late(LateIn, LateOut) {
+        input {
+            /// Echoed.
+            pub x: u32,
+        }
+        output {
+            /// The input.
+            pub x: u32,
         }
     }
 }
@@ -244,4 +258,105 @@ fn killed_server_gives_one_callback() {
     assert_eq!(calls.len(), 1);
     assert!(calls[0].is_err(), "{:?}", calls[0]);
     client.addr_set_remove(&saddr).unwrap();
+}
+
+/// Counts the `tracing` events whose message starts with a given text.
+#[derive(Clone)]
+struct EventCount(&'static str, Arc<Mutex<usize>>);
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for EventCount {
+    fn on_event(&self, ev: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        struct Msg(String);
+        impl tracing::field::Visit for Msg {
+            fn record_debug(&mut self, f: &tracing::field::Field, v: &dyn std::fmt::Debug) {
+                if f.name() == "message" {
+                    self.0 = format!("{v:?}");
+                }
+            }
+        }
+        let mut m = Msg(String::new());
+        ev.record(&mut m);
+        if m.0.starts_with(self.0) {
+            *self.1.lock().unwrap() += 1;
+        }
+    }
+}
+
+/// Forwards that time out get one `Timeout` callback each; the replies the server sends
+/// afterwards are discarded by NA (one event each), not left in libfabric for later receives,
+/// and the RPCs after them go through.
+#[test]
+fn late_replies_after_timeouts_are_discarded() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let (Some(server), Some(client)) = (class(), class()) else {
+        return;
+    };
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let hd = held.clone();
+    server.register_rpc::<Late>(Some(Arc::new(move |h: Handle| {
+        hd.lock().unwrap().push(h);
+        Ok(())
+    })));
+    common::serve_echo(&server);
+    client.register_rpc::<Late>(None);
+    client.register_rpc::<Echo>(None);
+    let sctx = server.context_create().unwrap();
+    let cctx = client.context_create().unwrap();
+    let saddr = client
+        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
+        .unwrap();
+    let discarded = Arc::new(Mutex::new(0));
+    let sub = tracing_subscriber::registry()
+        .with(EventCount(
+            "na.ofi: late expected message",
+            discarded.clone(),
+        ))
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG);
+    tracing::subscriber::with_default(sub, || {
+        const N: u32 = 20;
+        let results = Arc::new(Mutex::new(Vec::new()));
+        for i in 0..N {
+            let h = cctx.create(&saddr, Late::id()).unwrap();
+            let r = results.clone();
+            h.forward_timed(
+                &LateIn { x: i },
+                Duration::from_millis(100),
+                move |_, res| r.lock().unwrap().push(res),
+            )
+            .unwrap();
+        }
+        drive(&[&cctx, &sctx], || {
+            results.lock().unwrap().len() == N as usize
+        });
+        assert!(results
+            .lock()
+            .unwrap()
+            .iter()
+            .all(|r| *r == Err(Error::Timeout)));
+        assert_eq!(
+            held.lock().unwrap().len(),
+            N as usize,
+            "every request reached the server"
+        );
+        // Now the server answers all of them.
+        let sent = Arc::new(Mutex::new(0));
+        for h in held.lock().unwrap().drain(..) {
+            let x = h.get_input::<LateIn>().unwrap().x;
+            let s = sent.clone();
+            h.respond(&LateOut { x }, move |r| {
+                r.unwrap();
+                *s.lock().unwrap() += 1;
+            })
+            .unwrap();
+        }
+        drive(&[&cctx, &sctx], || {
+            *sent.lock().unwrap() == N as usize && *discarded.lock().unwrap() == N as usize
+        });
+        // No second callback for any forward, and RPCs after the late replies go through.
+        assert_eq!(results.lock().unwrap().len(), N as usize);
+        for i in 0..5u8 {
+            assert_eq!(echo(&cctx, &[&sctx], &saddr, vec![i; 3]), Ok(vec![i; 3]));
+        }
+    });
+    assert_eq!(*discarded.lock().unwrap(), 20);
 }
