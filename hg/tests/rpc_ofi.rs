@@ -1,4 +1,4 @@
-//! RPCs over ofi+tcp on 127.0.0.1: in one process, to a server in a child process that is killed mid-RPC, and replies arriving after their forwards timed out.
+//! RPCs over ofi+tcp on 127.0.0.1: one process, a child server killed mid-RPC, late replies.
 
 mod common;
 
