@@ -264,6 +264,19 @@ impl Tester {
         self.ctx.as_ref().expect("context open until finish")
     }
 
+    /// Keeps 4 unexpected receives posted ([`RecvPool`]) so the peer's unexpected messages land.
+    fn small_pool(&mut self) {
+        let pool = RecvPool::new(
+            self.ctx(),
+            RecvPoolConfig {
+                init: 4,
+                user: POOL_USER,
+                ..RecvPoolConfig::default()
+            },
+        );
+        self.pool = Some(pool);
+    }
+
     fn tag(&mut self) -> Tag {
         self.next_tag += 3;
         self.next_tag
@@ -475,14 +488,7 @@ pub fn expected_before_receive(fx: &dyn Fixture) {
     fx.check_class(&class);
     let peer = fx.spawn_peer();
     let mut t = Tester::new("expected_before_receive", &class, 0, peer.addr());
-    t.pool = Some(RecvPool::new(
-        t.ctx(),
-        RecvPoolConfig {
-            init: 4,
-            user: POOL_USER,
-            ..RecvPoolConfig::default()
-        },
-    ));
+    t.small_pool();
     let tag = t.tag();
     let s = t.cmd(CMD_EXPECTED_FIRST, tag, b"early bird");
     t.wait_ok(s);
@@ -506,14 +512,7 @@ pub fn late_expected_discarded(fx: &dyn Fixture) {
     let class = fx.class();
     let peer = fx.spawn_peer();
     let mut t = Tester::new("late_expected_discarded", &class, 0, peer.addr());
-    t.pool = Some(RecvPool::new(
-        t.ctx(),
-        RecvPoolConfig {
-            init: 4,
-            user: POOL_USER,
-            ..RecvPoolConfig::default()
-        },
-    ));
+    t.small_pool();
     let tag = t.tag();
     let r = t.recv_expected(tag, 64);
     t.ctx().cancel(r).unwrap();

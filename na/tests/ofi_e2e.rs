@@ -3,7 +3,7 @@
 mod ofi_common;
 
 use na::{Access, Error, MsgBuf, OpKind};
-use ofi_common::{class, class_opt, pair, wait_op};
+use ofi_common::{class, class_opt, connect, pair, wait_op};
 use std::time::Duration;
 
 #[test]
@@ -185,13 +185,7 @@ fn late_messages_discarded_up_to_the_bound() {
     let Some(client) = class_opt("ofi+tcp://127.0.0.1", &opts) else {
         return;
     };
-    let (sctx, cctx) = (
-        server.context_create(0).unwrap(),
-        client.context_create(0).unwrap(),
-    );
-    let saddr = client
-        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
-        .unwrap();
+    let (sctx, cctx, saddr) = connect(&server, &client);
     // The client speaks first, so the server knows its address.
     let rop = sctx.recv_unexpected(MsgBuf::new(4096), 0);
     let mut m = MsgBuf::new(64);

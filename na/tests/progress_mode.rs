@@ -4,7 +4,7 @@
 mod ofi_common;
 
 use na::{Class, Context, InitOptions, MsgBuf, OpKind, ProgressMode};
-use ofi_common::class_opt;
+use ofi_common::{class_opt, connect};
 use std::time::{Duration, Instant};
 
 fn opts(mode: ProgressMode) -> InitOptions {
@@ -36,13 +36,7 @@ fn idle_progress(ctx: &Context, timeout: Duration) -> (Duration, Duration) {
 /// One unexpected request and its expected reply between two contexts, both driven only by
 /// `progress` calls with a timeout (so a busy context must poll its way to each completion).
 fn round_trip(server: &Class, client: &Class) {
-    let (sctx, cctx) = (
-        server.context_create(0).unwrap(),
-        client.context_create(0).unwrap(),
-    );
-    let saddr = client
-        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
-        .unwrap();
+    let (sctx, cctx, saddr) = connect(server, client);
     let hdr = client.unexpected_header_size();
     sctx.recv_unexpected(server.msg_buf_alloc(4096), 1);
     cctx.recv_expected(client.msg_buf_alloc(4096), &saddr, 9, 2);

@@ -46,6 +46,19 @@ pub fn pair(server_info: &str, client_info: &str) -> Option<(Class, Class, Conte
     Some((server, client, sctx, cctx))
 }
 
+/// Context 0 of `server` and of `client`, and the server context's address as the client
+/// looks it up.
+pub fn connect(server: &Class, client: &Class) -> (Context, Context, na::Addr) {
+    let (sctx, cctx) = (
+        server.context_create(0).unwrap(),
+        client.context_create(0).unwrap(),
+    );
+    let saddr = client
+        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
+        .unwrap();
+    (sctx, cctx, saddr)
+}
+
 /// Completions drained while waiting for another op, keyed by context address.
 static STASH: Mutex<Vec<(usize, Completion)>> = Mutex::new(Vec::new());
 
