@@ -431,6 +431,14 @@ impl Tester {
         (tag, report)
     }
 
+    /// Posts an expected receive from the peer with `tag`, cancels it before anything came and
+    /// checks it completes `Canceled`.
+    fn cancelled_receive(&mut self, tag: Tag) {
+        let r = self.recv_expected(tag, 64);
+        self.ctx().cancel(r).unwrap();
+        assert_eq!(self.wait(r).result, Err(Error::Canceled), "{}", self.case);
+    }
+
     /// The length the peer reported receiving after [`Tester::peer_receives`].
     fn reported_len(&mut self, report: OpId) -> u64 {
         let buf = self.wait_ok(report).buf.expect("buffer back");
@@ -514,9 +522,7 @@ pub fn late_expected_discarded(fx: &dyn Fixture) {
     let mut t = Tester::new("late_expected_discarded", &class, 0, peer.addr());
     t.small_pool();
     let tag = t.tag();
-    let r = t.recv_expected(tag, 64);
-    t.ctx().cancel(r).unwrap();
-    assert_eq!(t.wait(r).result, Err(Error::Canceled));
+    t.cancelled_receive(tag);
     // The peer answers the cancelled receive's tag, then sends an unexpected message: once that
     // one is here, the late reply has arrived too (same peer, in order).
     let s = t.cmd(CMD_EXPECTED_FIRST, tag, b"late");
@@ -534,9 +540,7 @@ pub fn late_expected_discarded(fx: &dyn Fixture) {
     // Many late replies, each discarded, none in the way of the round trips after them.
     for _ in 0..50 {
         let tag = t.tag();
-        let r = t.recv_expected(tag, 64);
-        t.ctx().cancel(r).unwrap();
-        assert_eq!(t.wait(r).result, Err(Error::Canceled));
+        t.cancelled_receive(tag);
         let s = t.cmd(CMD_ECHO, tag, b"too late");
         t.wait_ok(s);
     }
