@@ -304,12 +304,7 @@ impl Context {
     #[doc(alias = "fi_injectdata")]
     #[inline]
     pub fn inject_unexpected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
-        if len > buf.capacity().min(self.class.limits.max_inject) {
-            return false;
-        }
-        let _s = crate::hop_span!(TRACE, "na.inject_unexpected", len, tag);
-        self.plugin
-            .inject(OpKind::SendUnexpected, &buf.as_slice()[..len], dest, tag)
+        self.inject(OpKind::SendUnexpected, buf, len, dest, tag)
     }
 
     /// [`Context::inject_unexpected`] for an expected message ([`Context::send_expected`]):
@@ -317,12 +312,22 @@ impl Context {
     #[doc(alias = "fi_tinject")]
     #[inline]
     pub fn inject_expected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
+        self.inject(OpKind::SendExpected, buf, len, dest, tag)
+    }
+
+    /// The two injects: the size check (before the span, so a declined attempt leaves no hop),
+    /// the hop's span, the plugin's inject.
+    #[inline]
+    fn inject(&self, kind: OpKind, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
         if len > buf.capacity().min(self.class.limits.max_inject) {
             return false;
         }
-        let _s = crate::hop_span!(TRACE, "na.inject_expected", len, tag);
-        self.plugin
-            .inject(OpKind::SendExpected, &buf.as_slice()[..len], dest, tag)
+        let _s = if kind == OpKind::SendUnexpected {
+            crate::hop_span!(TRACE, "na.inject_unexpected", len, tag)
+        } else {
+            crate::hop_span!(TRACE, "na.inject_expected", len, tag)
+        };
+        self.plugin.inject(kind, &buf.as_slice()[..len], dest, tag)
     }
 
     /// `NA_Msg_recv_unexpected`: posts `buf` for one unexpected message from anyone.
