@@ -687,7 +687,8 @@ mod imp {
         woken: AtomicBool,
         /// Receives posted to swallow late expected messages ([`OfiContext::discard_late`]).
         late: Mutex<Late>,
-        /// How many of those are posted: the receive path looks at `late` only when non-zero.
+        /// How many of those are posted (`late.by_op.len()`, stored under its lock after each
+        /// change): the receive and progress paths look at `late` only when non-zero.
         late_n: AtomicUsize,
         /// Set by `close`: a receive cancelled by the teardown needs no late-message receive.
         closing: AtomicBool,
@@ -1385,7 +1386,16 @@ mod imp {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
-            let Ok(src) = self.resolve(source) else {
+            // Only a peer still in the AV: one forgotten meanwhile (its receives cancelled with
+            // it) is not entered again for this.
+            let Ok(raw) = <[u8; 16]>::try_from(source.as_bytes()) else {
+                return;
+            };
+            let Some(src) = lock(&self.av)
+                .peers
+                .get(&u128::from_ne_bytes(raw))
+                .map(|p| p.fi)
+            else {
                 return;
             };
             let key = (src, u64::from(tag));
@@ -1406,9 +1416,7 @@ mod imp {
                 late.by_key.insert(key, id);
                 late.by_op.insert(id, key);
                 late.order.push_back((id, Instant::now()));
-                if oldest.is_none() {
-                    self.late_n.fetch_add(1, Ordering::AcqRel);
-                }
+                self.late_n.store(late.by_op.len(), Ordering::Release);
                 (id, oldest)
             };
             if let Some(old) = oldest {
@@ -1459,7 +1467,7 @@ mod imp {
                     let Some(id) = late.take_oldest(Some(before)) else {
                         return;
                     };
-                    self.late_n.fetch_sub(1, Ordering::AcqRel);
+                    self.late_n.store(late.by_op.len(), Ordering::Release);
                     id
                 };
                 tracing::debug!("na.ofi: a late-message receive expired: cancelled");
@@ -1472,7 +1480,7 @@ mod imp {
             let mut late = lock(&self.late);
             if let Some(key) = late.by_op.remove(&id) {
                 late.by_key.remove(&key);
-                self.late_n.fetch_sub(1, Ordering::AcqRel);
+                self.late_n.store(late.by_op.len(), Ordering::Release);
             }
             // Entries of receives gone are skipped at the front; compact when they pile up
             // behind a long-lived one.
