@@ -1315,11 +1315,10 @@ impl CtxInner {
                     }
                 } else if na.inject_expected(&buf, len, &dest, tag) {
                     // Its record lives until its send is done: this is that moment.
-                    let mut cb = None;
-                    if let Some(Op::Respond { cb: c, .. }) = st.ops.get_mut(token) {
-                        cb = c.take();
-                        st.ops.remove(token);
-                    }
+                    let cb = match st.ops.remove(token) {
+                        Some(Op::Respond { cb, .. }) => cb,
+                        _ => None,
+                    };
                     drop(st);
                     self.replied(buf, cb);
                     return;
