@@ -40,9 +40,7 @@ fn busy_mode_and_eager_size_reach_na() {
         server.context_create().unwrap(),
         client.context_create().unwrap(),
     );
-    let to = client
-        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
-        .unwrap();
+    let to = common::lookup(&client, &server, &sctx);
     // 10 KB: above Mercury's 4 KiB eager size, within this class's 16 KiB.
     let data: Vec<u8> = (0..10_000u32).map(|i| (i % 251) as u8).collect();
     let got = Arc::new(Mutex::new(None));

@@ -49,9 +49,7 @@ fn run(server: Class, client: Class) {
     client.register_rpc::<Rev>(None);
     let sctx = server.context_create().unwrap();
     let cctx = client.context_create().unwrap();
-    let saddr = client
-        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
-        .unwrap();
+    let saddr = common::lookup(&client, &server, &sctx);
     let h = cctx.create(&saddr, Rev::id()).unwrap();
     for round in 0..3 {
         for (k, &n) in SIZES.iter().enumerate() {

@@ -59,9 +59,7 @@ fn run(server: Class, client: Class) {
     let sctx = Arc::new(server.context_create().unwrap());
     sslot.set(Arc::downgrade(&sctx)).unwrap();
     let cctx = Arc::new(client.context_create().unwrap());
-    let saddr = client
-        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
-        .unwrap();
+    let saddr = common::lookup(&client, &server, &sctx);
 
     for round in 0..2u64 {
         let got = Arc::new(Mutex::new(None));

@@ -302,9 +302,7 @@ fn late_replies_after_timeouts_are_discarded() {
     client.register_rpc::<Echo>(None);
     let sctx = server.context_create().unwrap();
     let cctx = client.context_create().unwrap();
-    let saddr = client
-        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
-        .unwrap();
+    let saddr = common::lookup(&client, &server, &sctx);
     let discarded = Arc::new(Mutex::new(0));
     let sub = tracing_subscriber::registry()
         .with(EventCount(

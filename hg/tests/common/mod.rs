@@ -11,6 +11,13 @@ pub fn ofi_class(opts: InitOptions) -> Option<Class> {
     ofi_na(&opts.na).map(|na| Class::from_na(na, opts))
 }
 
+/// The address of `server`'s context `sctx` as `client` looks it up (from its string form).
+pub fn lookup(client: &Class, server: &Class, sctx: &hg::Context) -> hg::na::Addr {
+    client
+        .addr_lookup(&server.addr_to_string(&sctx.self_addr()).unwrap())
+        .unwrap()
+}
+
 /// The NA half of [`ofi_class`]: a listening ofi+tcp NA class, or None (skip) as there.
 pub fn ofi_na(opts: &hg::na::InitOptions) -> Option<hg::na::Class> {
     match hg::na::Class::initialize_opt("ofi+tcp://127.0.0.1", true, opts) {
