@@ -10,6 +10,8 @@
 //! Requests are unexpected messages (16-byte ofi header + payload, the 32-bit tag as CQ data);
 //! replies are expected messages with the same tag, as Mercury's RPCs use NA. Both sides spin
 //! on `progress(0)` in busy mode (`ProgressMode::NoBlock`), like `fi_pingpong`.
+//! `NA_PING_STALE=<k>` leaves `k` expected receives that nothing matches posted on the client
+//! during the table (the cost of receives whose message never comes).
 
 use na::{
     Access, Addr, Class, Completion, Context, InitOptions, MemHandle, MsgBuf, OpKind, ProgressMode,
@@ -281,6 +283,24 @@ impl Client {
     }
 }
 
+/// `NA_PING_STALE=<k>`: posts `k` expected receives from the server under tags the pings never
+/// use, left posted until the endpoint closes: the cost of receives whose message never comes
+/// (na ofi's late-message receives for a hung peer), which libfabric's tagged matching passes
+/// over for every reply. Returns `k`.
+fn stale_receives(cl: &Client) -> usize {
+    let k = std::env::var("NA_PING_STALE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0usize);
+    for i in 0..k {
+        // Ping tags count up from 1; these sit far above them.
+        let tag = 0x4000_0000 + i as u32;
+        cl.ctx
+            .recv_expected(cl.class.msg_buf_alloc(64), &cl.server, tag, 1);
+    }
+    k
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
@@ -323,6 +343,11 @@ fn client(addr: &str, bench: bool, iters: usize) -> Result<(), String> {
     let rtt = t0.elapsed().as_secs_f64() * 1e6;
     println!("  [client {}] 5. recv_expected completed: reply of {n} bytes, {rtt:.0} µs after hop 1 (the first ping includes connection setup)", clock());
     std::io::stdout().flush().ok();
+
+    let stale = stale_receives(&cl);
+    if stale > 0 {
+        println!("\n{stale} expected receives from the server that no reply matches stay posted (NA_PING_STALE)");
+    }
 
     let sizes: &[usize] = &[8, 64, 4096];
     println!(
