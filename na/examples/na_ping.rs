@@ -10,8 +10,8 @@
 //! Requests are unexpected messages (16-byte ofi header + payload, the 32-bit tag as CQ data);
 //! replies are expected messages with the same tag, as Mercury's RPCs use NA. Both sides spin
 //! on `progress(0)` in busy mode (`ProgressMode::NoBlock`), like `fi_pingpong`.
-//! `NA_PING_STALE=<k>` leaves `k` expected receives that nothing matches posted on the client
-//! during the table (the cost of receives whose message never comes).
+//! `NA_PING_STALE=<k>` posts `k` expected receives that nothing matches on the client before the
+//! table (`NA_PING_STALE_CANCEL=1`: and cancels them, as timed-out RPCs do).
 
 use na::{
     Access, Addr, Class, Completion, Context, InitOptions, MemHandle, MsgBuf, OpKind, ProgressMode,
@@ -284,21 +284,32 @@ impl Client {
 }
 
 /// `NA_PING_STALE=<k>`: posts `k` expected receives from the server under tags the pings never
-/// use, left posted until the endpoint closes: the cost of receives whose message never comes
-/// (na ofi's late-message receives for a hung peer), which libfabric's tagged matching passes
-/// over for every reply. Returns `k`.
-fn stale_receives(cl: &Client) -> usize {
+/// use, left posted until the endpoint closes: the cost of receives whose message never comes,
+/// which libfabric's tagged matching passes over for every reply. With `NA_PING_STALE_CANCEL=1`
+/// each is cancelled at once instead, as an RPC timing out against a hung peer cancels its
+/// reply's receive (what the plugin then does about a reply that may still come is what is
+/// measured). Returns `k`.
+fn stale_receives(cl: &Client) -> Result<usize, String> {
     let k = std::env::var("NA_PING_STALE")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(0usize);
+    let cancel = std::env::var("NA_PING_STALE_CANCEL").is_ok_and(|v| v == "1");
     for i in 0..k {
         // Ping tags count up from 1; these sit far above them.
         let tag = 0x4000_0000 + i as u32;
-        cl.ctx
+        let op = cl
+            .ctx
             .recv_expected(cl.class.msg_buf_alloc(64), &cl.server, tag, 1);
+        if cancel {
+            cl.ctx.cancel(op).map_err(|e| e.to_string())?;
+            let c = next(&cl.ctx)?;
+            if c.op != op {
+                return Err(format!("expected the cancelled receive, got {:?}", c.kind));
+            }
+        }
     }
-    k
+    Ok(k)
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -344,9 +355,11 @@ fn client(addr: &str, bench: bool, iters: usize) -> Result<(), String> {
     println!("  [client {}] 5. recv_expected completed: reply of {n} bytes, {rtt:.0} µs after hop 1 (the first ping includes connection setup)", clock());
     std::io::stdout().flush().ok();
 
-    let stale = stale_receives(&cl);
+    let stale = stale_receives(&cl)?;
     if stale > 0 {
-        println!("\n{stale} expected receives from the server that no reply matches stay posted (NA_PING_STALE)");
+        println!(
+            "\n{stale} expected receives from the server that no reply matches (NA_PING_STALE)"
+        );
     }
 
     let sizes: &[usize] = &[8, 64, 4096];

@@ -169,10 +169,11 @@ fn interface_name_and_bare_tcp() {
     assert_eq!(r.protocol(), "tcp;ofi_rxm");
 }
 
-/// Late expected messages after cancelled receives are discarded up to the plugin's bound (16
-/// receives with a 1 MiB expected size); beyond it the oldest key's late message is held by the
-/// provider again, and handed to the next receive posted for that key. Every other key's next
-/// receive gets its fresh message.
+/// Late expected messages after cancelled receives are discarded up to the plugin's bound
+/// ([`na::plugins::ofi::LATE_KEYS`] keys); beyond it the oldest keys' late messages are held by
+/// the provider again, and handed to the next receive posted for their key. Every other key's
+/// next receive gets its fresh message. A 1 MiB expected size changes nothing (the sweeps post
+/// no buffers).
 #[test]
 fn late_messages_discarded_up_to_the_bound() {
     let Some(server) = class("ofi+tcp://127.0.0.1:0") else {
@@ -193,8 +194,9 @@ fn late_messages_discarded_up_to_the_bound() {
     let sop = cctx.send_unexpected(m, 16, &saddr, 1, 0);
     let caddr = wait_op(&sctx, &[&cctx], rop).source.unwrap();
     assert_eq!(wait_op(&cctx, &[&sctx], sop).result, Ok(()));
-    // 20 receives cancelled: the 4 oldest late-message receives are let go of.
-    let tags: Vec<u32> = (100..120).collect();
+    // LATE_KEYS + 4 receives cancelled: the 4 oldest keys are let go of.
+    let last = 100 + na::plugins::ofi::LATE_KEYS as u32 + 3;
+    let tags: Vec<u32> = (100..=last).collect();
     for &t in &tags {
         let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
         cctx.cancel(r).unwrap();
@@ -211,7 +213,7 @@ fn late_messages_discarded_up_to_the_bound() {
     let mark = cctx.recv_expected(MsgBuf::new(64), &saddr, 999, 0);
     send(999, b"mark");
     assert_eq!(wait_op(&cctx, &[&sctx], mark).result, Ok(()));
-    for &t in &[100u32, 103, 104, 119] {
+    for &t in &[100u32, 103, 104, last] {
         let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
         send(t, b"fresh");
         let c = wait_op(&cctx, &[&sctx], r);

@@ -29,6 +29,11 @@ pub static NAME: &str = "ofi";
 /// Bytes of the source-address prefix of an unexpected message (a `struct sockaddr_in`).
 pub const UNEXPECTED_HEADER_SIZE: usize = 16;
 
+/// Most cancelled expected receives (keys `(peer, tag)`) a context keeps sweeping for late
+/// messages; past it the oldest key is let go, and a message for it, if it ever comes, stays
+/// with libfabric until a receive takes it or the endpoint closes (docs/na.md, "Late replies").
+pub const LATE_KEYS: usize = 1024;
+
 /// Whether a bare protocol name selects this plugin (`"tcp"`, `"verbs;ofi_rxm"`).
 #[doc(alias = "na_ofi_check_protocol")]
 pub(crate) fn check_protocol(proto: &str) -> bool {
@@ -685,61 +690,180 @@ mod imp {
         resent_n: AtomicUsize,
         scratch: Mutex<Vec<Done>>,
         woken: AtomicBool,
-        /// Receives posted to swallow late expected messages ([`OfiContext::discard_late`]).
+        /// Keys whose late expected messages are swept out of libfabric
+        /// ([`OfiContext::discard_late`]).
         late: Mutex<Late>,
-        /// How many of those are posted (`late.by_op.len()`, stored under its lock after each
-        /// change): the receive and progress paths look at `late` only when non-zero.
+        /// How many keys `late` holds (stored under its lock after each change): the receive
+        /// and progress paths look at `late` only when non-zero.
         late_n: AtomicUsize,
-        /// Set by `close`: a receive cancelled by the teardown needs no late-message receive.
+        /// Set by `close`: a receive cancelled by the teardown is not swept for.
         closing: AtomicBool,
     }
 
-    /// The late-message receives of a context, by key `(source fi_addr, tag)` and by operation.
+    /// The cancelled expected receives of a context whose messages may still come, by key
+    /// `(source fi_addr, tag)`, and the peeks posted to drop them.
     #[derive(Default)]
     struct Late {
-        by_key: HashMap<(u64, u64), OpId>,
-        by_op: HashMap<OpId, (u64, u64)>,
-        /// Receives oldest first with when they were posted, for the bound and the expiry
-        /// (entries already gone from `by_op` are skipped).
-        order: std::collections::VecDeque<(OpId, Instant)>,
+        keys: HashMap<(u64, u64), LateKey>,
+        /// Sweep order, round robin; entries of keys gone are dropped when met.
+        ring: std::collections::VecDeque<(u64, u64)>,
+        /// Peeks posted and not yet completed, with their key.
+        peeks: HashMap<OpId, (u64, u64)>,
         next: u64,
+        /// No sweep before this.
+        next_sweep: Option<Instant>,
+    }
+
+    /// A key of [`Late`]: `(source fi_addr, tag)`.
+    type LateId = (u64, u64);
+
+    /// A peek to post: its id, key and peer.
+    type PeekDue = (OpId, LateId, Addr);
+
+    /// One key of [`Late`].
+    struct LateKey {
+        /// The peer, for the peek's request.
+        source: Addr,
+        /// When its receive was cancelled.
+        since: Instant,
+        /// A peek for it is posted.
+        peeking: bool,
+        /// A peek already dropped a message for it: the next that finds none ends the key.
+        found: bool,
+    }
+
+    /// What a peek's completion did.
+    #[derive(Debug, PartialEq, Eq)]
+    enum Peeked {
+        /// A late message was dropped.
+        Dropped,
+        /// None there (yet).
+        Nothing,
+        /// The peek failed (its key is let go).
+        Failed,
     }
 
     impl Late {
-        /// Takes the oldest receive still in the table out of it (only one posted before
-        /// `before`, when given).
-        fn take_oldest(&mut self, before: Option<Instant>) -> Option<OpId> {
-            while let Some(&(id, at)) = self.order.front() {
-                if !self.by_op.contains_key(&id) {
-                    self.order.pop_front();
+        /// Enters `key` (nothing if it is in already). At [`LATE_KEYS`] the oldest key goes
+        /// first; it is returned.
+        fn enter(&mut self, key: (u64, u64), source: Addr, now: Instant) -> Option<(u64, u64)> {
+            if self.keys.contains_key(&key) {
+                return None;
+            }
+            let mut evicted = None;
+            if self.keys.len() >= LATE_KEYS {
+                evicted = self
+                    .keys
+                    .iter()
+                    .min_by_key(|(_, k)| k.since)
+                    .map(|(key, _)| *key);
+                if let Some(old) = evicted {
+                    self.keys.remove(&old);
+                }
+            }
+            let k = LateKey {
+                source,
+                since: now,
+                peeking: false,
+                found: false,
+            };
+            self.keys.insert(key, k);
+            self.ring.push_back(key);
+            if self.ring.len() > 2 * self.keys.len() + 16 {
+                let Late { ring, keys, .. } = self;
+                ring.retain(|k| keys.contains_key(k));
+            }
+            evicted
+        }
+
+        /// The peeks to post now (none before `next_sweep`): up to [`SWEEP_BATCH`] keys round
+        /// robin, skipping those with a peek posted. Keys older than [`LATE_TTL`] are let go;
+        /// how many is the second value.
+        fn due(&mut self, now: Instant) -> (Vec<PeekDue>, usize) {
+            let mut out = Vec::new();
+            let mut expired = 0;
+            if self.next_sweep.is_some_and(|t| now < t) {
+                return (out, expired);
+            }
+            self.next_sweep = Some(now + SWEEP_EVERY);
+            let mut left = self.ring.len();
+            while out.len() < SWEEP_BATCH && left > 0 {
+                left -= 1;
+                let Some(key) = self.ring.pop_front() else {
+                    break;
+                };
+                let Some(k) = self.keys.get_mut(&key) else {
+                    continue;
+                };
+                if now.saturating_duration_since(k.since) >= LATE_TTL {
+                    self.keys.remove(&key);
+                    expired += 1;
                     continue;
                 }
-                if before.is_some_and(|b| at > b) {
-                    return None;
+                self.ring.push_back(key);
+                if k.peeking {
+                    continue;
                 }
-                self.order.pop_front();
-                let key = self.by_op.remove(&id).expect("checked");
-                self.by_key.remove(&key);
-                return Some(id);
+                k.peeking = true;
+                let source = k.source.clone();
+                let id = self.peek_id(key);
+                out.push((id, key, source));
             }
-            None
+            (out, expired)
+        }
+
+        /// Takes `key` out (a receive is being posted for it, or its peer is forgotten).
+        /// Returns the id and peer of a peek to drop what libfabric may already hold for it.
+        fn take(&mut self, key: (u64, u64)) -> Option<(OpId, Addr)> {
+            let k = self.keys.remove(&key)?;
+            Some((self.peek_id(key), k.source))
+        }
+
+        /// A new peek id for `key`, recorded until its completion.
+        fn peek_id(&mut self, key: (u64, u64)) -> OpId {
+            let id = OpId(LATE_BASE + self.next);
+            self.next += 1;
+            self.peeks.insert(id, key);
+            id
+        }
+
+        /// The completion of peek `id` (`err` 0, `FI_ENOMSG` or another error). None for an id
+        /// that is not a peek of this table.
+        fn peeked(&mut self, id: OpId, err: i32) -> Option<Peeked> {
+            let key = self.peeks.remove(&id)?;
+            let outcome = match err {
+                0 => Peeked::Dropped,
+                libc::ENOMSG => Peeked::Nothing,
+                _ => Peeked::Failed,
+            };
+            if let Some(k) = self.keys.get_mut(&key) {
+                k.peeking = false;
+                match outcome {
+                    Peeked::Dropped => k.found = true,
+                    Peeked::Nothing if !k.found => {}
+                    // Its message came and went, or the key cannot be swept: done with it.
+                    _ => {
+                        self.keys.remove(&key);
+                    }
+                }
+            }
+            Some(outcome)
         }
     }
 
-    /// Operation ids of late-message receives: far above any id a `Context` hands out (those
+    /// Operation ids of late-message peeks: far above any id a `Context` hands out (those
     /// count up from 1), so their completions are told apart by the id alone.
     const LATE_BASE: u64 = 1 << 63;
 
-    /// Most late-message receives a context keeps posted, and most bytes they hold: beyond
-    /// either, the oldest is cancelled (a late message for it would again wait in the provider).
-    /// Kept small because rxm matches each arriving tagged message against its posted receives
-    /// one by one, oldest first: a receive whose message never comes (a hung peer) costs every
-    /// later reply a comparison until it goes.
-    const LATE_MAX: usize = 256;
-    const LATE_BYTES: usize = 1 << 20;
-
-    /// How long a late-message receive waits for its message before it is cancelled.
+    /// How long a cancelled receive's key is swept for its late message.
     const LATE_TTL: Duration = Duration::from_secs(60);
+
+    /// Sweeps start at most this often, each with at most [`SWEEP_BATCH`] peeks. A peek costs
+    /// a pass of rxm's progress and one completion (a few µs): at most ~1,600 a second while
+    /// keys are waiting, whatever their number. [`LATE_KEYS`] keys are all visited within
+    /// `LATE_KEYS / SWEEP_BATCH` sweeps (0.64 s).
+    const SWEEP_EVERY: Duration = Duration::from_millis(10);
+    const SWEEP_BATCH: usize = 16;
 
     /// This context's AV: its peers, and the last one found up.
     struct Av {
@@ -874,13 +998,13 @@ mod imp {
             }
             av.last_ready = None;
             if let Some(p) = av.peers.remove(&key) {
+                // Its AV slot may go to another peer: its keys go now, while their peeks can
+                // still name it.
+                if self.late_n.load(Ordering::Acquire) > 0 {
+                    self.unlate(p.fi);
+                }
                 if let Err(e) = self.ep.av_remove(p.fi) {
                     tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: fi_av_remove failed");
-                }
-                drop(av);
-                // Its AV slot may go to another peer: no receive of ours may wait on it.
-                if self.late_n.load(Ordering::Acquire) > 0 {
-                    self.unlate(|(src, _)| src == p.fi);
                 }
             }
         }
@@ -1341,7 +1465,7 @@ mod imp {
                     self.check_probes();
                 }
                 if self.late_n.load(Ordering::Relaxed) > 0 {
-                    self.expire_late();
+                    self.sweep_late();
                 }
                 let n = self.ep.progress(&mut scratch);
                 if n > 0 || !self.cq.is_empty() {
@@ -1375,19 +1499,23 @@ mod imp {
     /// Late expected messages. libfabric holds a tagged message that meets no posted receive
     /// until one is posted for it; after an expected receive is cancelled (an RPC that timed
     /// out), its reply would wait in rxm's unexpected queue until the endpoint closes — holding a
-    /// receive buffer each — and be handed to the next receive posted for the same key. So a
-    /// cancelled expected receive is replaced by one of the plugin's own, whose completion is
-    /// swallowed: the `inproc` plugin's "discarded, not held" (docs/na.md, "Late replies").
+    /// receive buffer each — and be handed to the next receive posted for the same key. So the
+    /// key of a cancelled expected receive is kept, and `progress` sweeps such messages out with
+    /// `FI_PEEK | FI_DISCARD` peeks: the `inproc` plugin's "discarded, not held" (docs/na.md,
+    /// "Late replies"). Peeks, not receives posted in their place: rxm 1.17 matches every
+    /// arriving tagged message against its posted receives one by one, oldest first, so each
+    /// receive whose message never comes (a hung peer) would cost every later reply a
+    /// comparison and a cache miss or more (256 of them: ≈ 5,300 instructions per reply).
     impl OfiContext {
-        /// Posts a receive swallowing the late message `(source, tag)` may still bring.
+        /// Keeps `(source, tag)`: its receive was cancelled; the message may still come.
         #[cold]
         #[inline(never)]
         fn discard_late(&self, source: &Addr, tag: Tag) {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
-            // Only a peer still in the AV: one forgotten meanwhile (its receives cancelled with
-            // it) is not entered again for this.
+            // Only a peer still in the AV: one forgotten meanwhile (its keys dropped with it)
+            // is not entered again for this.
             let Ok(raw) = <[u8; 16]>::try_from(source.as_bytes()) else {
                 return;
             };
@@ -1398,133 +1526,117 @@ mod imp {
             else {
                 return;
             };
-            let key = (src, u64::from(tag));
-            let size = self.shared.max_expected.max(1);
-            let keep = (LATE_BYTES / size).clamp(16, LATE_MAX);
-            let (id, oldest) = {
+            let evicted = {
                 let mut late = lock(&self.late);
-                if late.by_key.contains_key(&key) {
-                    return;
-                }
-                let oldest = if late.by_op.len() >= keep {
-                    late.take_oldest(None)
-                } else {
-                    None
-                };
-                let id = OpId(LATE_BASE + late.next);
-                late.next += 1;
-                late.by_key.insert(key, id);
-                late.by_op.insert(id, key);
-                late.order.push_back((id, Instant::now()));
-                self.late_n.store(late.by_op.len(), Ordering::Release);
-                (id, oldest)
+                let e = late.enter((src, u64::from(tag)), source.clone(), Instant::now());
+                self.late_n.store(late.keys.len(), Ordering::Release);
+                e
             };
-            if let Some(old) = oldest {
-                tracing::debug!("na.ofi: too many late-message receives: the oldest is cancelled");
-                self.cancel_late(old);
-            }
-            let op = Op {
-                id,
-                user: 0,
-                req: Request::RecvExpected {
-                    buf: MsgBuf::new(size),
-                    source: source.clone(),
-                    tag,
-                },
-            };
-            if let Err((_, e)) = self.ep.post(op, Post::TRecv { src, tag: key.1 }) {
-                tracing::debug!(fi_error = %sys::strerror(e), "na.ofi: late-message receive not posted");
-                self.forget_late(id);
-            }
-        }
-
-        /// A late-message receive completed: the late message came (and is dropped), or the
-        /// receive was cancelled.
-        #[cold]
-        #[inline(never)]
-        fn late_done(&self, id: OpId, err: i32, len: usize) {
-            self.forget_late(id);
-            if err != libc::ECANCELED {
+            if evicted.is_some() {
                 tracing::debug!(
-                    len,
-                    err,
-                    "na.ofi: late expected message (its receive was cancelled) discarded"
+                    "na.ofi: too many late-message keys: the oldest is no longer swept"
                 );
             }
         }
 
-        /// Cancels the late-message receives posted more than [`LATE_TTL`] ago. Called by
-        /// progress while any is posted.
+        /// Posts the peeks that are due. Called by progress while keys are kept.
         #[cold]
         #[inline(never)]
-        fn expire_late(&self) {
-            let Some(before) = Instant::now().checked_sub(LATE_TTL) else {
+        fn sweep_late(&self) {
+            if self.closing.load(Ordering::Acquire) {
                 return;
+            }
+            let (due, expired) = {
+                let mut late = lock(&self.late);
+                let r = late.due(Instant::now());
+                self.late_n.store(late.keys.len(), Ordering::Release);
+                r
             };
-            loop {
-                let old = {
-                    let mut late = lock(&self.late);
-                    let Some(id) = late.take_oldest(Some(before)) else {
-                        return;
-                    };
-                    self.late_n.store(late.by_op.len(), Ordering::Release);
-                    id
-                };
-                tracing::debug!("na.ofi: a late-message receive expired: cancelled");
-                self.cancel_late(old);
+            if expired > 0 {
+                tracing::debug!(expired, "na.ofi: late-message keys expired");
+            }
+            for (id, key, source) in due {
+                self.peek_late(id, key, source);
             }
         }
 
-        /// Drops `id` from the late-message table (if still there).
-        fn forget_late(&self, id: OpId) {
-            let mut late = lock(&self.late);
-            if let Some(key) = late.by_op.remove(&id) {
-                late.by_key.remove(&key);
-                self.late_n.store(late.by_op.len(), Ordering::Release);
-            }
-            // Entries of receives gone are skipped at the front; compact when they pile up
-            // behind a long-lived one.
-            if late.order.len() > 2 * late.by_op.len() + 16 {
-                let Late { order, by_op, .. } = &mut *late;
-                order.retain(|(id, _)| by_op.contains_key(id));
+        /// Posts peek `id`: drops the message libfabric holds for `key`, if any.
+        fn peek_late(&self, id: OpId, key: (u64, u64), source: Addr) {
+            let op = Op {
+                id,
+                user: 0,
+                req: Request::RecvExpected {
+                    buf: MsgBuf::new(0),
+                    source,
+                    tag: key.1 as Tag,
+                },
+            };
+            let post = Post::TPeek {
+                src: key.0,
+                tag: key.1,
+            };
+            if let Err((_, e)) = self.ep.post(op, post) {
+                self.late_done(id, e, 0);
             }
         }
 
-        /// A receive is being posted for `(src, tag)`: a late-message receive for that key
-        /// goes first, so the new receive gets the next message.
+        /// A peek completed (or could not be posted).
+        #[cold]
+        #[inline(never)]
+        fn late_done(&self, id: OpId, err: i32, len: usize) {
+            let outcome = {
+                let mut late = lock(&self.late);
+                let o = late.peeked(id, err);
+                self.late_n.store(late.keys.len(), Ordering::Release);
+                o
+            };
+            match outcome {
+                Some(Peeked::Dropped) => tracing::debug!(
+                    len,
+                    "na.ofi: late expected message (its receive was cancelled) discarded"
+                ),
+                Some(Peeked::Failed) => tracing::debug!(
+                    fi_error = %sys::strerror(err),
+                    "na.ofi: late-message peek failed: its key is let go"
+                ),
+                _ => {}
+            }
+        }
+
+        /// A receive is being posted for `(src, tag)`: a late message libfabric holds for that
+        /// key is dropped first, so the new receive gets the next message.
         #[cold]
         #[inline(never)]
         fn welcome(&self, src: u64, tag: u64) {
-            let id = lock(&self.late).by_key.get(&(src, tag)).copied();
-            if let Some(id) = id {
-                self.forget_late(id);
-                self.cancel_late(id);
+            let taken = {
+                let mut late = lock(&self.late);
+                let t = late.take((src, tag));
+                self.late_n.store(late.keys.len(), Ordering::Release);
+                t
+            };
+            if let Some((id, source)) = taken {
+                self.peek_late(id, (src, tag), source);
             }
         }
 
-        /// Cancels the late-message receives whose key `which` picks.
+        /// The peer at `src` is being forgotten: its keys go, each with a last peek (before its
+        /// AV entry goes, which the peeks need).
         #[cold]
         #[inline(never)]
-        fn unlate(&self, which: impl Fn((u64, u64)) -> bool) {
-            let ids: Vec<OpId> = lock(&self.late)
-                .by_op
-                .iter()
-                .filter(|(_, k)| which(**k))
-                .map(|(id, _)| *id)
-                .collect();
-            for id in ids {
-                self.forget_late(id);
-                self.cancel_late(id);
-            }
-        }
-
-        /// `fi_cancel` of a late-message receive (already out of the table); its completion is
-        /// swallowed like the others.
-        fn cancel_late(&self, id: OpId) {
-            let mut out = Vec::new();
-            self.ep.cancel(id, &mut out);
-            for d in out {
-                self.late_done(d.op.id, d.err, d.len);
+        fn unlate(&self, src: u64) {
+            let taken: Vec<_> = {
+                let mut late = lock(&self.late);
+                let keys: Vec<(u64, u64)> =
+                    late.keys.keys().filter(|k| k.0 == src).copied().collect();
+                let t = keys
+                    .into_iter()
+                    .filter_map(|k| late.take(k).map(|(id, source)| (id, k, source)))
+                    .collect();
+                self.late_n.store(late.keys.len(), Ordering::Release);
+                t
+            };
+            for (id, key, source) in taken {
+                self.peek_late(id, key, source);
             }
         }
     }
@@ -1691,40 +1803,84 @@ mod imp {
     mod late_tests {
         use super::*;
 
-        fn add(l: &mut Late, key: (u64, u64), at: Instant) -> OpId {
-            let id = OpId(LATE_BASE + l.next);
-            l.next += 1;
-            l.by_key.insert(key, id);
-            l.by_op.insert(id, key);
-            l.order.push_back((id, at));
-            id
+        fn peer(n: u8) -> Addr {
+            Addr::from_raw(NAME, &[n; 16])
         }
 
-        /// The bound and the expiry take the oldest receive still posted, skip the ones
-        /// already gone, and the expiry leaves the young ones.
+        /// Keys are swept round robin, at most [`SWEEP_BATCH`] a sweep and none twice while its
+        /// peek is out; a dropped message keeps its key until a peek finds nothing more, and a
+        /// key past [`LATE_TTL`] is let go.
         #[test]
-        fn oldest_first_skipping_the_gone() {
+        fn sweeps_round_robin_and_let_keys_go() {
             let mut l = Late::default();
             let t0 = Instant::now();
-            let a = add(&mut l, (1, 10), t0);
-            let b = add(&mut l, (1, 11), t0 + Duration::from_secs(1));
-            let c = add(&mut l, (2, 10), t0 + Duration::from_secs(2));
-            // `a` completed (its late message came): gone from the table, still in `order`.
-            let key = l.by_op.remove(&a).unwrap();
-            l.by_key.remove(&key);
-            // Expiry with a cutoff before `b`: nothing.
-            assert_eq!(l.take_oldest(Some(t0 + Duration::from_millis(500))), None);
-            // A cutoff after `b`: `b`, not the gone `a`; then nothing until `c` is old enough.
+            for tag in 0..(SWEEP_BATCH as u64 + 4) {
+                assert_eq!(l.enter((1, tag), peer(1), t0), None);
+            }
+            // Entering a key again changes nothing.
+            assert_eq!(l.enter((1, 0), peer(1), t0), None);
+            let (first, expired) = l.due(t0);
+            assert_eq!((first.len(), expired), (SWEEP_BATCH, 0));
+            assert_eq!(first[0].1, (1, 0));
+            // Not again before SWEEP_EVERY.
+            assert!(l.due(t0 + SWEEP_EVERY / 2).0.is_empty());
+            // The next sweep takes the 4 left, not the ones whose peeks are out.
+            let (second, _) = l.due(t0 + SWEEP_EVERY);
+            let keys: Vec<u64> = second.iter().map(|d| d.1 .1).collect();
             assert_eq!(
-                l.take_oldest(Some(t0 + Duration::from_millis(1500))),
-                Some(b)
+                keys,
+                (SWEEP_BATCH as u64..SWEEP_BATCH as u64 + 4).collect::<Vec<_>>()
             );
-            assert_eq!(l.take_oldest(Some(t0 + Duration::from_millis(1500))), None);
-            assert!(!l.by_key.contains_key(&(1, 11)));
-            // The bound takes whatever is oldest.
-            assert_eq!(l.take_oldest(None), Some(c));
-            assert_eq!(l.take_oldest(None), None);
-            assert!(l.by_key.is_empty() && l.by_op.is_empty() && l.order.is_empty());
+            // Peek of (1, 0) dropped a message: the key stays until a peek finds nothing.
+            assert_eq!(l.peeked(first[0].0, 0), Some(Peeked::Dropped));
+            assert!(l.keys.contains_key(&(1, 0)));
+            // (1, 1): nothing yet, kept; (1, 2): failed, let go.
+            assert_eq!(l.peeked(first[1].0, libc::ENOMSG), Some(Peeked::Nothing));
+            assert!(l.keys.contains_key(&(1, 1)));
+            assert_eq!(l.peeked(first[2].0, libc::EIO), Some(Peeked::Failed));
+            assert!(!l.keys.contains_key(&(1, 2)));
+            assert_eq!(l.peeked(first[2].0, 0), None, "one completion per peek");
+            for d in first.iter().skip(3).chain(&second) {
+                l.peeked(d.0, libc::ENOMSG);
+            }
+            // Round robin: the ring goes on where the last sweep stopped, (1, 0) again.
+            let (third, _) = l.due(t0 + 2 * SWEEP_EVERY);
+            assert_eq!(third[0].1, (1, SWEEP_BATCH as u64));
+            let again = third.iter().find(|d| d.1 == (1, 0)).expect("swept again");
+            assert_eq!(l.peeked(again.0, libc::ENOMSG), Some(Peeked::Nothing));
+            assert!(
+                !l.keys.contains_key(&(1, 0)),
+                "found, then nothing more: done"
+            );
+            // Past the TTL every key goes without a peek.
+            let left = l.keys.len();
+            let (none, expired) = l.due(t0 + LATE_TTL);
+            assert!(none.is_empty());
+            assert_eq!((expired, l.keys.len()), (left, 0));
+        }
+
+        /// At [`LATE_KEYS`] the oldest key is let go; `take` hands out a peek for a key and
+        /// forgets the key.
+        #[test]
+        fn the_bound_lets_the_oldest_go() {
+            let mut l = Late::default();
+            let t0 = Instant::now();
+            for tag in 0..LATE_KEYS as u64 {
+                let at = t0 + Duration::from_millis(tag);
+                assert_eq!(l.enter((2, tag), peer(2), at), None);
+            }
+            let late = t0 + Duration::from_secs(5);
+            assert_eq!(l.enter((3, 7), peer(3), late), Some((2, 0)));
+            assert_eq!(l.enter((3, 8), peer(3), late), Some((2, 1)));
+            assert_eq!(l.keys.len(), LATE_KEYS);
+            let (id, source) = l.take((3, 7)).expect("kept");
+            assert_eq!(source, peer(3));
+            assert!(!l.keys.contains_key(&(3, 7)));
+            assert_eq!(l.take((3, 7)), None);
+            // Its peek's completion is still recognized (and changes no key).
+            assert_eq!(l.peeked(id, 0), Some(Peeked::Dropped));
+            assert_eq!(l.keys.len(), LATE_KEYS - 1);
+            assert!(l.ring.len() <= 2 * l.keys.len() + 16);
         }
     }
 }

@@ -150,6 +150,7 @@ extern "C" {
         tag: u64,
         ctx: *mut c_void,
     ) -> isize;
+    fn na_ofi_tpeek_discard(ep: *mut Fid, src: u64, tag: u64, ctx: *mut c_void) -> isize;
     fn na_ofi_read(
         ep: *mut Fid,
         buf: *mut u8,
@@ -484,6 +485,15 @@ pub enum Post {
         /// Tag.
         tag: u64,
     },
+    /// `fi_trecvmsg` with `FI_PEEK | FI_DISCARD`: drops the message from `src` with `tag` if
+    /// the provider holds one that met no receive. Completes with success (one was dropped) or
+    /// the error `FI_ENOMSG` (none there); it takes no buffer and leaves nothing posted.
+    TPeek {
+        /// AV address.
+        src: u64,
+        /// Tag.
+        tag: u64,
+    },
     /// `fi_write` (`write`) or `fi_read` of each piece.
     Rma {
         /// Put when true, get when false.
@@ -497,7 +507,7 @@ pub enum Post {
 
 impl Post {
     fn is_receive(&self) -> bool {
-        matches!(self, Post::Recv | Post::TRecv { .. })
+        matches!(self, Post::Recv | Post::TRecv { .. } | Post::TPeek { .. })
     }
 }
 
@@ -885,6 +895,10 @@ impl Endpoint {
                 let cap = buf.capacity();
                 // SAFETY: as for Recv.
                 unsafe { na_ofi_trecv(self.ep, buf.as_mut_ptr(), cap, *src, *tag, ctx) }
+            }
+            (Post::TPeek { src, tag }, Request::RecvExpected { .. }) => {
+                // SAFETY: no buffer is given; `ctx` lives in the slot until the completion.
+                unsafe { na_ofi_tpeek_discard(self.ep, *src, *tag, ctx) }
             }
             (
                 Post::Rma {
@@ -1329,7 +1343,8 @@ fn check(op: &Op, post: &Post) -> Result<(), i32> {
             Ok(())
         }
         (Post::Recv, Request::RecvUnexpected { .. })
-        | (Post::TRecv { .. }, Request::RecvExpected { .. }) => Ok(()),
+        | (Post::TRecv { .. }, Request::RecvExpected { .. })
+        | (Post::TPeek { .. }, Request::RecvExpected { .. }) => Ok(()),
         (Post::Rma { write, pieces, .. }, Request::Put { local, .. })
         | (Post::Rma { write, pieces, .. }, Request::Get { local, .. }) => {
             if *write != matches!(op.req, Request::Put { .. }) {

@@ -263,6 +263,19 @@ ssize_t na_ofi_trecv(struct fid_ep *ep, void *buf, size_t len, uint64_t src, uin
     return fi_trecv(ep, buf, len, NULL, src, tag, 0, ctx);
 }
 
+/* Drops the unexpected tagged message from src with tag, if the provider holds one: its
+ * completion is a success (dropped) or the error FI_ENOMSG (none). No buffer, nothing posted. */
+ssize_t na_ofi_tpeek_discard(struct fid_ep *ep, uint64_t src, uint64_t tag, void *ctx)
+{
+    struct fi_msg_tagged msg;
+
+    memset(&msg, 0, sizeof msg);
+    msg.addr = src;
+    msg.tag = tag;
+    msg.context = ctx;
+    return fi_trecvmsg(ep, &msg, FI_PEEK | FI_DISCARD);
+}
+
 ssize_t na_ofi_read(struct fid_ep *ep, void *buf, size_t len, void *desc, uint64_t src,
                     uint64_t addr, uint64_t key, void *ctx)
 {
