@@ -1595,7 +1595,8 @@ mod imp {
                     len,
                     "na.ofi: late expected message (its receive was cancelled) discarded"
                 ),
-                Some(Peeked::Failed) => tracing::debug!(
+                // (Cancelled: the endpoint is closing; nothing to say.)
+                Some(Peeked::Failed) if err != libc::ECANCELED => tracing::debug!(
                     fi_error = %sys::strerror(err),
                     "na.ofi: late-message peek failed: its key is let go"
                 ),
