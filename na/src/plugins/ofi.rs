@@ -704,11 +704,11 @@ mod imp {
     /// `(source fi_addr, tag)`, and the peeks posted to drop them.
     #[derive(Default)]
     struct Late {
-        keys: HashMap<(u64, u64), LateKey>,
+        keys: HashMap<LateId, LateKey>,
         /// Sweep order, round robin; entries of keys gone are dropped when met.
-        ring: std::collections::VecDeque<(u64, u64)>,
+        ring: std::collections::VecDeque<LateId>,
         /// Peeks posted and not yet completed, with their key.
-        peeks: HashMap<OpId, (u64, u64)>,
+        peeks: HashMap<OpId, LateId>,
         next: u64,
         /// No sweep before this.
         next_sweep: Option<Instant>,
@@ -746,7 +746,7 @@ mod imp {
     impl Late {
         /// Enters `key` (nothing if it is in already). At [`LATE_KEYS`] the oldest key goes
         /// first; it is returned.
-        fn enter(&mut self, key: (u64, u64), source: Addr, now: Instant) -> Option<(u64, u64)> {
+        fn enter(&mut self, key: LateId, source: Addr, now: Instant) -> Option<LateId> {
             if self.keys.contains_key(&key) {
                 return None;
             }
@@ -814,13 +814,13 @@ mod imp {
 
         /// Takes `key` out (a receive is being posted for it, or its peer is forgotten).
         /// Returns the id and peer of a peek to drop what libfabric may already hold for it.
-        fn take(&mut self, key: (u64, u64)) -> Option<(OpId, Addr)> {
+        fn take(&mut self, key: LateId) -> Option<(OpId, Addr)> {
             let k = self.keys.remove(&key)?;
             Some((self.peek_id(key), k.source))
         }
 
         /// A new peek id for `key`, recorded until its completion.
-        fn peek_id(&mut self, key: (u64, u64)) -> OpId {
+        fn peek_id(&mut self, key: LateId) -> OpId {
             let id = OpId(LATE_BASE + self.next);
             self.next += 1;
             self.peeks.insert(id, key);
@@ -1561,7 +1561,7 @@ mod imp {
         }
 
         /// Posts peek `id`: drops the message libfabric holds for `key`, if any.
-        fn peek_late(&self, id: OpId, key: (u64, u64), source: Addr) {
+        fn peek_late(&self, id: OpId, key: LateId, source: Addr) {
             let op = Op {
                 id,
                 user: 0,
@@ -1627,8 +1627,7 @@ mod imp {
         fn unlate(&self, src: u64) {
             let taken: Vec<_> = {
                 let mut late = lock(&self.late);
-                let keys: Vec<(u64, u64)> =
-                    late.keys.keys().filter(|k| k.0 == src).copied().collect();
+                let keys: Vec<LateId> = late.keys.keys().filter(|k| k.0 == src).copied().collect();
                 let t = keys
                     .into_iter()
                     .filter_map(|k| late.take(k).map(|(id, source)| (id, k, source)))
