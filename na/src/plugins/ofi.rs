@@ -1507,6 +1507,15 @@ mod imp {
     /// receive whose message never comes (a hung peer) would cost every later reply a
     /// comparison and a cache miss or more (256 of them: ≈ 5,300 instructions per reply).
     impl OfiContext {
+        /// Runs `f` on the late-message table under its lock, then stores its key count in
+        /// `late_n` (what the receive and progress paths look at first).
+        fn with_late<R>(&self, f: impl FnOnce(&mut Late) -> R) -> R {
+            let mut late = lock(&self.late);
+            let r = f(&mut late);
+            self.late_n.store(late.keys.len(), Ordering::Release);
+            r
+        }
+
         /// Keeps `(source, tag)`: its receive was cancelled; the message may still come.
         #[cold]
         #[inline(never)]
@@ -1526,12 +1535,8 @@ mod imp {
             else {
                 return;
             };
-            let evicted = {
-                let mut late = lock(&self.late);
-                let e = late.enter((src, u64::from(tag)), source.clone(), Instant::now());
-                self.late_n.store(late.keys.len(), Ordering::Release);
-                e
-            };
+            let evicted =
+                self.with_late(|l| l.enter((src, u64::from(tag)), source.clone(), Instant::now()));
             if evicted.is_some() {
                 tracing::debug!(
                     "na.ofi: too many late-message keys: the oldest is no longer swept"
@@ -1546,12 +1551,7 @@ mod imp {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
-            let (due, expired) = {
-                let mut late = lock(&self.late);
-                let r = late.due(Instant::now());
-                self.late_n.store(late.keys.len(), Ordering::Release);
-                r
-            };
+            let (due, expired) = self.with_late(|l| l.due(Instant::now()));
             if expired > 0 {
                 tracing::debug!(expired, "na.ofi: late-message keys expired");
             }
@@ -1584,12 +1584,7 @@ mod imp {
         #[cold]
         #[inline(never)]
         fn late_done(&self, id: OpId, err: i32, len: usize) {
-            let outcome = {
-                let mut late = lock(&self.late);
-                let o = late.peeked(id, err);
-                self.late_n.store(late.keys.len(), Ordering::Release);
-                o
-            };
+            let outcome = self.with_late(|l| l.peeked(id, err));
             match outcome {
                 Some(Peeked::Dropped) => tracing::debug!(
                     len,
@@ -1609,12 +1604,7 @@ mod imp {
         #[cold]
         #[inline(never)]
         fn welcome(&self, src: u64, tag: u64) {
-            let taken = {
-                let mut late = lock(&self.late);
-                let t = late.take((src, tag));
-                self.late_n.store(late.keys.len(), Ordering::Release);
-                t
-            };
+            let taken = self.with_late(|l| l.take((src, tag)));
             if let Some((id, source)) = taken {
                 self.peek_late(id, (src, tag), source);
             }
@@ -1625,16 +1615,12 @@ mod imp {
         #[cold]
         #[inline(never)]
         fn unlate(&self, src: u64) {
-            let taken: Vec<_> = {
-                let mut late = lock(&self.late);
-                let keys: Vec<LateId> = late.keys.keys().filter(|k| k.0 == src).copied().collect();
-                let t = keys
-                    .into_iter()
-                    .filter_map(|k| late.take(k).map(|(id, source)| (id, k, source)))
-                    .collect();
-                self.late_n.store(late.keys.len(), Ordering::Release);
-                t
-            };
+            let taken: Vec<_> = self.with_late(|l| {
+                let keys: Vec<LateId> = l.keys.keys().filter(|k| k.0 == src).copied().collect();
+                keys.into_iter()
+                    .filter_map(|k| l.take(k).map(|(id, source)| (id, k, source)))
+                    .collect()
+            });
             for (id, key, source) in taken {
                 self.peek_late(id, key, source);
             }
