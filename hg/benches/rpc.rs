@@ -7,7 +7,7 @@
 //! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
 //! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window; `HG_BENCH_SPREAD=1` times each batch and prints their spread;
-//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half. Over ofi+tcp the target is a second process (this
+//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half; `HG_BENCH_BULK=pull|push,<KiB>` one bulk case. Over ofi+tcp the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1`, or one started apart and named by
 //! `HG_BENCH_ADDR=<addr>`); over inproc it is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
@@ -41,8 +41,10 @@ hg::rpc! {
     /// buffer, `count` transfers of `len` bytes at once (Mercury's `hg_bw_*`: 64 per RPC).
     pub rpc Bw(BwIn, BwOut) {
         input {
-            /// The origin's region (`count` × `len` bytes).
+            /// The origin's region (`count` × `len` bytes from `off`).
             pub bulk: BulkRef,
+            /// Where the transfers start in `bulk` (its first page boundary).
+            pub off: u64,
             /// Bytes per transfer.
             pub len: u64,
             /// Transfers, all in flight together.
@@ -120,7 +122,7 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
         let _: RateIn = h.get_input()?;
         h.respond(&RateOut {}, |_| {})
     })));
-    let buffers: Arc<Mutex<Vec<hg::Bulk>>> = Arc::new(Mutex::new(Vec::new()));
+    let buffers: Arc<Mutex<Vec<(hg::Bulk, u64)>>> = Arc::new(Mutex::new(Vec::new()));
     let class2 = class.clone();
     class.register_rpc::<Bw>(Some(Arc::new(move |h: Handle| {
         let i: BwIn = h.get_input()?;
@@ -128,13 +130,15 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
         let total = i.len * u64::from(i.count);
         let local = {
             let mut b = buffers.lock().unwrap();
-            match b.iter().position(|x| x.len() as u64 == total) {
+            match b
+                .iter()
+                .position(|x| x.0.len() as u64 == total + PAGE as u64)
+            {
                 Some(p) => b.swap_remove(p),
-                None => {
-                    hg::Bulk::create(&class2, vec![vec![1; total as usize]], Access::READWRITE)?
-                }
+                None => aligned_bulk(&class2, total as usize, 1)?,
             }
         };
+        let (local, pad) = local;
         let op = if i.pull { BulkOp::Pull } else { BulkOp::Push };
         let left = Arc::new(AtomicUsize::new(i.count as usize));
         let failed: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
@@ -142,31 +146,63 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
         for k in 0..u64::from(i.count) {
             let (bufs, l2, h, left, failed) = (
                 buffers.clone(),
-                local.clone(),
+                (local.clone(), pad),
                 h.clone(),
                 left.clone(),
                 failed.clone(),
             );
             let off = k * i.len;
-            ctx.bulk_transfer(op, &addr, &desc, off, &local, off, i.len, move |r| {
-                if let Err(e) = r {
-                    failed.lock().unwrap().get_or_insert(e);
-                }
-                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                    bufs.lock().unwrap().push(l2);
-                    match failed.lock().unwrap().take() {
-                        None => {
-                            let _ = h.respond(&BwOut {}, |_| {});
-                        }
-                        Some(e) => {
-                            let _ = h.respond_error(e);
+            ctx.bulk_transfer(
+                op,
+                &addr,
+                &desc,
+                i.off + off,
+                &local,
+                pad + off,
+                i.len,
+                move |r| {
+                    if let Err(e) = r {
+                        failed.lock().unwrap().get_or_insert(e);
+                    }
+                    if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                        bufs.lock().unwrap().push(l2);
+                        match failed.lock().unwrap().take() {
+                            None => {
+                                let _ = h.respond(&BwOut {}, |_| {});
+                            }
+                            Some(e) => {
+                                let _ = h.respond_error(e);
+                            }
                         }
                     }
-                }
-            })?;
+                },
+            )?;
         }
         Ok(())
     })));
+}
+
+/// Page size the bulk regions are aligned to.
+const PAGE: usize = 4096;
+
+/// A bulk region of `len` bytes starting on a page boundary, as Mercury's tools allocate theirs
+/// (`hg_mem_aligned_alloc(page_size, ..)`): a `Vec` one page longer, and the offset of its first
+/// page boundary, so the kernel's copies in and out of the regions see the same alignment on
+/// both stacks (DESIGN §9). Were the `Vec` moved to a new allocation on registration, the
+/// offsets would still lie inside the region; only the alignment would be lost.
+fn aligned_bulk(class: &Class, len: usize, fill: u8) -> Result<(hg::Bulk, u64), Error> {
+    let v = vec![fill; len + PAGE];
+    let pad = v.as_ptr().align_offset(PAGE) as u64;
+    Ok((hg::Bulk::create(class, vec![v], Access::READWRITE)?, pad))
+}
+
+/// `HG_BENCH_BULK=pull|push,<KiB>`: run only that bulk case (with `HG_BENCH_ONLY=bulk`, for
+/// profiling one case); `None` runs all four.
+fn bulk_case() -> Option<(bool, usize)> {
+    let v = std::env::var("HG_BENCH_BULK").ok()?;
+    let (op, kib) = v.split_once(',')?;
+    let kib: usize = kib.trim().parse().ok()?;
+    Some((op.trim().eq_ignore_ascii_case("pull"), kib << 10))
 }
 
 /// Transfers per bandwidth RPC: `HG_BENCH_BW_TRANSFERS`, default 64 (Mercury's `-w`).
@@ -197,7 +233,15 @@ fn wait() -> Duration {
 fn serve_loop(ctx: &Context, stop: &AtomicBool) {
     let w = wait();
     while !stop.load(Ordering::Relaxed) {
-        ctx.progress(w).unwrap();
+        poll(ctx, w);
+    }
+}
+
+/// One pass of the wait loop, as Mercury's tools do it (`hg_perf_request_wait`,
+/// `hg_perf_loop`): progress, and trigger only when progress left callbacks to run.
+#[inline]
+fn poll(ctx: &Context, wait: Duration) {
+    if ctx.progress(wait).unwrap() > 0 {
         ctx.trigger(usize::MAX).unwrap();
     }
 }
@@ -234,8 +278,7 @@ fn run(ctx: &Context, to: &na::Addr, id: u64, n: usize, inflight: usize, start: 
                     issued += 1;
                 }
             }
-            ctx.progress(w).unwrap();
-            ctx.trigger(usize::MAX).unwrap();
+            poll(ctx, w);
         }
     } else {
         let timed = spread();
@@ -252,8 +295,7 @@ fn run(ctx: &Context, to: &na::Addr, id: u64, n: usize, inflight: usize, start: 
             }
             issued += b;
             while DONE.with(|d| d.get()) < want {
-                ctx.progress(w).unwrap();
-                ctx.trigger(usize::MAX).unwrap();
+                poll(ctx, w);
             }
             if let Some(t0) = t0 {
                 rounds.push(t0.elapsed().as_secs_f64() * 1e6);
@@ -398,10 +440,13 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
     }
     // As Mercury's hg_bw_write / hg_bw_read by default: 1 RPC in flight, 64 transfers per RPC.
     let (count, bw_inflight) = (bw_transfers(), bw_inflight());
+    let only = bulk_case();
     for len in [64usize << 10, 1 << 20].into_iter().filter(|_| bulk) {
         for pull in [true, false] {
-            let bulk =
-                hg::Bulk::create(class, vec![vec![3u8; len * count]], Access::READWRITE).unwrap();
+            if only.is_some_and(|c| c != (pull, len)) {
+                continue;
+            }
+            let (bulk, off) = aligned_bulk(class, len * count, 3).unwrap();
             // About 256 MiB (quick) or 1 GiB moved per repeat, at least 8 RPCs.
             let per_rpc = len * count;
             let n = if smoke() {
@@ -418,6 +463,7 @@ fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: 
                 let n = if pass == 0 { bw_inflight.max(2) } else { n };
                 let input = BwIn {
                     bulk: bulk.to_ref(),
+                    off,
                     len: len as u64,
                     count: count as u32,
                     pull,
