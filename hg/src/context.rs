@@ -34,6 +34,7 @@ use crate::sync::{
 };
 use crate::transfer::{split, Parts};
 use na::{Access, MemHandle, MsgBuf, OpKind, RemoteMem, Tag};
+use smallvec::SmallVec;
 use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
@@ -86,11 +87,14 @@ enum Post {
         token: u64,
         pull: bool,
         /// One NA operation per overlap of a local and a remote registration.
-        parts: Vec<RmaPart>,
+        parts: RmaParts,
         dest: na::Addr,
     },
     Cancel(u64),
 }
+
+/// A transfer's NA operations: nearly always one, kept inline (no allocation per transfer).
+type RmaParts = SmallVec<[RmaPart; 1]>;
 
 /// One NA put / get of a bulk transfer.
 struct RmaPart {
@@ -832,7 +836,7 @@ impl CtxInner {
     /// Decodes the bulk descriptor of an overflowed payload (`MORE_DATA`), registers a buffer
     /// for it and cuts the pull into NA gets: one handle, or one per segment as Mercury may send.
     /// A descriptor that cannot be pulled whole is `ProtocolError`; over the maximum `MsgSize`.
-    fn overflow_pull(&self, body: &[u8]) -> Result<(MemHandle, Vec<RmaPart>, usize)> {
+    fn overflow_pull(&self, body: &[u8]) -> Result<(MemHandle, RmaParts, usize)> {
         let r: BulkRef = proc::decode_exact(body)?;
         let desc = r.0.ok_or(Error::ProtocolError)?;
         let size = usize::try_from(desc.len).map_err(|_| Error::MsgSize)?;
@@ -864,16 +868,16 @@ impl CtxInner {
         mems: &[MemHandle],
         local_offset: u64,
         len: u64,
-    ) -> Result<Vec<RmaPart>> {
+    ) -> Result<RmaParts> {
         let nac = self.class.na();
         let deser = |h: &[u8]| nac.mem_handle_deserialize(h).map_err(Error::from_na);
         if let (MemDescs::Single(Some(h)), [mem]) = (&origin.mem, mems) {
             // One handle on each side (every descriptor we or Mercury's tcp plugin make): one
             // operation, no extent tables.
             if len == 0 {
-                return Ok(Vec::new());
+                return Ok(RmaParts::new());
             }
-            return Ok(vec![RmaPart {
+            return Ok(smallvec::smallvec![RmaPart {
                 local: mem.clone(),
                 local_offset,
                 remote: deser(h)?,

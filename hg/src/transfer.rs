@@ -4,6 +4,7 @@ use crate::bulk::BulkRef;
 use crate::bulk::{BulkDesc, BulkSegment, MemDescs};
 use crate::class::Class;
 use crate::error::{Error, Result};
+use crate::sync::UserArc as Arc;
 use na::{Access, MemHandle};
 use std::fmt;
 
@@ -19,8 +20,16 @@ use std::fmt;
 /// overlap of a local and a remote registration.
 #[doc(alias = "HG_Bulk_create")]
 #[doc(alias = "HG_Bulk_free")]
+///
+/// A handle to shared state: cloning it is a reference count (`HG_Bulk_ref_incr`), so a clone
+/// per transfer callback costs no allocation; the registration ends with the last clone.
 #[derive(Clone)]
 pub struct Bulk {
+    inner: Arc<BulkInner>,
+}
+
+/// What every clone of a [`Bulk`] shares.
+struct BulkInner {
     /// One registration, or one per segment (in segment order).
     mems: Vec<MemHandle>,
     desc: BulkDesc,
@@ -54,10 +63,7 @@ impl Bulk {
             .map_err(Error::from_na)?;
         let segs = segments_of(&mem).collect();
         let desc = BulkDesc::new(segs, access_flags(access), nac.mem_handle_serialize(&mem));
-        Ok(Bulk {
-            mems: vec![mem],
-            desc,
-        })
+        Ok(Bulk::from_parts(vec![mem], desc))
     }
 
     /// `HG_Bulk_create` as Mercury does it over an NA plugin without vector registration: each of
@@ -89,13 +95,19 @@ impl Bulk {
             bind: None,
             eager: None,
         };
-        Ok(Bulk { mems, desc })
+        Ok(Bulk::from_parts(mems, desc))
+    }
+
+    fn from_parts(mems: Vec<MemHandle>, desc: BulkDesc) -> Bulk {
+        Bulk {
+            inner: Arc::new(BulkInner { mems, desc }),
+        }
     }
 
     /// `HG_Bulk_get_size`.
     #[doc(alias = "HG_Bulk_get_size")]
     pub fn len(&self) -> usize {
-        self.mems.iter().map(MemHandle::len).sum()
+        self.inner.mems.iter().map(MemHandle::len).sum()
     }
 
     /// True when the region has no bytes.
@@ -105,29 +117,29 @@ impl Bulk {
 
     /// The descriptor peers need.
     pub fn desc(&self) -> &BulkDesc {
-        &self.desc
+        &self.inner.desc
     }
 
     /// The descriptor as a proc field.
     pub fn to_ref(&self) -> BulkRef {
-        BulkRef::from(self.desc.clone())
+        BulkRef::from(self.inner.desc.clone())
     }
 
     /// The first NA registration: the only one unless the region was created per segment (see
     /// [`Bulk::registrations`]).
     pub fn mem(&self) -> &MemHandle {
-        &self.mems[0]
+        &self.inner.mems[0]
     }
 
     /// Every NA registration, in segment order (one unless created per segment).
     pub fn registrations(&self) -> &[MemHandle] {
-        &self.mems
+        &self.inner.mems
     }
 
     /// The region's bytes (a copy).
     pub fn to_vec(&self) -> Vec<u8> {
         let mut v = Vec::with_capacity(self.len());
-        for m in &self.mems {
+        for m in &self.inner.mems {
             v.extend_from_slice(&m.to_vec());
         }
         v
@@ -140,11 +152,11 @@ impl Bulk {
         if end > self.len() {
             return Err(Error::Overflow);
         }
-        let lens: Vec<u64> = self.mems.iter().map(|m| m.len() as u64).collect();
+        let lens: Vec<u64> = self.inner.mems.iter().map(|m| m.len() as u64).collect();
         let whole = [src.len() as u64];
         for p in split(&lens, offset as u64, &whole, 0, src.len() as u64) {
             let (at, from) = (p.loff as usize, p.roff as usize);
-            self.mems[p.li]
+            self.inner.mems[p.li]
                 .write_at(at, &src[from..from + p.len as usize])
                 .map_err(Error::from_na)?;
         }
@@ -156,8 +168,8 @@ impl fmt::Debug for Bulk {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Bulk")
             .field("len", &self.len())
-            .field("segments", &self.desc.segments.len())
-            .field("registrations", &self.mems.len())
+            .field("segments", &self.inner.desc.segments.len())
+            .field("registrations", &self.inner.mems.len())
             .finish()
     }
 }

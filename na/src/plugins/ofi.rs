@@ -321,6 +321,7 @@ mod imp {
     use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
     use crate::sys::ofi::{self as sys, flags, Done, Post, RmaPiece};
     use crate::sys::probe::{Probe, ProbeState};
+    use smallvec::SmallVec;
     use std::any::Any;
     use std::collections::HashMap;
     use std::os::fd::RawFd;
@@ -1642,8 +1643,8 @@ mod imp {
         remote: &RemoteMem,
         remote_offset: u64,
         len: u64,
-    ) -> Vec<RmaPiece> {
-        let mut out = Vec::new();
+    ) -> SmallVec<[RmaPiece; 1]> {
+        let mut out = SmallVec::new();
         let (mut li, mut loff) = seek(mem.local.iter().map(|s| s.len as u64), local_offset);
         let (mut ri, mut roff) = seek(remote.segments.iter().map(|s| s.len), remote_offset);
         let mut left = len;

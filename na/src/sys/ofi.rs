@@ -8,6 +8,7 @@
 
 use crate::op::{Op, OpId, Request};
 use crate::sync::{lock, Mutex};
+use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::ffi::{c_char, c_int, c_void, CStr, CString};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -500,8 +501,8 @@ pub enum Post {
         write: bool,
         /// AV address.
         dest: u64,
-        /// Pieces.
-        pieces: Vec<RmaPiece>,
+        /// Pieces (one unless a region has several segments: inline, no allocation).
+        pieces: SmallVec<[RmaPiece; 1]>,
     },
 }
 
