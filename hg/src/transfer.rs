@@ -18,11 +18,12 @@ use std::fmt;
 /// Mercury does when its NA plugin cannot register a vector, and its descriptor carries one NA
 /// handle per segment. Both transfer the same way: a transfer is cut into one NA put / get per
 /// overlap of a local and a remote registration.
-#[doc(alias = "HG_Bulk_create")]
-#[doc(alias = "HG_Bulk_free")]
 ///
 /// A handle to shared state: cloning it is a reference count (`HG_Bulk_ref_incr`), so a clone
 /// per transfer callback costs no allocation; the registration ends with the last clone.
+#[doc(alias = "HG_Bulk_create")]
+#[doc(alias = "HG_Bulk_free")]
+#[doc(alias = "HG_Bulk_ref_incr")]
 #[derive(Clone)]
 pub struct Bulk {
     inner: Arc<BulkInner>,

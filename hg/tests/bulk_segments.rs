@@ -327,3 +327,27 @@ fn per_segment_descriptors_transfer_over_ofi() {
     segmented_transfers(&p);
     failing_part(&p);
 }
+
+/// A `Bulk` is a handle (`HG_Bulk_ref_incr`): a clone shares the registration and descriptor
+/// instead of copying them, and keeps the region alive after the original is gone.
+#[test]
+fn a_bulk_clone_shares_its_registration() {
+    let p = inproc();
+    let a = Bulk::create_per_segment(
+        &p.client,
+        vec![vec![1u8; 100], vec![2u8; 50]],
+        Access::READWRITE,
+    )
+    .unwrap();
+    let b = a.clone();
+    assert!(
+        std::ptr::eq(a.desc(), b.desc()),
+        "the clone copied the descriptor"
+    );
+    assert!(std::ptr::eq(a.registrations(), b.registrations()));
+    a.write_at(98, &[7, 7, 7, 7]).unwrap();
+    drop(a);
+    let v = b.to_vec();
+    assert_eq!(v.len(), 150);
+    assert_eq!(&v[96..104], &[1, 1, 7, 7, 7, 7, 2, 2]);
+}
