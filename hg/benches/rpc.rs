@@ -197,12 +197,16 @@ fn aligned_bulk(class: &Class, len: usize, fill: u8) -> Result<(hg::Bulk, u64), 
 }
 
 /// `HG_BENCH_BULK=pull|push,<KiB>`: run only that bulk case (with `HG_BENCH_ONLY=bulk`, for
-/// profiling one case); `None` runs all four.
+/// profiling one case); `None` (unset or not of that form) runs all four.
 fn bulk_case() -> Option<(bool, usize)> {
     let v = std::env::var("HG_BENCH_BULK").ok()?;
     let (op, kib) = v.split_once(',')?;
-    let kib: usize = kib.trim().parse().ok()?;
-    Some((op.trim().eq_ignore_ascii_case("pull"), kib << 10))
+    let pull = match op.trim() {
+        "pull" => true,
+        "push" => false,
+        _ => return None,
+    };
+    Some((pull, kib.trim().parse::<usize>().ok()? << 10))
 }
 
 /// Transfers per bandwidth RPC: `HG_BENCH_BW_TRANSFERS`, default 64 (Mercury's `-w`).
