@@ -2509,21 +2509,19 @@ mod size_tests {
     /// or less the moves are inline, above it each is a `memcpy` call (x86-64).
     #[test]
     fn forward_record_moves_inline() {
-        assert!(
-            std::mem::size_of::<super::Op>() <= 128,
-            "Op is {} bytes",
-            std::mem::size_of::<super::Op>()
-        );
+        assert_moves_inline::<super::Op>("Op");
+    }
+
+    /// Fails when a `T` is over 128 bytes (its moves would be `memcpy` calls).
+    fn assert_moves_inline<T>(name: &str) {
+        let n = std::mem::size_of::<T>();
+        assert!(n <= 128, "{name} is {n} bytes");
     }
 
     /// Every respond moves a `Post` through the hand-off (posted at once or queued): kept at
     /// 128 bytes or less for the same reason (an inline `RmaParts` in it made it 152).
     #[test]
     fn posts_move_inline() {
-        assert!(
-            std::mem::size_of::<super::Post>() <= 128,
-            "Post is {} bytes",
-            std::mem::size_of::<super::Post>()
-        );
+        assert_moves_inline::<super::Post>("Post");
     }
 }
