@@ -266,7 +266,8 @@ fn pull_capacity(size: usize) -> usize {
     size.next_power_of_two().max(4096)
 }
 
-/// Buffers `progress` reuses from call to call (only the driving thread touches them).
+/// Buffers `progress` and `trigger` reuse from call to call. Its lock is the drive lock: only
+/// the thread driving the context holds it (see [`Context::drive`]).
 #[derive(Default)]
 struct Scratch {
     comps: Vec<na::Completion>,
@@ -310,12 +311,12 @@ pub(crate) struct CtxInner {
     /// Unexpected-size buffers of sent requests, reused by the next forwards.
     send_bufs: Mutex<Vec<MsgBuf>>,
     overflow: Mutex<OverflowCache>,
+    /// Held by the thread in `progress` or `trigger`, and only by it: the drive lock.
     scratch: Mutex<Scratch>,
     data: Mutex<Option<UserArc<dyn Any + Send + Sync>>>,
     next_tag: AtomicU32,
     /// The NA plugin's largest tag (at least 1), read once: tags wrap below it.
     max_tag: Tag,
-    driving: AtomicBool,
     closed: AtomicBool,
     /// Set when the unexpected receives may need posting (a request arrived, the target grew):
     /// `ensure_unexpected` skips the state lock on every other progress pass. Driving thread.
@@ -348,14 +349,6 @@ impl Deref for Context {
     type Target = ContextRef;
     fn deref(&self) -> &ContextRef {
         &self.r
-    }
-}
-
-struct DriveGuard<'a>(&'a AtomicBool);
-
-impl Drop for DriveGuard<'_> {
-    fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
     }
 }
 
@@ -392,7 +385,6 @@ impl Context {
             data: Mutex::new(None),
             next_tag: AtomicU32::new(1),
             max_tag: class.na().max_tag().max(1),
-            driving: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             repost_due: AtomicBool::new(true),
             bad_requests: AtomicUsize::new(0),
@@ -404,17 +396,20 @@ impl Context {
         })
     }
 
-    fn drive(&self) -> Result<DriveGuard<'_>> {
-        if self
-            .inner
-            .driving
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
-            tracing::warn!("hg: progress or trigger re-entered (from a callback, or two threads)");
-            return Err(Error::Busy);
+    /// Takes the context for this thread's `progress` or `trigger`: the lock of their reused
+    /// buffers, which doubles as the drive lock (one atomic to take and one to give back, where
+    /// a separate flag and lock cost three). `Busy` when it is held: re-entered from a callback
+    /// that `trigger` runs, or driven by another thread at the same time.
+    fn drive(&self) -> Result<MutexGuard<'_, Scratch>> {
+        match try_lock(&self.inner.scratch) {
+            Some(g) => Ok(g),
+            None => {
+                tracing::warn!(
+                    "hg: progress or trigger re-entered (from a callback, or two threads)"
+                );
+                Err(Error::Busy)
+            }
         }
-        Ok(DriveGuard(&self.inner.driving))
     }
 
     /// A shareable reference to this context.
@@ -439,7 +434,7 @@ impl Context {
     #[doc(alias = "hg_core_progress")]
     #[doc(alias = "HG_Event_progress")]
     pub fn progress(&self, timeout: Duration) -> Result<usize> {
-        let _g = self.drive()?;
+        let mut scratch = self.drive()?;
         let _s = na::hop_span!(DEBUG, "hg.progress");
         let inner = &self.inner;
         // No clock reads at all for a zero timeout without deadlines (the busy-polling caller).
@@ -451,7 +446,6 @@ impl Context {
             return Err(Error::Canceled);
         };
         // Reused buffers: no allocation per progress call once warmed up.
-        let mut scratch = lock(&inner.scratch);
         let Scratch { comps, posts, .. } = &mut *scratch;
         loop {
             let mut activity = inner.post_pending(na, posts);
@@ -520,11 +514,9 @@ impl Context {
     #[doc(alias = "hg_core_trigger_process")]
     #[doc(alias = "HG_Event_trigger")]
     pub fn trigger(&self, max: usize) -> Result<usize> {
-        let _g = self.drive()?;
+        // Held while the callbacks run: a nested trigger (or progress) fails in `drive`.
+        let mut scratch = self.drive()?;
         let _s = na::hop_span!(DEBUG, "hg.trigger");
-        // Only the driving thread gets here (`drive`), so the lock is never contended; taken
-        // before any callback runs, it cannot be re-entered (a nested trigger fails in `drive`).
-        let mut scratch = lock(&self.inner.scratch);
         let batch = &mut scratch.batch;
         let mut n = 0;
         // One lock per batch; callbacks queued while a batch runs come in the next one, within

@@ -1128,7 +1128,8 @@ impl Endpoint {
         let mut b = unsafe { Box::from_raw(raw) };
         let op = b.op.take().expect("slot holds its op");
         st.untrack(raw);
-        for q in st.retry.iter_mut() {
+        // Almost always both empty: no scan then.
+        for q in st.retry.iter_mut().filter(|q| !q.is_empty()) {
             if let Some(pos) = q.iter().position(|&p| p == raw) {
                 q.remove(pos);
             }
