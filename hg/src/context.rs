@@ -240,23 +240,6 @@ enum Op {
     },
     /// A send whose completion needs no action (error answers, acks).
     Discard,
-    /// The spare reply receive (`CtxState::spare`), until a forward adopts it (the record
-    /// becomes that forward's) or its cancel completes.
-    Spare,
-}
-
-/// A reply receive posted ahead of its forward (Mercury posts each reply's receive inside
-/// `HG_Forward`, before the request leaves). Once two forwards in a row go to the same peer, the
-/// next reply's receive is posted right after a request has left, while the origin waits for
-/// the reply anyway; the next forward to that peer adopts it (its token, tag and posted
-/// operation), so its own receive is still posted before its request, only no longer between
-/// the previous reply and the next request. At most one per context.
-struct Spare {
-    /// Its `Op::Spare` record: the receive's completion comes with this token.
-    token: u64,
-    dest: na::Addr,
-    tag: Tag,
-    op: Option<NonZeroU64>,
 }
 
 /// Registered overflow buffers kept for reuse, so a large RPC registers (`fi_mr_reg`), zeroes
@@ -311,11 +294,6 @@ struct CtxState {
     ack_waits: usize,
     /// `timed + ack_waits`, readable without the lock (shared with `CtxInner::deadlines`).
     deadlines: Arc<AtomicUsize>,
-    /// The reply receive posted ahead for the next forward (see [`Spare`]).
-    spare: Option<Spare>,
-    /// Where the last forward went: a spare is posted only for a peer forwarded to twice in a
-    /// row, so a caller spreading forwards over peers posts none.
-    last_dest: Option<na::Addr>,
 }
 
 pub(crate) struct CtxInner {
@@ -391,8 +369,6 @@ impl Context {
                 timed: 0,
                 ack_waits: 0,
                 deadlines: deadlines.clone(),
-                spare: None,
-                last_dest: None,
                 unexpected_posted: 0,
                 reposts: Vec::new(),
                 replacements: 0,
@@ -1169,8 +1145,7 @@ impl CtxInner {
         match st.ops.get_mut(token) {
             Some(Op::Forward(f)) => {
                 f.send_done.get_or_insert(Err(Error::Canceled));
-                // An adopted spare receive still in NA ends it when teardown closes NA.
-                f.recv_pending = f.recv_op.is_some();
+                f.recv_pending = false;
                 f.reply.get_or_insert(Err(Error::Canceled));
             }
             Some(Op::Respond { cb, .. }) | Some(Op::Rma { cb, .. }) => {
@@ -1296,29 +1271,18 @@ impl CtxInner {
                 Error::Canceled
             };
             f.send_done = Some(Err(e));
+            f.recv_pending = false;
             f.reply = Some(Err(e));
-            match f.recv_op {
-                // An adopted spare receive is in NA: its cancel's completion ends the forward.
-                Some(op) => {
-                    let _ = na.cancel(na::OpId(op.get()));
-                }
-                None => {
-                    f.recv_pending = false;
-                    self.maybe_complete(st, token);
-                }
-            }
+            self.maybe_complete(st, token);
             return;
         }
         f.posted = true;
         // The NA plugin's own header goes in front (its sender address, …).
         na.msg_init_unexpected(&mut send);
         let (dest, tag) = (&f.dest, f.tag);
-        // The reply's receive goes first, so the reply can never find it missing (an adopted
-        // spare is posted already).
-        if let Some(buf) = recv {
-            f.recv_op = op_id(na.recv_expected(buf, dest, tag, token));
-        }
-        let spare = f.recv_pending && !f.ack_only;
+        // The reply's receive goes first, so the reply can never find it missing.
+        let recv_op = recv.map(|buf| na.recv_expected(buf, dest, tag, token));
+        f.recv_op = recv_op.and_then(op_id);
         // A request NA can inject is copied out at once: no send completion to wait for.
         if na.inject_unexpected(&send, send_len, dest, tag) {
             f.send_done = Some(Ok(()));
@@ -1327,62 +1291,10 @@ impl CtxInner {
             if one_way {
                 self.maybe_complete(st, token);
             }
-        } else {
-            let send_op = na.send_unexpected(send, send_len, dest, tag, token);
-            f.send_op = op_id(send_op);
-        }
-        if spare {
-            // The request has left: what follows is off the round trip's critical path.
-            self.post_spare(na, st, token);
-        }
-    }
-
-    /// After forward `token`'s request left: posts the next reply's receive for its peer when
-    /// it was forwarded to twice in a row and no spare is posted (see [`Spare`]). A spare for
-    /// another peer is let go of once the forwards have moved on to this one.
-    #[inline(never)]
-    fn post_spare(&self, na: &na::Context, st: &mut CtxState, token: u64) {
-        let Some(Op::Forward(f)) = st.ops.get(token) else {
-            return;
-        };
-        if st.last_dest.as_ref() != Some(&f.dest) {
-            st.last_dest = Some(f.dest.clone());
             return;
         }
-        if let Some(s) = &st.spare {
-            if s.dest == f.dest {
-                return;
-            }
-            // Its cancel's completion removes its record.
-            if let Some(op) = s.op {
-                let _ = na.cancel(na::OpId(op.get()));
-            }
-            st.spare = None;
-        }
-        let dest = f.dest.clone();
-        let buf = self.take_recv_buf(self.class.na().max_expected_size());
-        let tag = self.tag();
-        let t = st.ops.insert(Op::Spare);
-        let op = op_id(na.recv_expected(buf, &dest, tag, t));
-        st.spare = Some(Spare {
-            token: t,
-            dest,
-            tag,
-            op,
-        });
-    }
-
-    /// Lets go of the spare reply receive for `peer`, if any (the peer is gone): its cancel's
-    /// completion removes its record. Forgets `peer` as the last destination too.
-    fn drop_spare_for(&self, na: &na::Context, st: &mut CtxState, peer: &na::Addr) {
-        if st.last_dest.as_ref() == Some(peer) {
-            st.last_dest = None;
-        }
-        if st.spare.as_ref().is_some_and(|s| s.dest == *peer) {
-            if let Some(op) = st.spare.take().and_then(|s| s.op) {
-                let _ = na.cancel(na::OpId(op.get()));
-            }
-        }
+        let send_op = na.send_unexpected(send, send_len, dest, tag, token);
+        f.send_op = op_id(send_op);
     }
 
     /// Posts a bulk transfer's NA operations. Every part carries the transfer's token; its
@@ -1471,13 +1383,8 @@ impl CtxInner {
             };
             f.send_done.get_or_insert(Err(e));
             if f.recv_pending {
-                f.reply = Some(Err(e));
-                if let Some(op) = f.recv_op {
-                    // An adopted spare receive is in NA: its cancel's completion ends it.
-                    let _ = na.cancel(na::OpId(op.get()));
-                    return;
-                }
                 f.recv_pending = false;
+                f.reply = Some(Err(e));
             }
             if !f.pulling() {
                 self.maybe_complete(st, token);
@@ -1517,7 +1424,6 @@ impl CtxInner {
 
     /// Lets go of every output overflow registration kept for `peer` (removed, or failing).
     fn release_peer(&self, na: &na::Context, st: &mut CtxState, peer: &na::Addr) {
-        self.drop_spare_for(na, st, peer);
         if st.ack_waits == 0 {
             return;
         }
@@ -1807,18 +1713,6 @@ impl CtxInner {
             }
             Some(Op::Discard) => {
                 take_op(&mut st, token);
-            }
-            Some(Op::Spare) => {
-                take_op(&mut st, token);
-                if st.spare.as_ref().is_some_and(|s| s.token == token) {
-                    st.spare = None;
-                }
-                if result.is_ok() {
-                    tracing::debug!(token, "hg: a message for a spare reply receive dropped");
-                }
-                if let Some(b) = c.buf {
-                    self.give_recv_buf(b);
-                }
             }
             Some(Op::InputPull { parts, .. }) => {
                 let Some(result) = parts.done(result) else {
@@ -2277,37 +2171,22 @@ impl CtxInner {
         }
         let more = extra.is_some();
         let ack_only = no_response && more;
-        let mut st = lock(&self.st);
-        // The spare reply receive posted for this peer, adopted: nothing to post for the reply.
-        let spare = match &st.spare {
-            Some(s)
-                if !no_response
-                    && s.dest == req.dest
-                    && matches!(st.ops.get(s.token), Some(Op::Spare)) =>
-            {
-                st.spare.take()
-            }
-            _ => None,
-        };
-        let recv = if spare.is_some() {
-            None
-        } else if !no_response {
+        let recv = if !no_response {
             Some(self.take_recv_buf(nac.max_expected_size()))
         } else if more {
             Some(MsgBuf::new(1))
         } else {
             None
         };
-        let tag = spare.as_ref().map_or_else(|| self.tag(), |s| s.tag);
+        let tag = self.tag();
+        let mut st = lock(&self.st);
         st.timed += usize::from(deadline.is_some());
         st.sync_deadlines();
-        let waits = recv.is_some() || spare.is_some();
         let fwd = Fwd {
-            recv_pending: waits,
-            recv_op: spare.as_ref().and_then(|s| s.op),
+            recv_pending: recv.is_some(),
             ack_only,
             // No receive (one-way without overflow): the send alone completes it.
-            reply: if waits { None } else { Some(Ok(())) },
+            reply: if recv.is_none() { Some(Ok(())) } else { None },
             over: extra.map(|e| {
                 Box::new(FwdOverflow {
                     extra: Some(e),
@@ -2316,15 +2195,7 @@ impl CtxInner {
             }),
             ..Fwd::new(req, tag)
         };
-        let token = match spare {
-            Some(s) => {
-                if let Some(o) = st.ops.get_mut(s.token) {
-                    *o = Op::Forward(fwd);
-                }
-                s.token
-            }
-            None => st.ops.insert(Op::Forward(fwd)),
-        };
+        let token = st.ops.insert(Op::Forward(fwd));
         handle.begin_forward(token);
         // Posted right here when this thread may, without letting go of the state lock and
         // taking it again as `hand_off` → `post` would.
@@ -2646,6 +2517,3 @@ mod size_tests {
         assert_moves_inline::<super::Post>("Post");
     }
 }
-
-#[cfg(all(test, not(loom)))]
-mod spare_tests;
