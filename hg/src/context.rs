@@ -484,9 +484,12 @@ impl Context {
             }
             activity += comps.len();
             inner.maybe_grow(comps);
-            // Handled even when progress failed: every completion gets its callback once.
-            for c in comps.drain(..) {
-                inner.on_completion(inner, Some(na), c);
+            // Handled even when progress failed: every completion gets its callback once. (An
+            // empty pass builds and drops no `Drain`.)
+            if !comps.is_empty() {
+                for c in comps.drain(..) {
+                    inner.on_completion(inner, Some(na), c);
+                }
             }
             match r {
                 Ok(_) | Err(na::Error::Timeout) | Err(na::Error::Interrupt) => {}
@@ -1489,10 +1492,18 @@ impl CtxInner {
             .min()
     }
 
+    #[inline]
     fn check_deadlines(&self, na: &na::Context) {
+        // Inline: twice per progress pass, and nothing to do while no operation has a deadline.
         if self.deadlines.load(Ordering::Acquire) == 0 {
             return;
         }
+        self.check_deadlines_due(na);
+    }
+
+    /// [`CtxInner::check_deadlines`] while some operation has a deadline.
+    #[inline(never)]
+    fn check_deadlines_due(&self, na: &na::Context) {
         let mut st = lock(&self.st);
         if st.ack_waits > 0 {
             let now = Instant::now();

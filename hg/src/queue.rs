@@ -108,10 +108,18 @@ impl<T> HandOff<T> {
     }
 
     /// Moves every queued item into `out`.
+    #[inline]
     pub(crate) fn take_all(&self, out: &mut VecDeque<T>) {
+        // Inline: every progress pass checks, and almost every one finds nothing.
         if self.len.load(Ordering::Acquire) == 0 {
             return;
         }
+        self.take_some(out);
+    }
+
+    /// [`HandOff::take_all`] when something may be queued.
+    #[inline(never)]
+    fn take_some(&self, out: &mut VecDeque<T>) {
         let mut g = lock(&self.q);
         let q = &mut g.0;
         if out.is_empty() {

@@ -37,10 +37,19 @@ impl CompletionQueue {
     }
 
     /// Moves every waiting completion into `out`; returns how many.
+    #[inline]
     pub fn drain_into(&self, out: &mut Vec<Completion>) -> usize {
+        // Inline and apart from the rest: an empty poll pays a load and a branch, not the
+        // whole function's register saves.
         if self.len.load(Ordering::Acquire) == 0 {
             return 0;
         }
+        self.drain_some(out)
+    }
+
+    /// [`CompletionQueue::drain_into`] when something may be waiting.
+    #[inline(never)]
+    fn drain_some(&self, out: &mut Vec<Completion>) -> usize {
         let mut q = lock(&self.queue);
         let n = q.len();
         if out.is_empty() {
