@@ -140,17 +140,18 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
         };
         let (local, pad) = local;
         let op = if i.pull { BulkOp::Pull } else { BulkOp::Push };
-        let left = Arc::new(AtomicUsize::new(i.count as usize));
-        let failed: Arc<Mutex<Option<Error>>> = Arc::new(Mutex::new(None));
         let addr = h.info().addr;
+        // One record shared by the RPC's transfers, as `hg_perf`'s handler shares one info
+        // struct: each transfer's callback takes one reference, not one per field.
+        let rpc = Arc::new(BwRpc {
+            left: AtomicUsize::new(i.count as usize),
+            failed: Mutex::new(None),
+            buffers: buffers.clone(),
+            local: Mutex::new(Some((local.clone(), pad))),
+            handle: h,
+        });
         for k in 0..u64::from(i.count) {
-            let (bufs, l2, h, left, failed) = (
-                buffers.clone(),
-                (local.clone(), pad),
-                h.clone(),
-                left.clone(),
-                failed.clone(),
-            );
+            let rpc = rpc.clone();
             let off = k * i.len;
             ctx.bulk_transfer(
                 op,
@@ -160,26 +161,46 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
                 &local,
                 pad + off,
                 i.len,
-                move |r| {
-                    if let Err(e) = r {
-                        failed.lock().unwrap().get_or_insert(e);
-                    }
-                    if left.fetch_sub(1, Ordering::AcqRel) == 1 {
-                        bufs.lock().unwrap().push(l2);
-                        match failed.lock().unwrap().take() {
-                            None => {
-                                let _ = h.respond(&BwOut {}, |_| {});
-                            }
-                            Some(e) => {
-                                let _ = h.respond_error(e);
-                            }
-                        }
-                    }
-                },
+                move |r| rpc.transfer_done(r),
             )?;
         }
         Ok(())
     })));
+}
+
+/// One bandwidth RPC on the target while its transfers run.
+struct BwRpc {
+    /// Transfers not yet completed.
+    left: AtomicUsize,
+    /// The first transfer error, answered to the client.
+    failed: Mutex<Option<Error>>,
+    /// The target's pool of bulk regions, and this RPC's region to give back to it.
+    buffers: Arc<Mutex<Vec<(hg::Bulk, u64)>>>,
+    local: Mutex<Option<(hg::Bulk, u64)>>,
+    handle: Handle,
+}
+
+impl BwRpc {
+    /// One transfer's callback; the last one gives the region back and answers.
+    fn transfer_done(&self, r: Result<(), Error>) {
+        if let Err(e) = r {
+            self.failed.lock().unwrap().get_or_insert(e);
+        }
+        if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return;
+        }
+        if let Some(l) = self.local.lock().unwrap().take() {
+            self.buffers.lock().unwrap().push(l);
+        }
+        match self.failed.lock().unwrap().take() {
+            None => {
+                let _ = self.handle.respond(&BwOut {}, |_| {});
+            }
+            Some(e) => {
+                let _ = self.handle.respond_error(e);
+            }
+        }
+    }
 }
 
 /// Page size the bulk regions are aligned to.
