@@ -138,7 +138,6 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
                 None => aligned_bulk(&class2, total as usize, 1)?,
             }
         };
-        let (local, pad) = local;
         let op = if i.pull { BulkOp::Pull } else { BulkOp::Push };
         let addr = h.info().addr;
         // One record shared by the RPC's transfers, as `hg_perf`'s handler shares one info
@@ -147,21 +146,22 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
             left: AtomicUsize::new(i.count as usize),
             failed: Mutex::new(None),
             buffers: buffers.clone(),
-            local: Mutex::new(Some((local.clone(), pad))),
+            local,
             handle: h,
         });
+        let (local, pad) = &rpc.local;
         for k in 0..u64::from(i.count) {
-            let rpc = rpc.clone();
+            let r2 = rpc.clone();
             let off = k * i.len;
             ctx.bulk_transfer(
                 op,
                 &addr,
                 &desc,
                 i.off + off,
-                &local,
+                local,
                 pad + off,
                 i.len,
-                move |r| rpc.transfer_done(r),
+                move |r| r2.transfer_done(r),
             )?;
         }
         Ok(())
@@ -174,9 +174,10 @@ struct BwRpc {
     left: AtomicUsize,
     /// The first transfer error, answered to the client.
     failed: Mutex<Option<Error>>,
-    /// The target's pool of bulk regions, and this RPC's region to give back to it.
+    /// The target's pool of bulk regions, and this RPC's region (with the offset of its first
+    /// page boundary), which the last transfer gives back to it.
     buffers: Arc<Mutex<Vec<(hg::Bulk, u64)>>>,
-    local: Mutex<Option<(hg::Bulk, u64)>>,
+    local: (hg::Bulk, u64),
     handle: Handle,
 }
 
@@ -189,9 +190,8 @@ impl BwRpc {
         if self.left.fetch_sub(1, Ordering::AcqRel) != 1 {
             return;
         }
-        if let Some(l) = self.local.lock().unwrap().take() {
-            self.buffers.lock().unwrap().push(l);
-        }
+        // A `Bulk` is a handle: the pool's copy shares this record's registration.
+        self.buffers.lock().unwrap().push(self.local.clone());
         match self.failed.lock().unwrap().take() {
             None => {
                 let _ = self.handle.respond(&BwOut {}, |_| {});
