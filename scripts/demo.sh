@@ -2,7 +2,8 @@
 #! The main job: an engine and a client in two processes over ofi+tcp on 127.0.0.1. One traced
 #! "update" RPC (key + 64 B inline + a 64 KiB bulk region the server PULLs) printed hop by hop
 #! through na, hg and abt in both processes, then a throughput summary with tracing off.
-#! Set DEMO_NA_PING=1 to run the NA ping (the layer below, scripts' previous demo) first.
+#! Set DEMO_NA_PING=1 to run the NA ping (the layer below, scripts' previous demo) first, and
+#! DEMO_OFI=net to run both processes over XNET (libfabric's native RDM over TCP) instead of rxm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -22,8 +23,9 @@ cleanup() {
 trap cleanup EXIT
 
 port="${DEMO_PORT:-${NA_DEMO_PORT:-0}}"
-echo "== engine process: rpc_demo server ofi+tcp://127.0.0.1:$port"
-"$bin" server "ofi+tcp://127.0.0.1:$port" >"$log" 2>&1 &
+ofi="${DEMO_OFI:-tcp}"
+echo "== engine process: rpc_demo server ofi+$ofi://127.0.0.1:$port"
+"$bin" server "ofi+$ofi://127.0.0.1:$port" >"$log" 2>&1 &
 server_pid=$!
 addr=""
 for _ in $(seq 1 100); do

@@ -7,7 +7,8 @@
 //! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
 //! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window; `HG_BENCH_SPREAD=1` times each batch and prints their spread;
-//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half; `HG_BENCH_BULK=pull|push,<KiB>` one bulk case. Over ofi+tcp the target is a second process (this
+//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half; `HG_BENCH_BULK=pull|push,<KiB>` one bulk case;
+//! `HG_BENCH_OFI=ofi+net://127.0.0.1` runs the ofi cases over XNET instead of `tcp;ofi_rxm`. Over ofi the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1`, or one started apart and named by
 //! `HG_BENCH_ADDR=<addr>`); over inproc it is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
@@ -106,14 +107,17 @@ fn opts() -> InitOptions {
     o
 }
 
-/// Opens the ofi+tcp class (`listen`: the target; the origin does not). Under `HG_BENCH_POLL=1` both sides spin, so NA runs in busy mode
-/// (`ProgressMode::NoBlock`, CQs without a wait object) as Mercury's tools do with `-b`.
+/// Opens the ofi class (`listen`: the target; the origin does not): `ofi+tcp` (rxm), or what
+/// `HG_BENCH_OFI` names (the target process inherits it). Under `HG_BENCH_POLL=1` both sides
+/// spin, so NA runs in busy mode (`ProgressMode::NoBlock`, CQs without a wait object) as
+/// Mercury's tools do with `-b`.
 fn ofi_class(listen: bool) -> hg::Result<Class> {
     let mut o = opts();
     if std::env::var("HG_BENCH_POLL").is_ok() {
         o.na.progress_mode = hg::na::ProgressMode::NoBlock;
     }
-    Class::init_opt("ofi+tcp://127.0.0.1", listen, o)
+    let info = std::env::var("HG_BENCH_OFI").unwrap_or_else(|_| "ofi+tcp://127.0.0.1".into());
+    Class::init_opt(&info, listen, o)
 }
 
 /// Registers the target's handlers; its bulk buffers are created once per size.

@@ -557,13 +557,21 @@ pub fn unexpected_without_buffer(fx: &dyn Fixture) {
     let r = t.recv_expected(tag, 64);
     let s = t.cmd(CMD_UNEXPECTED_FIRST, tag, b"no buffer yet");
     t.wait_ok(s);
-    // The ack was sent after the unexpected message: once it is here, so is that one.
-    let ack = t.wait_ok(r);
-    assert_eq!(&ack.buf.unwrap().as_slice()[..ack.len], b"ack");
-    t.idle(Duration::from_millis(20));
+    // The ack was sent after the unexpected message. A transport that keeps unexpected messages
+    // aside (rxm, inproc) delivers it now, and once it is here, so is that message; one that
+    // holds a connection's later messages behind a message no receive takes (XNET) delivers it
+    // only after the buffer below. Either way nothing else may complete meanwhile.
+    for _ in 0..25 {
+        if t.done.contains_key(&r) {
+            break;
+        }
+        t.idle(Duration::from_millis(20));
+    }
+    let early = t.done.remove(&r);
     assert!(
         t.done.is_empty(),
-        "no receive was posted: nothing may complete"
+        "no receive was posted: nothing may complete: {:?}",
+        t.done
     );
     let hdr = t.hdr;
     let ru = t
@@ -574,6 +582,12 @@ pub fn unexpected_without_buffer(fx: &dyn Fixture) {
     assert_eq!(c.tag, tag);
     assert_eq!(c.source.as_ref(), Some(&t.peer));
     assert_eq!(&c.buf.unwrap().as_slice()[hdr..c.len], b"Uno buffer yet");
+    let ack = match early {
+        Some(ack) => ack,
+        None => t.wait_ok(r),
+    };
+    assert_eq!(ack.result, Ok(()));
+    assert_eq!(&ack.buf.unwrap().as_slice()[..ack.len], b"ack");
     t.finish();
 }
 

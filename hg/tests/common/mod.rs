@@ -20,7 +20,17 @@ pub fn lookup(client: &Class, server: &Class, sctx: &hg::Context) -> hg::na::Add
 
 /// The NA half of [`ofi_class`]: a listening ofi+tcp NA class, or None (skip) as there.
 pub fn ofi_na(opts: &hg::na::InitOptions) -> Option<hg::na::Class> {
-    match hg::na::Class::initialize_opt("ofi+tcp://127.0.0.1", true, opts) {
+    ofi_na_at("ofi+tcp://127.0.0.1", opts)
+}
+
+/// [`ofi_class`] over the ofi transport `info` names (`"ofi+net://127.0.0.1"`: XNET).
+pub fn ofi_class_at(info: &str, opts: InitOptions) -> Option<Class> {
+    ofi_na_at(info, &opts.na).map(|na| Class::from_na(na, opts))
+}
+
+/// [`ofi_na`] over the ofi transport `info` names.
+pub fn ofi_na_at(info: &str, opts: &hg::na::InitOptions) -> Option<hg::na::Class> {
+    match hg::na::Class::initialize_opt(info, true, opts) {
         Ok(c) => Some(c),
         Err(e @ (hg::na::Error::NoDev | hg::na::Error::ProtoNoSupport)) => {
             assert_ne!(
@@ -31,7 +41,7 @@ pub fn ofi_na(opts: &hg::na::InitOptions) -> Option<hg::na::Class> {
             eprintln!("skipping: libfabric tcp provider unavailable ({e})");
             None
         }
-        Err(e) => panic!("init ofi+tcp: {e}"),
+        Err(e) => panic!("init {info}: {e}"),
     }
 }
 

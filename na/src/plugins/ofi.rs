@@ -1,4 +1,4 @@
-//! Plugin `ofi` (`na_ofi_class_ops`): libfabric's `tcp;ofi_rxm` RDM endpoints, on the wire as
+//! Plugin `ofi` (`na_ofi_class_ops`): libfabric RDM endpoints over `tcp;ofi_rxm` or XNET (`net`), on the wire as
 //! Mercury's ofi plugin (see `docs/na.md` and WIRE.md).
 //!
 //! | Mercury (`na_ofi.c`) | here |
@@ -34,18 +34,44 @@ pub const UNEXPECTED_HEADER_SIZE: usize = 16;
 /// with libfabric until a receive takes it or the endpoint closes (docs/na.md, "Late replies").
 pub const LATE_KEYS: usize = 1024;
 
-/// Whether a bare protocol name selects this plugin (`"tcp"`, `"verbs;ofi_rxm"`).
+/// Whether a bare protocol name selects this plugin (`"tcp"`, `"net"`, `"verbs;ofi_rxm"`).
 #[doc(alias = "na_ofi_check_protocol")]
 pub(crate) fn check_protocol(proto: &str) -> bool {
     provider_for(proto).is_some()
 }
 
-/// The libfabric provider name for an NA protocol name.
-fn provider_for(proto: &str) -> Option<&'static str> {
+/// The transports this plugin opens, by NA protocol name (docs/na.md, "Providers").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Provider {
+    /// `tcp;ofi_rxm`: libfabric's rxm utility provider over the tcp message provider, what
+    /// Mercury 2.4 opens for `"tcp"` on libfabric < 1.18 (this machine's 1.17). The default.
+    TcpRxm,
+    /// `verbs;ofi_rxm`.
+    VerbsRxm,
+    /// XNET, libfabric's native reliable-datagram TCP provider (`FI_PROTO_XNET`): named `net`
+    /// in libfabric 1.17, `tcp` from 1.18, where Mercury opens it for `"tcp"`.
+    Xnet,
+}
+
+/// The transport for an NA protocol name: `"tcp"` stays on rxm as Mercury's does on
+/// libfabric 1.17 (and its peers speak rxm); `"net"` asks for XNET.
+fn provider_for(proto: &str) -> Option<Provider> {
     match proto {
-        "tcp" | "tcp;ofi_rxm" => Some("tcp;ofi_rxm"),
-        "verbs" | "verbs;ofi_rxm" => Some("verbs;ofi_rxm"),
+        "tcp" | "tcp;ofi_rxm" => Some(Provider::TcpRxm),
+        "verbs" | "verbs;ofi_rxm" => Some(Provider::VerbsRxm),
+        "net" => Some(Provider::Xnet),
         _ => None,
+    }
+}
+
+/// The libfabric provider name of `p` for a library of version `lib` (`major << 16 | minor`):
+/// XNET took over the name `tcp` in libfabric 1.18.
+fn fi_provider_name(p: Provider, lib: u32) -> &'static str {
+    match p {
+        Provider::TcpRxm => "tcp;ofi_rxm",
+        Provider::VerbsRxm => "verbs;ofi_rxm",
+        Provider::Xnet if lib >= (1 << 16 | 18) => "tcp",
+        Provider::Xnet => "net",
     }
 }
 
@@ -298,13 +324,13 @@ pub(crate) fn initialize(
 mod imp {
     use super::*;
     pub(super) fn initialize(
-        prov: &str,
+        prov: Provider,
         _info: &InfoString,
         _listen: bool,
         _opts: &InitOptions,
     ) -> Result<Arc<dyn Plugin>> {
         tracing::error!(
-            prov,
+            ?prov,
             "na.ofi: built without libfabric (run scripts/setup.sh) or under loom"
         );
         Err(Error::ProtoNoSupport)
@@ -348,11 +374,12 @@ mod imp {
     }
 
     pub(super) fn initialize(
-        prov: &str,
+        provider: Provider,
         info: &InfoString,
         listen: bool,
         opts: &InitOptions,
     ) -> Result<Arc<dyn Plugin>> {
+        let prov = fi_provider_name(provider, sys::versions().1);
         let node = match info.host.as_deref() {
             Some(h) => Some(resolve_host(h)?.to_string()),
             // A port alone means the loopback-or-first interface as libfabric orders them.
@@ -2075,5 +2102,29 @@ mod tests {
         assert!(check_protocol("verbs;ofi_rxm"));
         assert!(!check_protocol("inproc"));
         assert!(!check_protocol("sm"));
+        assert!(check_protocol("net"));
+        assert!(!check_protocol("net;ofi_rxm"));
+    }
+
+    #[test]
+    fn provider_names_follow_the_library_version() {
+        let v = |major: u32, minor: u32| major << 16 | minor;
+        // "tcp" stays on rxm whatever the version (Mercury's peers on 1.17 speak rxm).
+        for lib in [v(1, 17), v(1, 18), v(1, 22), v(2, 0)] {
+            assert_eq!(
+                fi_provider_name(provider_for("tcp").unwrap(), lib),
+                "tcp;ofi_rxm"
+            );
+            assert_eq!(
+                fi_provider_name(provider_for("verbs").unwrap(), lib),
+                "verbs;ofi_rxm"
+            );
+        }
+        // XNET: "net" up to 1.17, "tcp" (the native RDM provider) from 1.18.
+        let x = provider_for("net").unwrap();
+        assert_eq!(fi_provider_name(x, v(1, 16)), "net");
+        assert_eq!(fi_provider_name(x, v(1, 17)), "net");
+        assert_eq!(fi_provider_name(x, v(1, 18)), "tcp");
+        assert_eq!(fi_provider_name(x, v(2, 1)), "tcp");
     }
 }

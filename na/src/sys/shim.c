@@ -55,7 +55,10 @@ int na_ofi_getinfo(const char *prov, const char *node, const char *service, uint
     hints->mode = FI_CONTEXT;
     hints->addr_format = FI_SOCKADDR_IN;
     hints->ep_attr->type = FI_EP_RDM;
-    hints->ep_attr->protocol = FI_PROTO_RXM;
+    /* rxm's layering ("tcp;ofi_rxm", "verbs;ofi_rxm") speaks FI_PROTO_RXM; any other name here is
+     * XNET, libfabric's native RDM over TCP ("net" in 1.17, "tcp" from 1.18), as Mercury's table
+     * has it. */
+    hints->ep_attr->protocol = strstr(prov, ";ofi_rxm") ? FI_PROTO_RXM : FI_PROTO_XNET;
     /* Serialized: the Rust side holds one lock around every call on the domain (sys/ofi.rs,
      * Fabric::serial). Otherwise the provider locks. */
     hints->domain_attr->threading = serialized ? FI_THREAD_DOMAIN : FI_THREAD_SAFE;

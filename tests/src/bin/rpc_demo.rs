@@ -83,7 +83,9 @@ fn server(info: &str) -> Result<(), String> {
 fn client(addr: &str, quick: bool) -> Result<(), String> {
     let tracer = HopTracer::new("client");
     rpc_demo::install(&tracer)?;
-    let class = open("ofi+tcp://127.0.0.1", false).or_else(|_| open(addr, false))?;
+    // The server's transport, without its port ("ofi+net://127.0.0.1:4242" → "ofi+net://127.0.0.1").
+    let info = addr.rsplit_once(':').map_or(addr, |(host, _)| host);
+    let class = open(info, false).or_else(|_| open(addr, false))?;
     let mut cl = Client::new(class, addr).map_err(|e| format!("client context / lookup: {e}"))?;
     cl.set_yield_when_idle(std::env::var_os("DEMO_YIELD").is_some());
     println!("client: → server {addr}");
