@@ -197,7 +197,7 @@ pub enum ThreadMode {
 pub struct InfoString {
     /// Plugin name (`"ofi"`), or None when only a protocol was given (`"tcp"`).
     pub plugin: Option<String>,
-    /// Protocol (`"tcp"`, `"tcp;ofi_rxm"`, `"verbs;ofi_rxm"`), if given.
+    /// Protocol (`"tcp"`, `"tcp;ofi_rxm"`, `"net"`, `"verbs;ofi_rxm"`), if given.
     pub protocol: Option<String>,
     /// Host, IP or interface, if given.
     pub host: Option<String>,

@@ -1,5 +1,5 @@
-//! Plugin `ofi` (`na_ofi_class_ops`): libfabric RDM endpoints over `tcp;ofi_rxm` or XNET (`net`), on the wire as
-//! Mercury's ofi plugin (see `docs/na.md` and WIRE.md).
+//! Plugin `ofi` (`na_ofi_class_ops`): libfabric RDM endpoints over `tcp;ofi_rxm` or XNET (`net`),
+//! on the wire as Mercury's ofi plugin (see `docs/na.md` and WIRE.md).
 //!
 //! | Mercury (`na_ofi.c`) | here |
 //! |---|---|
