@@ -589,7 +589,12 @@ fn main() {
         };
         let ctx = client.context_create().unwrap();
         let to = client.addr_lookup(&addr).unwrap();
-        bench_client("ofi", &client, &ctx, &to, quick);
+        // "ofi" over the default rxm; the transport's name otherwise ("ofi+net").
+        let label = match client.na().protocol() {
+            "tcp;ofi_rxm" => "ofi".to_string(),
+            p => format!("ofi+{p}"),
+        };
+        bench_client(&label, &client, &ctx, &to, quick);
         if let Some(child) = child.as_mut() {
             drop(child.stdin.take());
             child.wait().unwrap();
