@@ -1056,23 +1056,40 @@ pub fn inject(fx: &dyn Fixture) {
 
 /// Every case, in order.
 pub fn run_all(fx: &dyn Fixture) {
-    expected_before_receive(fx);
-    unexpected_without_buffer(fx);
-    sizes_at_max(fx);
-    inject(fx);
-    many_in_flight(fx);
-    progress_into_mixed(fx);
-    cancel_race(fx);
-    late_expected_discarded(fx);
-    rma_multi_segment(fx);
-    rma_deregistered(fx);
-    two_contexts(fx);
-    many_unexpected(fx);
-    peer_killed(fx);
-    receive_too_small(fx);
-    malformed_address(fx);
-    garbage_mem_handle(fx);
-    unknown_plugin(fx);
+    macro_rules! run {
+        ($fx:expr; $($case:ident),* $(,)?) => {
+            $( $case($fx); )*
+        };
+    }
+    crate::conformance_cases!(run, fx);
+}
+
+/// Calls `$m!(args…; case, case, …)` with the name of every case of this suite, in
+/// [`run_all`]'s order: the one list a plugin's test file expands into one `#[test]` per case
+/// (`na::conformance_cases!(cases, fixture args…)`), so a new case reaches every plugin.
+#[macro_export]
+macro_rules! conformance_cases {
+    ($m:ident $(, $arg:expr)* $(,)?) => {
+        $m! { $($arg),*;
+            expected_before_receive,
+            unexpected_without_buffer,
+            sizes_at_max,
+            inject,
+            many_in_flight,
+            progress_into_mixed,
+            cancel_race,
+            late_expected_discarded,
+            rma_multi_segment,
+            rma_deregistered,
+            two_contexts,
+            many_unexpected,
+            peer_killed,
+            receive_too_small,
+            malformed_address,
+            garbage_mem_handle,
+            unknown_plugin,
+        }
+    };
 }
 
 /// The inproc fixture: classes on one private fabric; each peer is an endpoint of its own class

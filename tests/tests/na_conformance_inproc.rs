@@ -3,7 +3,7 @@
 use na::testing::{self, InprocFixture};
 
 macro_rules! cases {
-    ($($name:ident),* $(,)?) => {
+    (; $($name:ident),* $(,)?) => {
         $(
             #[test]
             fn $name() {
@@ -13,25 +13,7 @@ macro_rules! cases {
     };
 }
 
-cases!(
-    expected_before_receive,
-    unexpected_without_buffer,
-    sizes_at_max,
-    inject,
-    many_in_flight,
-    progress_into_mixed,
-    cancel_race,
-    late_expected_discarded,
-    rma_multi_segment,
-    rma_deregistered,
-    two_contexts,
-    many_unexpected,
-    peer_killed,
-    receive_too_small,
-    malformed_address,
-    garbage_mem_handle,
-    unknown_plugin,
-);
+na::conformance_cases!(cases);
 
 /// The whole suite on one fixture (one fabric shared by every case), as a third plugin would run it.
 #[test]

@@ -107,40 +107,14 @@ macro_rules! cases {
     };
 }
 
-/// Every case on one transport.
-macro_rules! suite {
-    ($info:expr, $protocol:expr, $inject:expr) => {
-        cases!(
-            $info, $protocol, $inject;
-            expected_before_receive,
-            unexpected_without_buffer,
-            sizes_at_max,
-            inject,
-            many_in_flight,
-            progress_into_mixed,
-            cancel_race,
-            late_expected_discarded,
-            rma_multi_segment,
-            rma_deregistered,
-            two_contexts,
-            many_unexpected,
-            peer_killed,
-            receive_too_small,
-            malformed_address,
-            garbage_mem_handle,
-            unknown_plugin,
-        );
-    };
-}
-
 /// `ofi+tcp`: rxm over tcp, as Mercury opens it on libfabric 1.17.
 mod rxm {
     use super::*;
-    suite!("ofi+tcp://127.0.0.1", "tcp;ofi_rxm", 4096);
+    na::conformance_cases!(cases, "ofi+tcp://127.0.0.1", "tcp;ofi_rxm", 4096);
 }
 
 /// `ofi+net`: XNET, libfabric's native RDM over TCP (`net` in libfabric 1.17).
 mod net {
     use super::*;
-    suite!("ofi+net://127.0.0.1", "net", 128);
+    na::conformance_cases!(cases, "ofi+net://127.0.0.1", "net", 128);
 }
