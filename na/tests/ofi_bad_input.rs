@@ -1,11 +1,36 @@
-//! Every bad input of issue 3 against ofi: a typed error each, and the class keeps serving.
+//! Every bad input of issue 3 against ofi: a typed error each, and the class keeps serving. The
+//! ones that cross the wire run over both TCP transports (modules `rxm` and `net`).
 
 mod ofi_common;
 
 use na::{Access, Class, Error, MsgBuf, OpKind};
 use ofi_common::{class, pair, wait_op};
 
-const LOOPBACK: &str = "ofi+tcp://127.0.0.1";
+/// The loopback info string of transport `t` (`"tcp"`: rxm; `"net"`: XNET).
+fn loopback(t: &str) -> String {
+    format!("ofi+{t}://127.0.0.1")
+}
+
+/// Each of these runs over both TCP transports, as `rxm::<name>` and `net::<name>`.
+macro_rules! on_both_transports {
+    ($($name:ident),* $(,)?) => {
+        mod rxm {
+            $( #[test] fn $name() { super::$name("tcp") } )*
+        }
+        mod net {
+            $( #[test] fn $name() { super::$name("net") } )*
+        }
+    };
+}
+
+on_both_transports!(
+    unreachable_peer_is_hostunreach,
+    message_over_the_max_size_is_msgsize,
+    expected_receive_buffer_too_small_is_overflow,
+    unexpected_receive_buffer_too_small_is_overflow,
+    rma_against_a_deregistered_key_is_an_error_completion,
+    truncated_or_garbage_source_prefix_is_refused,
+);
 
 /// A loopback port nobody listens on (bound then released).
 fn dead_port() -> u16 {
@@ -44,14 +69,13 @@ fn still_serves(server: &na::Context, client: &na::Context, dest: &na::Addr) {
     assert_eq!(got.source.as_ref(), Some(&client.self_addr()));
 }
 
-#[test]
-fn unreachable_peer_is_hostunreach() {
-    let Some(c) = class("ofi+tcp://127.0.0.1") else {
+fn unreachable_peer_is_hostunreach(t: &str) {
+    let Some(c) = class(&loopback(t)) else {
         return;
     };
     let ctx = c.context_create(0).unwrap();
     let peer = c
-        .addr_lookup(&format!("ofi+tcp://127.0.0.1:{}", dead_port()))
+        .addr_lookup(&format!("{}:{}", loopback(t), dead_port()))
         .unwrap();
     let mut m = MsgBuf::new(64);
     ctx.msg_init_unexpected(&mut m);
@@ -65,9 +89,8 @@ fn unreachable_peer_is_hostunreach() {
     assert_eq!(wait_op(&ctx, &[], op).result, Err(Error::HostUnreach));
 }
 
-#[test]
-fn message_over_the_max_size_is_msgsize() {
-    let Some(server) = class("ofi+tcp://127.0.0.1") else {
+fn message_over_the_max_size_is_msgsize(t: &str) {
+    let Some(server) = class(&loopback(t)) else {
         return;
     };
     let sctx = server.context_create(0).unwrap();
@@ -109,9 +132,8 @@ fn configurable_eager_size() {
     }
 }
 
-#[test]
-fn expected_receive_buffer_too_small_is_overflow() {
-    let Some((_s, _c, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
+fn expected_receive_buffer_too_small_is_overflow(t: &str) {
+    let Some((_s, _c, sctx, cctx)) = pair(&loopback(t), &loopback(t)) else {
         return;
     };
     let dest = sctx.self_addr();
@@ -125,9 +147,8 @@ fn expected_receive_buffer_too_small_is_overflow() {
     still_serves(&sctx, &cctx, &dest);
 }
 
-#[test]
-fn unexpected_receive_buffer_too_small_is_overflow() {
-    let Some((_s, _c, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
+fn unexpected_receive_buffer_too_small_is_overflow(t: &str) {
+    let Some((_s, _c, sctx, cctx)) = pair(&loopback(t), &loopback(t)) else {
         return;
     };
     let dest = sctx.self_addr();
@@ -213,9 +234,8 @@ fn garbage_memory_handle_is_fault() {
     assert_eq!(c.mem_handle_deserialize(&more).err(), Some(Error::Fault));
 }
 
-#[test]
-fn rma_against_a_deregistered_key_is_an_error_completion() {
-    let Some((server, client, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
+fn rma_against_a_deregistered_key_is_an_error_completion(t: &str) {
+    let Some((server, client, sctx, cctx)) = pair(&loopback(t), &loopback(t)) else {
         return;
     };
     let target = server
@@ -235,9 +255,8 @@ fn rma_against_a_deregistered_key_is_an_error_completion() {
     still_serves(&sctx, &cctx, &dest);
 }
 
-#[test]
-fn truncated_or_garbage_source_prefix_is_refused() {
-    let Some((_server, _client, sctx, cctx)) = pair(LOOPBACK, LOOPBACK) else {
+fn truncated_or_garbage_source_prefix_is_refused(t: &str) {
+    let Some((_server, _client, sctx, cctx)) = pair(&loopback(t), &loopback(t)) else {
         return;
     };
     let dest = sctx.self_addr();
