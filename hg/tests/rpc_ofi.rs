@@ -1,4 +1,5 @@
-//! RPCs over ofi+tcp on 127.0.0.1: one process, a child server killed mid-RPC, late replies.
+//! RPCs over ofi on 127.0.0.1, over rxm (`ofi+tcp`) and XNET (`ofi+net`): one process, a child
+//! server killed mid-RPC, late replies.
 
 mod common;
 
@@ -60,12 +61,8 @@ const RXM: &str = "ofi+tcp://127.0.0.1";
 /// XNET, libfabric's native RDM over TCP.
 const NET: &str = "ofi+net://127.0.0.1";
 
-/// An ofi+tcp class on 127.0.0.1 with a small receive pool, or None (skip) as `common::ofi_class`.
-fn class() -> Option<Class> {
-    class_at(RXM)
-}
-
-/// [`class`] over the transport `info` names.
+/// An ofi class on 127.0.0.1 over the transport `info` names, with a small receive pool, or None
+/// (skip) as `common::ofi_class`.
 fn class_at(info: &str) -> Option<Class> {
     common::ofi_class_at(
         info,
@@ -212,7 +209,9 @@ fn child_server_main() {
     if std::env::var("HG_OFI_CHILD").is_err() {
         return;
     }
-    let server = class().expect("child needs ofi");
+    // The parent names the transport (HG_OFI_CHILD holds its info string).
+    let info = std::env::var("HG_OFI_CHILD").unwrap();
+    let server = class_at(&info).expect("child needs ofi");
     serve(&server);
     let ctx = server.context_create().unwrap();
     println!("ADDR {}", server.addr_to_string(&ctx.self_addr()).unwrap());
@@ -225,7 +224,16 @@ fn child_server_main() {
 
 #[test]
 fn killed_server_gives_one_callback() {
-    let Some(client) = class() else {
+    killed_server_one_callback(RXM);
+}
+
+#[test]
+fn killed_server_gives_one_callback_over_xnet() {
+    killed_server_one_callback(NET);
+}
+
+fn killed_server_one_callback(info: &str) {
+    let Some(client) = class_at(info) else {
         return;
     };
     client.register_rpc::<Echo>(None);
@@ -237,7 +245,7 @@ fn killed_server_gives_one_callback() {
             "--nocapture",
             "--test-threads=1",
         ])
-        .env("HG_OFI_CHILD", "1")
+        .env("HG_OFI_CHILD", info)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
