@@ -1233,3 +1233,124 @@ fn reset_moves_a_handle_between_self_and_peer() {
     let (r, out) = got.lock().unwrap().pop().unwrap();
     assert_eq!((r, out.map(|o| o.rc)), (Ok(()), Some(5)));
 }
+
+/// Sends `bytes` as a request from `raw` with a receive posted for an answer on `tag`, drives
+/// both sides a fixed number of rounds (inproc delivers within a round), and returns the answer
+/// if one came; a receive still waiting is cancelled.
+fn send_raw_any(p: &Pair, raw: &na::Context, bytes: &[u8], tag: u32) -> Option<Vec<u8>> {
+    let uh = p.client.na().unexpected_header_size();
+    let mut buf = MsgBuf::new(uh + bytes.len());
+    raw.msg_init_unexpected(&mut buf);
+    buf.as_mut_slice()[uh..].copy_from_slice(bytes);
+    let r = raw.recv_expected(MsgBuf::new(4096), &p.saddr, tag, 1);
+    raw.send_unexpected(buf, uh + bytes.len(), &p.saddr, tag, 2);
+    let (mut reply, mut recv_done) = (None, false);
+    let pump = |reply: &mut Option<Vec<u8>>, recv_done: &mut bool| {
+        p.sctx.progress(Duration::ZERO).unwrap();
+        p.sctx.trigger(usize::MAX).unwrap();
+        raw.progress(Duration::ZERO).unwrap();
+        while let Some(c) = raw.pop() {
+            if c.user == 1 {
+                *recv_done = true;
+                if c.result.is_ok() {
+                    *reply = Some(c.buf.unwrap().as_slice()[..c.len].to_vec());
+                }
+            }
+        }
+    };
+    for _ in 0..50 {
+        pump(&mut reply, &mut recv_done);
+    }
+    if !recv_done {
+        raw.cancel(r).unwrap();
+        let end = Instant::now() + Duration::from_secs(30);
+        while !recv_done {
+            pump(&mut reply, &mut recv_done);
+            assert!(Instant::now() < end, "hang");
+        }
+    }
+    reply
+}
+
+/// What a fuzzed request starts from: random bytes, a sound header over a random body, or a
+/// good request with some bytes changed and maybe cut short.
+#[derive(Debug, Clone)]
+enum Garble {
+    Random(Vec<u8>),
+    SoundHeader {
+        id: bool,
+        flags: u8,
+        body: Vec<u8>,
+    },
+    Mutated {
+        edits: Vec<(usize, u8)>,
+        cut: Option<usize>,
+    },
+}
+
+fn garble() -> impl proptest::strategy::Strategy<Value = Garble> {
+    use proptest::prelude::*;
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..96).prop_map(Garble::Random),
+        (
+            any::<bool>(),
+            any::<u8>(),
+            proptest::collection::vec(any::<u8>(), 0..96)
+        )
+            .prop_map(|(id, flags, body)| Garble::SoundHeader { id, flags, body }),
+        (
+            proptest::collection::vec((0usize..40, any::<u8>()), 1..6),
+            proptest::option::of(0usize..40)
+        )
+            .prop_map(|(edits, cut)| Garble::Mutated { edits, cut }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 512,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Any bytes arriving as a request: the server neither panics nor stops. An answer, if any,
+    /// is a well-formed response header carrying a code hg defines, and the next good RPC gets
+    /// its right output.
+    #[test]
+    fn any_request_bytes_leave_the_server_serving(g in garble()) {
+        let p = pair();
+        let raw = p.client.na().context_create(7).unwrap();
+        let good_body = hg::proc::encode_to_vec(&EchoIn { data: vec![1, 2], n: 5 }).unwrap();
+        let good = request(Echo::id(), 0, &good_body);
+        let bytes = match g {
+            Garble::Random(b) => b,
+            Garble::SoundHeader { id, flags, body } => {
+                request(if id { Echo::id() } else { 0x5eed }, flags, &body)
+            }
+            Garble::Mutated { edits, cut } => {
+                let mut b = good.clone();
+                for (i, v) in edits {
+                    let n = b.len();
+                    b[i % n] = v;
+                }
+                if let Some(c) = cut {
+                    b.truncate(c.min(b.len()));
+                }
+                b
+            }
+        };
+        if let Some(reply) = send_raw_any(&p, &raw, &bytes, 21) {
+            let d = hg::header::decode_response(&reply, hg::ChecksumLevel::None)
+                .expect("an answer is a well-formed response");
+            let code = d.header.ret_code;
+            proptest::prop_assert!(
+                code == 0 || Error::from_code(i32::from(code)).is_some(),
+                "answer code {code} for {bytes:?}"
+            );
+        }
+        let ok = forward_echo(&p, vec![4], 4);
+        drive(&[&p.sctx, &p.cctx], || !ok.lock().unwrap().is_empty());
+        let (r, out) = ok.lock().unwrap().pop().unwrap();
+        proptest::prop_assert_eq!(r, Ok(()));
+        proptest::prop_assert_eq!(out, Some(EchoOut { rc: 5, data: vec![4] }));
+    }
+}
