@@ -1354,3 +1354,116 @@ proptest::proptest! {
         proptest::prop_assert_eq!(out, Some(EchoOut { rc: 5, data: vec![4] }));
     }
 }
+
+/// A response as Mercury lays it out: a plain header with `ret`, then `body`.
+fn response(ret: i8, body: &[u8]) -> Vec<u8> {
+    let mut v = vec![0u8; 16 + body.len()];
+    hg::header::encode_response(
+        &hg::header::ResponseHeader {
+            ret_code: ret,
+            flags: 0,
+            cookie: 0,
+        },
+        hg::ChecksumLevel::None,
+        &mut v,
+        body.len(),
+    )
+    .unwrap();
+    v[16..].copy_from_slice(body);
+    v
+}
+
+/// What a fuzzed reply starts from: random bytes, a sound header (any return code) over a
+/// random body, or a good reply with some bytes changed and maybe cut short.
+#[derive(Debug, Clone)]
+enum ReplyGarble {
+    Random(Vec<u8>),
+    SoundHeader {
+        ret: i8,
+        body: Vec<u8>,
+    },
+    Mutated {
+        edits: Vec<(usize, u8)>,
+        cut: Option<usize>,
+    },
+}
+
+fn reply_garble() -> impl proptest::strategy::Strategy<Value = ReplyGarble> {
+    use proptest::prelude::*;
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..96).prop_map(ReplyGarble::Random),
+        (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..96))
+            .prop_map(|(ret, body)| ReplyGarble::SoundHeader { ret, body }),
+        (
+            proptest::collection::vec((0usize..40, any::<u8>()), 1..6),
+            proptest::option::of(0usize..40)
+        )
+            .prop_map(|(edits, cut)| ReplyGarble::Mutated { edits, cut }),
+    ]
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig {
+        cases: 256,
+        ..proptest::prelude::ProptestConfig::default()
+    })]
+
+    /// Any bytes arriving as the reply to a forward (from a raw NA peer standing in for the
+    /// server): the forward's callback runs exactly once, nothing panics (reading the output
+    /// included), and the client's next RPC to a real server gets its right output.
+    #[test]
+    fn any_reply_bytes_complete_the_forward_once(g in reply_garble()) {
+        let p = pair();
+        let good = response(
+            0,
+            &hg::proc::encode_to_vec(&EchoOut { rc: 6, data: vec![1, 2] }).unwrap(),
+        );
+        let bytes = match g {
+            ReplyGarble::Random(b) => b,
+            ReplyGarble::SoundHeader { ret, body } => response(ret, &body),
+            ReplyGarble::Mutated { edits, cut } => {
+                let mut b = good.clone();
+                for (i, v) in edits {
+                    let n = b.len();
+                    b[i % n] = v;
+                }
+                if let Some(c) = cut {
+                    b.truncate(c.min(b.len()));
+                }
+                b
+            }
+        };
+        // The stand-in server: a bare NA context answering the request's tag with `bytes`.
+        let raw_class = p._fabric.class(true);
+        let raw = raw_class.context_create(0).unwrap();
+        raw.recv_unexpected(MsgBuf::new(4096), 0);
+        let got = forward_on(&p.cctx.create(&raw.self_addr(), Echo::id()).unwrap(), vec![1, 2], 5);
+        let mut answered = false;
+        let end = Instant::now() + Duration::from_secs(60);
+        while got.lock().unwrap().is_empty() {
+            p.cctx.progress(Duration::ZERO).unwrap();
+            p.cctx.trigger(usize::MAX).unwrap();
+            raw.progress(Duration::ZERO).unwrap();
+            while let Some(c) = raw.pop() {
+                if c.kind == na::OpKind::RecvUnexpected && !answered {
+                    let src = c.source.expect("the request's source");
+                    raw.send_expected(MsgBuf::from(bytes.clone()), bytes.len(), &src, c.tag, 1);
+                    answered = true;
+                }
+            }
+            assert!(Instant::now() < end, "hang");
+        }
+        for _ in 0..20 {
+            p.cctx.progress(Duration::ZERO).unwrap();
+            p.cctx.trigger(usize::MAX).unwrap();
+            raw.progress(Duration::ZERO).unwrap();
+            while raw.pop().is_some() {}
+        }
+        proptest::prop_assert_eq!(got.lock().unwrap().len(), 1, "one callback");
+        let ok = forward_echo(&p, vec![4], 4);
+        drive(&[&p.sctx, &p.cctx], || !ok.lock().unwrap().is_empty());
+        let (r, out) = ok.lock().unwrap().pop().unwrap();
+        proptest::prop_assert_eq!(r, Ok(()));
+        proptest::prop_assert_eq!(out, Some(EchoOut { rc: 5, data: vec![4] }));
+    }
+}
