@@ -1272,20 +1272,43 @@ fn send_raw_any(p: &Pair, raw: &na::Context, bytes: &[u8], tag: u32) -> Option<V
     reply
 }
 
-/// What a fuzzed request starts from: random bytes, a sound header over a random body, or a
-/// good request with some bytes changed and maybe cut short.
+/// What a fuzzed message (request or reply) starts from: random bytes, a sound header over a
+/// random body (`pick` and `code` choose the header's fields), or a good message with some bytes
+/// changed and maybe cut short.
 #[derive(Debug, Clone)]
 enum Garble {
     Random(Vec<u8>),
     SoundHeader {
-        id: bool,
-        flags: u8,
+        pick: bool,
+        code: u8,
         body: Vec<u8>,
     },
     Mutated {
         edits: Vec<(usize, u8)>,
         cut: Option<usize>,
     },
+}
+
+impl Garble {
+    /// The bytes: `sound(pick, code, body)` builds a sound header over a body; `good` is the
+    /// message `Mutated` starts from.
+    fn bytes(self, good: &[u8], sound: impl Fn(bool, u8, &[u8]) -> Vec<u8>) -> Vec<u8> {
+        match self {
+            Garble::Random(b) => b,
+            Garble::SoundHeader { pick, code, body } => sound(pick, code, &body),
+            Garble::Mutated { edits, cut } => {
+                let mut b = good.to_vec();
+                for (i, v) in edits {
+                    let n = b.len();
+                    b[i % n] = v;
+                }
+                if let Some(c) = cut {
+                    b.truncate(c.min(b.len()));
+                }
+                b
+            }
+        }
+    }
 }
 
 fn garble() -> impl proptest::strategy::Strategy<Value = Garble> {
@@ -1297,7 +1320,7 @@ fn garble() -> impl proptest::strategy::Strategy<Value = Garble> {
             any::<u8>(),
             proptest::collection::vec(any::<u8>(), 0..96)
         )
-            .prop_map(|(id, flags, body)| Garble::SoundHeader { id, flags, body }),
+            .prop_map(|(pick, code, body)| Garble::SoundHeader { pick, code, body }),
         (
             proptest::collection::vec((0usize..40, any::<u8>()), 1..6),
             proptest::option::of(0usize..40)
@@ -1321,23 +1344,10 @@ proptest::proptest! {
         let raw = p.client.na().context_create(7).unwrap();
         let good_body = hg::proc::encode_to_vec(&EchoIn { data: vec![1, 2], n: 5 }).unwrap();
         let good = request(Echo::id(), 0, &good_body);
-        let bytes = match g {
-            Garble::Random(b) => b,
-            Garble::SoundHeader { id, flags, body } => {
-                request(if id { Echo::id() } else { 0x5eed }, flags, &body)
-            }
-            Garble::Mutated { edits, cut } => {
-                let mut b = good.clone();
-                for (i, v) in edits {
-                    let n = b.len();
-                    b[i % n] = v;
-                }
-                if let Some(c) = cut {
-                    b.truncate(c.min(b.len()));
-                }
-                b
-            }
-        };
+        // A sound header: Echo's id or an unknown one, with any flags.
+        let bytes = g.bytes(&good, |pick, flags, body| {
+            request(if pick { Echo::id() } else { 0x5eed }, flags, body)
+        });
         if let Some(reply) = send_raw_any(&p, &raw, &bytes, 21) {
             let d = hg::header::decode_response(&reply, hg::ChecksumLevel::None)
                 .expect("an answer is a well-formed response");
@@ -1373,35 +1383,6 @@ fn response(ret: i8, body: &[u8]) -> Vec<u8> {
     v
 }
 
-/// What a fuzzed reply starts from: random bytes, a sound header (any return code) over a
-/// random body, or a good reply with some bytes changed and maybe cut short.
-#[derive(Debug, Clone)]
-enum ReplyGarble {
-    Random(Vec<u8>),
-    SoundHeader {
-        ret: i8,
-        body: Vec<u8>,
-    },
-    Mutated {
-        edits: Vec<(usize, u8)>,
-        cut: Option<usize>,
-    },
-}
-
-fn reply_garble() -> impl proptest::strategy::Strategy<Value = ReplyGarble> {
-    use proptest::prelude::*;
-    prop_oneof![
-        proptest::collection::vec(any::<u8>(), 0..96).prop_map(ReplyGarble::Random),
-        (any::<i8>(), proptest::collection::vec(any::<u8>(), 0..96))
-            .prop_map(|(ret, body)| ReplyGarble::SoundHeader { ret, body }),
-        (
-            proptest::collection::vec((0usize..40, any::<u8>()), 1..6),
-            proptest::option::of(0usize..40)
-        )
-            .prop_map(|(edits, cut)| ReplyGarble::Mutated { edits, cut }),
-    ]
-}
-
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig {
         cases: 256,
@@ -1412,27 +1393,14 @@ proptest::proptest! {
     /// server): the forward's callback runs exactly once, nothing panics (reading the output
     /// included), and the client's next RPC to a real server gets its right output.
     #[test]
-    fn any_reply_bytes_complete_the_forward_once(g in reply_garble()) {
+    fn any_reply_bytes_complete_the_forward_once(g in garble()) {
         let p = pair();
         let good = response(
             0,
             &hg::proc::encode_to_vec(&EchoOut { rc: 6, data: vec![1, 2] }).unwrap(),
         );
-        let bytes = match g {
-            ReplyGarble::Random(b) => b,
-            ReplyGarble::SoundHeader { ret, body } => response(ret, &body),
-            ReplyGarble::Mutated { edits, cut } => {
-                let mut b = good.clone();
-                for (i, v) in edits {
-                    let n = b.len();
-                    b[i % n] = v;
-                }
-                if let Some(c) = cut {
-                    b.truncate(c.min(b.len()));
-                }
-                b
-            }
-        };
+        // A sound header: any return code.
+        let bytes = g.bytes(&good, |_, ret, body| response(ret as i8, body));
         // The stand-in server: a bare NA context answering the request's tag with `bytes`.
         let raw_class = p._fabric.class(true);
         let raw = raw_class.context_create(0).unwrap();
