@@ -738,21 +738,24 @@ fn send_raw(
     reply
 }
 
-fn request(id: u64, flags: u8, body: &[u8]) -> Vec<u8> {
+/// A plain 16-byte header written by `header` (given the buffer and the body's length), then
+/// `body`.
+fn with_header(body: &[u8], header: impl FnOnce(&mut [u8], usize) -> Result<usize>) -> Vec<u8> {
     let mut v = vec![0u8; 16 + body.len()];
-    hg::header::encode_request(
-        &hg::header::RequestHeader {
+    header(&mut v, body.len()).unwrap();
+    v[16..].copy_from_slice(body);
+    v
+}
+
+fn request(id: u64, flags: u8, body: &[u8]) -> Vec<u8> {
+    with_header(body, |v, n| {
+        let h = hg::header::RequestHeader {
             id,
             flags,
             cookie: 0,
-        },
-        hg::ChecksumLevel::None,
-        &mut v,
-        body.len(),
-    )
-    .unwrap();
-    v[16..].copy_from_slice(body);
-    v
+        };
+        hg::header::encode_request(&h, hg::ChecksumLevel::None, v, n)
+    })
 }
 
 #[test]
@@ -1331,20 +1334,14 @@ fn garble() -> impl proptest::strategy::Strategy<Value = Garble> {
 
 /// A response as Mercury lays it out: a plain header with `ret`, then `body`.
 fn response(ret: i8, body: &[u8]) -> Vec<u8> {
-    let mut v = vec![0u8; 16 + body.len()];
-    hg::header::encode_response(
-        &hg::header::ResponseHeader {
+    with_header(body, |v, n| {
+        let h = hg::header::ResponseHeader {
             ret_code: ret,
             flags: 0,
             cookie: 0,
-        },
-        hg::ChecksumLevel::None,
-        &mut v,
-        body.len(),
-    )
-    .unwrap();
-    v[16..].copy_from_slice(body);
-    v
+        };
+        hg::header::encode_response(&h, hg::ChecksumLevel::None, v, n)
+    })
 }
 
 /// The client's next RPC to the real server gets its right output.
