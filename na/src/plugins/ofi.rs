@@ -34,6 +34,11 @@ pub const UNEXPECTED_HEADER_SIZE: usize = 16;
 /// with libfabric until a receive takes it or the endpoint closes (docs/na.md, "Late replies").
 pub const LATE_KEYS: usize = 1024;
 
+/// [`LATE_KEYS`] over XNET (`ofi+net`), where a late message no sweep drops would hold its
+/// peer's connection: keys are swept per peer there (one peek at the message heading each
+/// connection), so far more can be kept, and none expires (docs/na.md, "Providers").
+pub const LATE_KEYS_XNET: usize = 65_536;
+
 /// Whether a bare protocol name selects this plugin (`"tcp"`, `"net"`, `"verbs;ofi_rxm"`).
 #[doc(alias = "na_ofi_check_protocol")]
 pub(crate) fn check_protocol(proto: &str) -> bool {
@@ -369,6 +374,9 @@ mod imp {
         wait_fd: bool,
         virt_addr: bool,
         prov_key: bool,
+        /// XNET: a message no receive takes holds its connection, so late messages are swept
+        /// by head peeks (`Late::by_head`).
+        by_head: bool,
         next_key: AtomicU64,
         contexts: Mutex<Vec<Weak<OfiContext>>>,
     }
@@ -460,6 +468,7 @@ mod imp {
                 wait_fd: opts.progress_mode == ProgressMode::Block,
                 virt_addr: mr_mode & flags::MR_VIRT_ADDR != 0,
                 prov_key: mr_mode & flags::MR_PROV_KEY != 0,
+                by_head: provider == Provider::Xnet,
                 next_key: AtomicU64::new(1),
                 contexts: Mutex::new(Vec::new()),
             }),
@@ -531,7 +540,11 @@ mod imp {
                 resent_n: AtomicUsize::new(0),
                 scratch: Mutex::new(Vec::with_capacity(64)),
                 woken: AtomicBool::new(false),
-                late: Mutex::new(Late::default()),
+                late: Mutex::new(if sh.by_head {
+                    Late::by_head()
+                } else {
+                    Late::default()
+                }),
                 late_n: AtomicUsize::new(0),
                 closing: AtomicBool::new(false),
             });
@@ -733,14 +746,36 @@ mod imp {
     #[derive(Default)]
     struct Late {
         keys: HashMap<LateId, LateKey>,
-        /// Sweep order, round robin; entries of keys gone are dropped when met.
+        /// Sweep order, round robin; entries of keys gone are dropped when met (key sweeps).
         ring: std::collections::VecDeque<LateId>,
         /// Peeks posted and not yet completed, with their key.
         peeks: HashMap<OpId, LateId>,
         next: u64,
         /// No sweep before this.
         next_sweep: Option<Instant>,
+        /// Head sweeps (XNET): instead of a peek per key, a peek per peer at the tagged message
+        /// heading its connection, dropped when it is a kept key; keys do not expire.
+        by_head: bool,
+        /// Head sweeps: the peers with keys, by fi_addr.
+        peers: HashMap<u64, HeadPeer>,
+        /// Head sweeps: round-robin order over `peers`; entries of peers gone dropped when met.
+        peer_ring: std::collections::VecDeque<u64>,
+        /// Head peeks posted and not yet completed, with their peer.
+        heads: HashMap<OpId, u64>,
     }
+
+    /// A peer with keys, under head sweeps.
+    struct HeadPeer {
+        /// Its address, for the peek's request.
+        source: Addr,
+        /// How many of its keys are kept.
+        keys: usize,
+        /// A head peek for it is posted.
+        heading: bool,
+    }
+
+    /// A head peek to post: its id, peer (fi_addr) and address.
+    type HeadDue = (OpId, u64, Addr);
 
     /// A key of [`Late`]: `(source fi_addr, tag)`.
     type LateId = (u64, u64);
@@ -772,22 +807,50 @@ mod imp {
     }
 
     impl Late {
-        /// Enters `key` (nothing if it is in already). At [`LATE_KEYS`] the oldest key goes
-        /// first; it is returned.
+        /// A table that sweeps by head peeks (XNET).
+        fn by_head() -> Late {
+            Late {
+                by_head: true,
+                ..Late::default()
+            }
+        }
+
+        /// Most keys kept.
+        fn bound(&self) -> usize {
+            if self.by_head {
+                LATE_KEYS_XNET
+            } else {
+                LATE_KEYS
+            }
+        }
+
+        /// Enters `key` (nothing if it is in already). At the bound ([`LATE_KEYS`], or
+        /// [`LATE_KEYS_XNET`] under head sweeps) the oldest key goes first; it is returned.
         fn enter(&mut self, key: LateId, source: Addr, now: Instant) -> Option<LateId> {
             if self.keys.contains_key(&key) {
                 return None;
             }
             let mut evicted = None;
-            if self.keys.len() >= LATE_KEYS {
+            if self.keys.len() >= self.bound() {
                 evicted = self
                     .keys
                     .iter()
                     .min_by_key(|(_, k)| k.since)
                     .map(|(key, _)| *key);
                 if let Some(old) = evicted {
-                    self.keys.remove(&old);
+                    self.remove_key(old);
                 }
+            }
+            if self.by_head {
+                let p = self.peers.entry(key.0).or_insert_with(|| HeadPeer {
+                    source: source.clone(),
+                    keys: 0,
+                    heading: false,
+                });
+                if p.keys == 0 {
+                    self.peer_ring.push_back(key.0);
+                }
+                p.keys += 1;
             }
             let k = LateKey {
                 source,
@@ -796,6 +859,9 @@ mod imp {
                 found: false,
             };
             self.keys.insert(key, k);
+            if self.by_head {
+                return evicted;
+            }
             self.ring.push_back(key);
             if self.ring.len() > 2 * self.keys.len() + 16 {
                 let Late { ring, keys, .. } = self;
@@ -824,7 +890,7 @@ mod imp {
                     continue;
                 };
                 if now.saturating_duration_since(k.since) >= LATE_TTL {
-                    self.keys.remove(&key);
+                    self.remove_key(key);
                     expired += 1;
                     continue;
                 }
@@ -843,8 +909,87 @@ mod imp {
         /// Takes `key` out (a receive is being posted for it, or its peer is forgotten).
         /// Returns the id and peer of a peek to drop what libfabric may already hold for it.
         fn take(&mut self, key: LateId) -> Option<(OpId, Addr)> {
-            let k = self.keys.remove(&key)?;
+            let k = self.remove_key(key)?;
             Some((self.peek_id(key), k.source))
+        }
+
+        /// Removes `key`, and under head sweeps its share of its peer.
+        fn remove_key(&mut self, key: LateId) -> Option<LateKey> {
+            let k = self.keys.remove(&key)?;
+            if self.by_head {
+                if let Some(p) = self.peers.get_mut(&key.0) {
+                    p.keys -= 1;
+                    if p.keys == 0 {
+                        self.peers.remove(&key.0);
+                    }
+                }
+            }
+            Some(k)
+        }
+
+        /// Head sweeps: the head peeks to post now (none before `next_sweep`), one for each of
+        /// up to [`SWEEP_BATCH`] peers round robin, skipping peers with one out.
+        fn due_heads(&mut self, now: Instant) -> Vec<HeadDue> {
+            let mut out = Vec::new();
+            if self.next_sweep.is_some_and(|t| now < t) {
+                return out;
+            }
+            self.next_sweep = Some(now + SWEEP_EVERY);
+            let mut left = self.peer_ring.len();
+            while out.len() < SWEEP_BATCH && left > 0 {
+                left -= 1;
+                let Some(src) = self.peer_ring.pop_front() else {
+                    break;
+                };
+                if !self.peers.contains_key(&src) {
+                    continue;
+                }
+                self.peer_ring.push_back(src);
+                if let Some(due) = self.head_again(src) {
+                    out.push(due);
+                }
+            }
+            out
+        }
+
+        /// Head sweeps: a head peek for `src` now, unless it has no keys or one is out.
+        fn head_again(&mut self, src: u64) -> Option<HeadDue> {
+            let p = self.peers.get_mut(&src)?;
+            if p.heading {
+                return None;
+            }
+            p.heading = true;
+            let source = p.source.clone();
+            let id = OpId(LATE_BASE + self.next);
+            self.next += 1;
+            self.heads.insert(id, src);
+            Some((id, src, source))
+        }
+
+        /// Whether `id` is a head peek of this table.
+        fn is_head(&self, id: OpId) -> bool {
+            self.heads.contains_key(&id)
+        }
+
+        /// The completion of head peek `id`: `err` 0 with the `tag` of the message heading its
+        /// peer's connection, or an error (`FI_ENOMSG`: none waiting). Returns the peek that
+        /// drops that message when it is a kept key.
+        fn head_peeked(&mut self, id: OpId, err: i32, tag: u32) -> Option<PeekDue> {
+            let src = self.heads.remove(&id)?;
+            if let Some(p) = self.peers.get_mut(&src) {
+                p.heading = false;
+            }
+            if err != 0 {
+                return None;
+            }
+            let key = (src, u64::from(tag));
+            let k = self.keys.get_mut(&key)?;
+            if k.peeking {
+                return None;
+            }
+            k.peeking = true;
+            let source = k.source.clone();
+            Some((self.peek_id(key), key, source))
         }
 
         /// A new peek id for `key`, recorded until its completion.
@@ -867,11 +1012,16 @@ mod imp {
             if let Some(k) = self.keys.get_mut(&key) {
                 k.peeking = false;
                 match outcome {
+                    // Under head sweeps a key is peeked for only once its message heads the
+                    // connection: whatever the peek found, the key is done.
+                    _ if self.by_head => {
+                        self.remove_key(key);
+                    }
                     Peeked::Dropped => k.found = true,
                     Peeked::Nothing if !k.found => {}
                     // Its message came and went, or the key cannot be swept: done with it.
                     _ => {
-                        self.keys.remove(&key);
+                        self.remove_key(key);
                     }
                 }
             }
@@ -1297,7 +1447,7 @@ mod imp {
                 olen,
             } = d;
             if op.id.0 >= LATE_BASE {
-                self.late_done(op.id, err, len);
+                self.late_done(op.id, err, len, data);
                 return None;
             }
             if err != 0 {
@@ -1579,12 +1729,34 @@ mod imp {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
+            if self.shared.by_head {
+                for (id, src, source) in self.with_late(|l| l.due_heads(Instant::now())) {
+                    self.peek_head(id, src, source);
+                }
+                return;
+            }
             let (due, expired) = self.with_late(|l| l.due(Instant::now()));
             if expired > 0 {
                 tracing::debug!(expired, "na.ofi: late-message keys expired");
             }
             for (id, key, source) in due {
                 self.peek_late(id, key, source);
+            }
+        }
+
+        /// Posts head peek `id`: asks which tagged message heads `src`'s connection.
+        fn peek_head(&self, id: OpId, src: u64, source: Addr) {
+            let op = Op {
+                id,
+                user: 0,
+                req: Request::RecvExpected {
+                    buf: MsgBuf::new(0),
+                    source,
+                    tag: 0,
+                },
+            };
+            if let Err((_, e)) = self.ep.post(op, Post::TPeekHead { src }) {
+                self.late_done(id, e, 0, 0);
             }
         }
 
@@ -1604,15 +1776,35 @@ mod imp {
                 tag: key.1,
             };
             if let Err((_, e)) = self.ep.post(op, post) {
-                self.late_done(id, e, 0);
+                self.late_done(id, e, 0, 0);
             }
         }
 
-        /// A peek completed (or could not be posted).
+        /// A peek completed (or could not be posted): `data` is the tag a head peek saw.
         #[cold]
         #[inline(never)]
-        fn late_done(&self, id: OpId, err: i32, len: usize) {
-            let outcome = self.with_late(|l| l.peeked(id, err));
+        fn late_done(&self, id: OpId, err: i32, len: usize, data: u32) {
+            // A head peek that found a kept key's message drops it next; a dropped message
+            // under head sweeps is followed by a head peek at once (the next message on that
+            // connection may be late too).
+            let (outcome, drop, head) = self.with_late(|l| {
+                if l.is_head(id) {
+                    return (None, l.head_peeked(id, err, data), None);
+                }
+                let src = l.peeks.get(&id).map(|k| k.0);
+                let outcome = l.peeked(id, err);
+                let head = match (outcome.as_ref(), src) {
+                    (Some(Peeked::Dropped), Some(src)) if l.by_head => l.head_again(src),
+                    _ => None,
+                };
+                (outcome, None, head)
+            });
+            if let Some((id, key, source)) = drop {
+                self.peek_late(id, key, source);
+            }
+            if let Some((id, src, source)) = head {
+                self.peek_head(id, src, source);
+            }
             match outcome {
                 Some(Peeked::Dropped) => tracing::debug!(
                     len,
@@ -1639,12 +1831,21 @@ mod imp {
         }
 
         /// The peer at `src` is being forgotten: its keys go, each with a last peek (before its
-        /// AV entry goes, which the peeks need).
+        /// AV entry goes, which the peeks need); under head sweeps without one.
         #[cold]
         #[inline(never)]
         fn unlate(&self, src: u64) {
+            let by_head = self.shared.by_head;
             let taken: Vec<_> = self.with_late(|l| {
                 let keys: Vec<LateId> = l.keys.keys().filter(|k| k.0 == src).copied().collect();
+                if by_head {
+                    // Up to LATE_KEYS_XNET of them: let go without a peek each (what heads the
+                    // forgotten peer's connection goes with it).
+                    for k in keys {
+                        l.remove_key(k);
+                    }
+                    return Vec::new();
+                }
                 keys.into_iter()
                     .filter_map(|k| l.take(k).map(|(id, source)| (id, k, source)))
                     .collect()
@@ -1895,6 +2096,76 @@ mod imp {
             assert_eq!(l.peeked(id, 0), Some(Peeked::Dropped));
             assert_eq!(l.keys.len(), LATE_KEYS - 1);
             assert!(l.ring.len() <= 2 * l.keys.len() + 16);
+        }
+
+        /// Head sweeps (XNET): one head peek per peer with keys, whatever their number, never
+        /// two out for one peer; a head that is a kept key's message is dropped by a peek for
+        /// that key, and then the peer's head is looked at again at once; a head that is no
+        /// kept key's (an early message, say) is left alone; keys do not expire.
+        #[test]
+        fn head_sweeps_peek_per_peer() {
+            let mut l = Late::by_head();
+            let t0 = Instant::now();
+            for tag in 0..40u64 {
+                assert_eq!(l.enter((1, tag), peer(1), t0), None);
+            }
+            assert_eq!(l.enter((2, 5), peer(2), t0), None);
+            assert!(l.ring.is_empty(), "no per-key sweep order");
+            let first = l.due_heads(t0);
+            let mut peers: Vec<u64> = first.iter().map(|d| d.1).collect();
+            peers.sort_unstable();
+            assert_eq!(peers, [1, 2]);
+            assert!(first.iter().all(|d| l.is_head(d.0)));
+            let (h1, h2) = if first[0].1 == 1 {
+                (first[0].0, first[1].0)
+            } else {
+                (first[1].0, first[0].0)
+            };
+            // Not again before SWEEP_EVERY, and not for a peer whose head peek is out.
+            assert!(l.due_heads(t0 + SWEEP_EVERY / 2).is_empty());
+            assert!(l.due_heads(t0 + SWEEP_EVERY).is_empty());
+            // Peer 1's connection is headed by (1, 7): a peek drops it.
+            let (drop, key, source) = l.head_peeked(h1, 0, 7).expect("a kept key heads");
+            assert_eq!((key, source), ((1, 7), peer(1)));
+            assert!(!l.is_head(h1));
+            assert_eq!(
+                l.head_peeked(h1, 0, 7),
+                None,
+                "one completion per head peek"
+            );
+            // Peer 2's is headed by a tag nobody kept: left alone.
+            assert_eq!(l.head_peeked(h2, 0, 99), None);
+            assert_eq!(l.peeked(drop, 0), Some(Peeked::Dropped));
+            assert!(!l.keys.contains_key(&(1, 7)), "dropped: done with the key");
+            // At once the next head of peer 1.
+            let (again, src, _) = l.head_again(1).expect("peer 1 still has keys");
+            assert_eq!(src, 1);
+            assert_eq!(l.head_again(1), None, "one head peek out per peer");
+            assert_eq!(l.head_peeked(again, libc::ENOMSG, 0), None);
+            // Keys never expire here; a peer whose keys are all gone is swept no more.
+            let later = l.due_heads(t0 + 10 * LATE_TTL);
+            assert_eq!(later.len(), 2);
+            for d in &later {
+                l.head_peeked(d.0, libc::ENOMSG, 0);
+            }
+            assert_eq!(l.keys.len(), 40);
+            assert!(l.take((2, 5)).is_some());
+            let next = l.due_heads(t0 + 11 * LATE_TTL);
+            assert_eq!(next.iter().map(|d| d.1).collect::<Vec<_>>(), [1]);
+        }
+
+        /// Head sweeps keep up to [`LATE_KEYS_XNET`] keys before the oldest goes.
+        #[test]
+        fn head_sweeps_keep_more_keys() {
+            let mut l = Late::by_head();
+            let t0 = Instant::now();
+            for tag in 0..(LATE_KEYS as u64 + 8) {
+                assert_eq!(l.enter((1, tag), peer(1), t0), None);
+            }
+            assert_eq!(l.keys.len(), LATE_KEYS + 8);
+            assert_eq!(l.peers[&1].keys, LATE_KEYS + 8);
+            l.remove_key((1, 3));
+            assert_eq!(l.peers[&1].keys, LATE_KEYS + 7);
         }
     }
 }

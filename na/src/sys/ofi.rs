@@ -152,6 +152,7 @@ extern "C" {
         ctx: *mut c_void,
     ) -> isize;
     fn na_ofi_tpeek_discard(ep: *mut Fid, src: u64, tag: u64, ctx: *mut c_void) -> isize;
+    fn na_ofi_tpeek_head(ep: *mut Fid, src: u64, ctx: *mut c_void) -> isize;
     fn na_ofi_read(
         ep: *mut Fid,
         buf: *mut u8,
@@ -495,6 +496,13 @@ pub enum Post {
         /// Tag.
         tag: u64,
     },
+    /// `fi_trecvmsg` with `FI_PEEK` and every tag bit ignored: reports the tagged message at the
+    /// head of `src`'s connection without taking it. Completes with success, the message's tag in
+    /// [`Done::data`], or the error `FI_ENOMSG` (none waiting); no buffer, nothing left posted.
+    TPeekHead {
+        /// AV address.
+        src: u64,
+    },
     /// `fi_write` (`write`) or `fi_read` of each piece.
     Rma {
         /// Put when true, get when false.
@@ -508,7 +516,10 @@ pub enum Post {
 
 impl Post {
     fn is_receive(&self) -> bool {
-        matches!(self, Post::Recv | Post::TRecv { .. } | Post::TPeek { .. })
+        matches!(
+            self,
+            Post::Recv | Post::TRecv { .. } | Post::TPeek { .. } | Post::TPeekHead { .. }
+        )
     }
 }
 
@@ -555,7 +566,7 @@ pub struct Done {
     /// Bytes received (receives).
     pub len: usize,
     /// Remote CQ data (unexpected receives: the tag, which is 32 bits in NA; libfabric's upper
-    /// 32 bits are dropped).
+    /// 32 bits are dropped); for a [`Post::TPeekHead`], the tag of the message it saw.
     pub data: u32,
     /// Bytes that did not fit (truncation errors), saturated at `u32::MAX`.
     pub olen: u32,
@@ -901,6 +912,10 @@ impl Endpoint {
                 // SAFETY: no buffer is given; `ctx` lives in the slot until the completion.
                 unsafe { na_ofi_tpeek_discard(self.ep, *src, *tag, ctx) }
             }
+            (Post::TPeekHead { src }, Request::RecvExpected { .. }) => {
+                // SAFETY: no buffer is given; `ctx` lives in the slot until the completion.
+                unsafe { na_ofi_tpeek_head(self.ep, *src, ctx) }
+            }
             (
                 Post::Rma {
                     write,
@@ -1139,8 +1154,13 @@ impl Endpoint {
             err: b.err,
             prov_errno: b.prov_errno,
             len: b.len,
-            // Narrowed so that a `Done` fits in 128 bytes and moves without a `memcpy` call.
-            data: b.data as u32,
+            // Narrowed so that a `Done` fits in 128 bytes and moves without a `memcpy` call. A
+            // head peek reports the tag it saw here (NA tags are 32 bits).
+            data: if let Post::TPeekHead { .. } = b.post {
+                b.tag as u32
+            } else {
+                b.data as u32
+            },
             olen: u32::try_from(b.olen).unwrap_or(u32::MAX),
         });
         if let Post::Rma { .. } = b.post {
@@ -1346,7 +1366,8 @@ fn check(op: &Op, post: &Post) -> Result<(), i32> {
         }
         (Post::Recv, Request::RecvUnexpected { .. })
         | (Post::TRecv { .. }, Request::RecvExpected { .. })
-        | (Post::TPeek { .. }, Request::RecvExpected { .. }) => Ok(()),
+        | (Post::TPeek { .. }, Request::RecvExpected { .. })
+        | (Post::TPeekHead { .. }, Request::RecvExpected { .. }) => Ok(()),
         (Post::Rma { write, pieces, .. }, Request::Put { local, .. })
         | (Post::Rma { write, pieces, .. }, Request::Get { local, .. }) => {
             if *write != matches!(op.req, Request::Put { .. }) {

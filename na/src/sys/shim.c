@@ -279,6 +279,22 @@ ssize_t na_ofi_tpeek_discard(struct fid_ep *ep, uint64_t src, uint64_t tag, void
     return fi_trecvmsg(ep, &msg, FI_PEEK | FI_DISCARD);
 }
 
+/* Reports the tagged message that heads src's connection, whatever its tag, without taking it:
+ * the completion is a success whose tag is that message's, or the error FI_ENOMSG (none
+ * waiting). For providers that hold a connection's later messages behind one no receive takes
+ * (XNET). No buffer, nothing posted. */
+ssize_t na_ofi_tpeek_head(struct fid_ep *ep, uint64_t src, void *ctx)
+{
+    struct fi_msg_tagged msg;
+
+    memset(&msg, 0, sizeof msg);
+    msg.addr = src;
+    msg.tag = 0;
+    msg.ignore = ~(uint64_t) 0;
+    msg.context = ctx;
+    return fi_trecvmsg(ep, &msg, FI_PEEK);
+}
+
 ssize_t na_ofi_read(struct fid_ep *ep, void *buf, size_t len, void *desc, uint64_t src,
                     uint64_t addr, uint64_t key, void *ctx)
 {
