@@ -172,6 +172,59 @@ fn interface_name_and_bare_tcp() {
     assert_eq!(r.protocol(), "tcp;ofi_rxm");
 }
 
+/// Cancels an expected receive for each tag of `100..=last` (`last` = 100 + `LATE_KEYS` + 3),
+/// has the server send a late message for each and then a marker, and waits for the marker:
+/// once it is here, so are the late messages (one connection, in order). Then for tags 100,
+/// 103, 104 and `last` posts a receive, has the server send `fresh`, and returns what each got;
+/// one that got a late message gets a second receive, which must get the fresh one.
+fn late_then_fresh(server: &na::Class, client: &na::Class) -> Vec<(u32, Vec<u8>)> {
+    let (sctx, cctx, saddr) = connect(server, client);
+    // The client speaks first, so the server knows its address.
+    let rop = sctx.recv_unexpected(MsgBuf::new(4096), 0);
+    let mut m = MsgBuf::new(64);
+    cctx.msg_init_unexpected(&mut m);
+    let sop = cctx.send_unexpected(m, 16, &saddr, 1, 0);
+    let caddr = wait_op(&sctx, &[&cctx], rop).source.unwrap();
+    assert_eq!(wait_op(&cctx, &[&sctx], sop).result, Ok(()));
+    let last = 100 + na::plugins::ofi::LATE_KEYS as u32 + 3;
+    let tags: Vec<u32> = (100..=last).collect();
+    for &t in &tags {
+        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
+        cctx.cancel(r).unwrap();
+        assert_eq!(wait_op(&cctx, &[&sctx], r).result, Err(Error::Canceled));
+    }
+    let send = |tag: u32, bytes: &[u8]| {
+        let op = sctx.send_expected(MsgBuf::from_slice(bytes), bytes.len(), &caddr, tag, 0);
+        assert_eq!(wait_op(&sctx, &[&cctx], op).result, Ok(()));
+    };
+    for &t in &tags {
+        send(t, b"late");
+    }
+    // The marker's tag lies past the late ones' (999 was among them, and the late message for
+    // it would have been taken for the marker).
+    let mark = cctx.recv_expected(MsgBuf::new(64), &saddr, MARK, 0);
+    send(MARK, b"mark");
+    let c = wait_op(&cctx, &[&sctx], mark);
+    assert_eq!(c.result, Ok(()));
+    assert_eq!(&c.buf.unwrap().as_slice()[..c.len], b"mark");
+    let mut got = Vec::new();
+    for t in [100u32, 103, 104, last] {
+        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
+        send(t, b"fresh");
+        let c = wait_op(&cctx, &[&sctx], r);
+        let bytes = c.buf.unwrap().as_slice()[..c.len].to_vec();
+        if bytes == b"late" {
+            // Its fresh message is still to come: collect it so nothing is left behind.
+            let r2 = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
+            let c2 = wait_op(&cctx, &[&sctx], r2);
+            assert_eq!(&c2.buf.unwrap().as_slice()[..c2.len], b"fresh");
+        }
+        got.push((t, bytes));
+    }
+    assert!(cctx.close().is_empty());
+    got
+}
+
 /// Late expected messages after cancelled receives are discarded up to the plugin's bound
 /// ([`na::plugins::ofi::LATE_KEYS`] keys); beyond it the oldest keys' late messages are held by
 /// the provider again, and handed to the next receive posted for their key. Every other key's
@@ -189,61 +242,12 @@ fn late_messages_discarded_up_to_the_bound() {
     let Some(client) = class_opt("ofi+tcp://127.0.0.1", &opts) else {
         return;
     };
-    let (sctx, cctx, saddr) = connect(&server, &client);
-    // The client speaks first, so the server knows its address.
-    let rop = sctx.recv_unexpected(MsgBuf::new(4096), 0);
-    let mut m = MsgBuf::new(64);
-    cctx.msg_init_unexpected(&mut m);
-    let sop = cctx.send_unexpected(m, 16, &saddr, 1, 0);
-    let caddr = wait_op(&sctx, &[&cctx], rop).source.unwrap();
-    assert_eq!(wait_op(&cctx, &[&sctx], sop).result, Ok(()));
-    // LATE_KEYS + 4 receives cancelled: the 4 oldest keys are let go of.
-    let last = 100 + na::plugins::ofi::LATE_KEYS as u32 + 3;
-    let tags: Vec<u32> = (100..=last).collect();
-    for &t in &tags {
-        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
-        cctx.cancel(r).unwrap();
-        assert_eq!(wait_op(&cctx, &[&sctx], r).result, Err(Error::Canceled));
+    // LATE_KEYS + 4 receives cancelled: the 4 oldest keys are let go of, and their late
+    // messages stay with rxm until the next receive for the tag takes them.
+    for (t, got) in late_then_fresh(&server, &client) {
+        let want: &[u8] = if t < 104 { b"late" } else { b"fresh" };
+        assert_eq!(got, want, "tag {t}");
     }
-    let send = |tag: u32, bytes: &[u8]| {
-        let op = sctx.send_expected(MsgBuf::from_slice(bytes), bytes.len(), &caddr, tag, 0);
-        assert_eq!(wait_op(&sctx, &[&cctx], op).result, Ok(()));
-    };
-    for &t in &tags {
-        send(t, b"late");
-    }
-    // A marker after them: once it is here, so are the late messages (one connection, in order).
-    // (Its tag lies past the late ones': 999 was among them, and the late message for it would
-    // have been taken for the marker.)
-    let mark = cctx.recv_expected(MsgBuf::new(64), &saddr, MARK, 0);
-    send(MARK, b"mark");
-    let c = wait_op(&cctx, &[&sctx], mark);
-    assert_eq!(c.result, Ok(()));
-    assert_eq!(&c.buf.unwrap().as_slice()[..c.len], b"mark");
-    for &t in &[100u32, 103, 104, last] {
-        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
-        send(t, b"fresh");
-        let c = wait_op(&cctx, &[&sctx], r);
-        let got = c.buf.unwrap().as_slice()[..c.len].to_vec();
-        if t < 104 {
-            assert_eq!(
-                got,
-                b"late".to_vec(),
-                "tag {t}: beyond the bound, held by the provider"
-            );
-            // Its fresh message is still to come: collect it so nothing is left behind.
-            let r2 = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
-            let c2 = wait_op(&cctx, &[&sctx], r2);
-            assert_eq!(&c2.buf.unwrap().as_slice()[..c2.len], b"fresh");
-        } else {
-            assert_eq!(
-                got,
-                b"fresh".to_vec(),
-                "tag {t}: its late message was discarded"
-            );
-        }
-    }
-    assert!(cctx.close().is_empty());
 }
 
 /// Over XNET, past rxm's `LATE_KEYS`: the keys are still kept (`LATE_KEYS_XNET`) and swept per
@@ -259,46 +263,7 @@ fn late_messages_past_rxms_bound_are_discarded_over_xnet() {
     let Some(client) = class("ofi+net://127.0.0.1") else {
         return;
     };
-    let (sctx, cctx, saddr) = connect(&server, &client);
-    let rop = sctx.recv_unexpected(MsgBuf::new(4096), 0);
-    let mut m = MsgBuf::new(64);
-    cctx.msg_init_unexpected(&mut m);
-    let sop = cctx.send_unexpected(m, 16, &saddr, 1, 0);
-    let caddr = wait_op(&sctx, &[&cctx], rop).source.unwrap();
-    assert_eq!(wait_op(&cctx, &[&sctx], sop).result, Ok(()));
-    // More cancelled receives than rxm's bound keeps.
-    let last = 100 + na::plugins::ofi::LATE_KEYS as u32 + 3;
-    let tags: Vec<u32> = (100..=last).collect();
-    for &t in &tags {
-        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
-        cctx.cancel(r).unwrap();
-        assert_eq!(wait_op(&cctx, &[&sctx], r).result, Err(Error::Canceled));
+    for (t, got) in late_then_fresh(&server, &client) {
+        assert_eq!(got, b"fresh", "tag {t}: its late message was discarded");
     }
-    let send = |tag: u32, bytes: &[u8]| {
-        let op = sctx.send_expected(MsgBuf::from_slice(bytes), bytes.len(), &caddr, tag, 0);
-        assert_eq!(wait_op(&sctx, &[&cctx], op).result, Ok(()));
-    };
-    for &t in &tags {
-        send(t, b"late");
-    }
-    // The marker comes after every late message on the one connection: it arrives only once
-    // all of them were dropped.
-    // (Its tag lies past the late ones': 999 was among them, and the late message for it would
-    // have been taken for the marker.)
-    let mark = cctx.recv_expected(MsgBuf::new(64), &saddr, MARK, 0);
-    send(MARK, b"mark");
-    let c = wait_op(&cctx, &[&sctx], mark);
-    assert_eq!(c.result, Ok(()));
-    assert_eq!(&c.buf.unwrap().as_slice()[..c.len], b"mark");
-    for &t in &[100u32, 103, 104, last] {
-        let r = cctx.recv_expected(MsgBuf::new(64), &saddr, t, 0);
-        send(t, b"fresh");
-        let c = wait_op(&cctx, &[&sctx], r);
-        assert_eq!(
-            &c.buf.unwrap().as_slice()[..c.len],
-            b"fresh",
-            "tag {t}: its late message was discarded"
-        );
-    }
-    assert!(cctx.close().is_empty());
 }

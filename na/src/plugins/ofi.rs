@@ -1746,38 +1746,33 @@ mod imp {
 
         /// Posts head peek `id`: asks which tagged message heads `src`'s connection.
         fn peek_head(&self, id: OpId, src: u64, source: Addr) {
+            self.post_peek(id, source, 0, Post::TPeekHead { src });
+        }
+
+        /// Posts a peek (`post`, a `TPeek` or `TPeekHead`) as operation `id`: an expected
+        /// receive without a buffer, whose completion goes to `late_done`.
+        fn post_peek(&self, id: OpId, source: Addr, tag: Tag, post: Post) {
             let op = Op {
                 id,
                 user: 0,
                 req: Request::RecvExpected {
                     buf: MsgBuf::new(0),
                     source,
-                    tag: 0,
+                    tag,
                 },
             };
-            if let Err((_, e)) = self.ep.post(op, Post::TPeekHead { src }) {
+            if let Err((_, e)) = self.ep.post(op, post) {
                 self.late_done(id, e, 0, 0);
             }
         }
 
         /// Posts peek `id`: drops the message libfabric holds for `key`, if any.
         fn peek_late(&self, id: OpId, key: LateId, source: Addr) {
-            let op = Op {
-                id,
-                user: 0,
-                req: Request::RecvExpected {
-                    buf: MsgBuf::new(0),
-                    source,
-                    tag: key.1 as Tag,
-                },
-            };
             let post = Post::TPeek {
                 src: key.0,
                 tag: key.1,
             };
-            if let Err((_, e)) = self.ep.post(op, post) {
-                self.late_done(id, e, 0, 0);
-            }
+            self.post_peek(id, source, key.1 as Tag, post);
         }
 
         /// A peek completed (or could not be posted): `data` is the tag a head peek saw.
