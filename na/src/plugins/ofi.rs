@@ -762,6 +762,10 @@ mod imp {
         peer_ring: std::collections::VecDeque<u64>,
         /// Head peeks posted and not yet completed, with their peer.
         heads: HashMap<OpId, u64>,
+        /// Keys in the order they came, with when: the oldest one kept is the first entry
+        /// whose key is still there from that time (entries of keys gone are dropped when
+        /// met), so the bound costs no scan of every key.
+        order: std::collections::VecDeque<(LateId, Instant)>,
     }
 
     /// A peer with keys, under head sweeps.
@@ -832,14 +836,15 @@ mod imp {
             }
             let mut evicted = None;
             if self.keys.len() >= self.bound() {
-                evicted = self
-                    .keys
-                    .iter()
-                    .min_by_key(|(_, k)| k.since)
-                    .map(|(key, _)| *key);
+                evicted = self.oldest();
                 if let Some(old) = evicted {
                     self.remove_key(old);
                 }
+            }
+            self.order.push_back((key, now));
+            if self.order.len() > 2 * self.keys.len() + 16 {
+                let Late { order, keys, .. } = self;
+                order.retain(|(k, t)| keys.get(k).is_some_and(|x| x.since == *t));
             }
             if self.by_head {
                 let p = self.peers.entry(key.0).or_insert_with(|| HeadPeer {
@@ -911,6 +916,17 @@ mod imp {
         fn take(&mut self, key: LateId) -> Option<(OpId, Addr)> {
             let k = self.remove_key(key)?;
             Some((self.peek_id(key), k.source))
+        }
+
+        /// Takes the oldest key's entry off `order` (entries of keys gone or entered again
+        /// since are dropped on the way) and returns the key, still kept.
+        fn oldest(&mut self) -> Option<LateId> {
+            while let Some((key, since)) = self.order.pop_front() {
+                if self.keys.get(&key).is_some_and(|k| k.since == since) {
+                    return Some(key);
+                }
+            }
+            None
         }
 
         /// Removes `key`, and under head sweeps its share of its peer.
@@ -2147,6 +2163,24 @@ mod imp {
             assert!(l.take((2, 5)).is_some());
             let next = l.due_heads(t0 + 11 * LATE_TTL);
             assert_eq!(next.iter().map(|d| d.1).collect::<Vec<_>>(), [1]);
+        }
+
+        /// The oldest key goes by when it was entered last: a key let go and entered again
+        /// is young, whatever its first entry said.
+        #[test]
+        fn the_bound_goes_by_the_last_entry() {
+            let mut l = Late::default();
+            let t0 = Instant::now();
+            for tag in 0..LATE_KEYS as u64 {
+                l.enter((2, tag), peer(2), t0 + Duration::from_millis(tag));
+            }
+            assert!(l.take((2, 0)).is_some());
+            assert_eq!(l.enter((2, 0), peer(2), t0 + Duration::from_secs(5)), None);
+            let at = t0 + Duration::from_secs(6);
+            assert_eq!(l.enter((3, 1), peer(3), at), Some((2, 1)));
+            assert_eq!(l.enter((3, 2), peer(3), at), Some((2, 2)));
+            assert!(l.keys.contains_key(&(2, 0)));
+            assert!(l.order.len() <= 2 * l.keys.len() + 16);
         }
 
         /// Head sweeps keep up to [`LATE_KEYS_XNET`] keys before the oldest goes.
