@@ -881,10 +881,9 @@ mod imp {
         fn due(&mut self, now: Instant) -> (Vec<PeekDue>, usize) {
             let mut out = Vec::new();
             let mut expired = 0;
-            if self.next_sweep.is_some_and(|t| now < t) {
+            if !self.sweep_due(now) {
                 return (out, expired);
             }
-            self.next_sweep = Some(now + SWEEP_EVERY);
             let mut left = self.ring.len();
             while out.len() < SWEEP_BATCH && left > 0 {
                 left -= 1;
@@ -947,10 +946,9 @@ mod imp {
         /// up to [`SWEEP_BATCH`] peers round robin, skipping peers with one out.
         fn due_heads(&mut self, now: Instant) -> Vec<HeadDue> {
             let mut out = Vec::new();
-            if self.next_sweep.is_some_and(|t| now < t) {
+            if !self.sweep_due(now) {
                 return out;
             }
-            self.next_sweep = Some(now + SWEEP_EVERY);
             let mut left = self.peer_ring.len();
             while out.len() < SWEEP_BATCH && left > 0 {
                 left -= 1;
@@ -976,8 +974,7 @@ mod imp {
             }
             p.heading = true;
             let source = p.source.clone();
-            let id = OpId(LATE_BASE + self.next);
-            self.next += 1;
+            let id = self.next_id();
             self.heads.insert(id, src);
             Some((id, src, source))
         }
@@ -1010,10 +1007,26 @@ mod imp {
 
         /// A new peek id for `key`, recorded until its completion.
         fn peek_id(&mut self, key: LateId) -> OpId {
-            let id = OpId(LATE_BASE + self.next);
-            self.next += 1;
+            let id = self.next_id();
             self.peeks.insert(id, key);
             id
+        }
+
+        /// A new operation id for a peek of either kind.
+        fn next_id(&mut self) -> OpId {
+            let id = OpId(LATE_BASE + self.next);
+            self.next += 1;
+            id
+        }
+
+        /// Whether a sweep starts now (none before `next_sweep`); if so, the next one is due
+        /// [`SWEEP_EVERY`] later.
+        fn sweep_due(&mut self, now: Instant) -> bool {
+            if self.next_sweep.is_some_and(|t| now < t) {
+                return false;
+            }
+            self.next_sweep = Some(now + SWEEP_EVERY);
+            true
         }
 
         /// The completion of peek `id` (`err` 0, `FI_ENOMSG` or another error). None for an id
