@@ -9,8 +9,9 @@
 //! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window; `HG_BENCH_SPREAD=1` times each batch and prints their spread;
 //! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half; `HG_BENCH_BULK=pull|push,<KiB>` one bulk case;
 //! `HG_BENCH_OFI=ofi+net://127.0.0.1` runs the ofi cases over XNET instead of `tcp;ofi_rxm`. Over ofi the target is a second process (this
-//! binary re-executed with `HG_BENCH_SERVER=1`, or one started apart and named by
-//! `HG_BENCH_ADDR=<addr>`); over inproc it is a second thread. Each case runs
+//! binary re-executed with `HG_BENCH_SERVER=1` and killed at the end, or one started apart and
+//! named by `HG_BENCH_ADDR=<addr>`; one thread, as Mercury's `hg_perf_server`); over inproc it
+//! is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
 //!
 //! Arguments: `--quick` (fewer operations), `--only inproc|ofi`. Without `--bench` (which
@@ -20,7 +21,7 @@
 use hg::na::plugins::inproc::{Fabric, FaultConfig};
 use hg::na::{self, Access};
 use hg::{BulkOp, BulkRef, Class, Context, Error, Handle, InitOptions, Rpc};
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -524,19 +525,26 @@ fn main() {
         .and_then(|i| args.get(i + 1).cloned());
 
     if std::env::var("HG_BENCH_SERVER").is_ok() {
-        // Target process over ofi+tcp: serve until our stdin closes.
+        // Target process over ofi+tcp: serve until killed, or until orphaned. One thread, as
+        // Mercury's `hg_perf_server`: a second one (a stdin watcher) would make glibc wrap
+        // every system call of the loop in its cancellation-point bookkeeping.
         let class = ofi_class(true).unwrap();
         let ctx = class.context_create().unwrap();
         serve(&class, ctx.as_ref());
         println!("ADDR {}", class.addr_to_string(&ctx.self_addr()).unwrap());
-        let stop = Arc::new(AtomicBool::new(false));
-        let s2 = stop.clone();
-        std::thread::spawn(move || {
-            let _ = std::io::stdin().read_to_end(&mut Vec::new());
-            s2.store(true, Ordering::Relaxed);
-        });
-        serve_loop(&ctx, &stop);
-        return;
+        // Orphaned (the client died before killing us): look every 4,096 busy passes (a few
+        // ms), or every 64 blocking ones (each up to `wait()`), so the check costs nothing.
+        let parent = std::os::unix::process::parent_id();
+        let w = wait();
+        let every = if w.is_zero() { 4096 } else { 64 };
+        let mut passes = 0u32;
+        loop {
+            poll(&ctx, w);
+            passes = passes.wrapping_add(1);
+            if passes.is_multiple_of(every) && std::os::unix::process::parent_id() != parent {
+                return;
+            }
+        }
     }
 
     if only.as_deref() != Some("ofi") {
@@ -573,7 +581,7 @@ fn main() {
             Err(_) => {
                 let mut child = Command::new(std::env::current_exe().unwrap())
                     .env("HG_BENCH_SERVER", "1")
-                    .stdin(Stdio::piped())
+                    .stdin(Stdio::null())
                     .stdout(Stdio::piped())
                     .spawn()
                     .unwrap();
@@ -596,7 +604,7 @@ fn main() {
         };
         bench_client(&label, &client, &ctx, &to, quick);
         if let Some(child) = child.as_mut() {
-            drop(child.stdin.take());
+            let _ = child.kill();
             child.wait().unwrap();
         }
     }
