@@ -39,6 +39,18 @@ hg::rpc! {
 }
 
 hg::rpc! {
+    /// The end of a run: the target answers and leaves its loop, as Mercury's perf tools end
+    /// their server (`hg_perf_done_cb`), so a profiler running it can write its report.
+    pub rpc Finish(FinishIn, FinishOut) {
+        input {}
+        output {}
+    }
+}
+
+/// Set by the target's [`Finish`] handler.
+static FINISHED: AtomicBool = AtomicBool::new(false);
+
+hg::rpc! {
     /// The bandwidth RPC: the target moves `count` × `len` bytes between `bulk` and its own
     /// buffer, `count` transfers of `len` bytes at once (Mercury's `hg_bw_*`: 64 per RPC).
     pub rpc Bw(BwIn, BwOut) {
@@ -123,6 +135,10 @@ fn ofi_class(listen: bool) -> hg::Result<Class> {
 
 /// Registers the target's handlers; its bulk buffers are created once per size.
 fn serve(class: &Class, ctx: hg::ContextRef) {
+    class.register_rpc::<Finish>(Some(Arc::new(|h: Handle| {
+        FINISHED.store(true, Ordering::Relaxed);
+        h.respond(&FinishOut {}, |_| {})
+    })));
     class.register_rpc::<Rate>(Some(Arc::new(|h: Handle| {
         let _: RateIn = h.get_input()?;
         h.respond(&RateOut {}, |_| {})
@@ -273,6 +289,23 @@ fn serve_loop(ctx: &Context, stop: &AtomicBool) {
 fn poll(ctx: &Context, wait: Duration) {
     if ctx.progress(wait).unwrap() > 0 {
         ctx.trigger(usize::MAX).unwrap();
+    }
+}
+
+/// Asks the target to leave its loop ([`Finish`]); waits up to 5 s for the answer.
+fn finish(class: &Class, ctx: &Context, to: &na::Addr) {
+    class.register_rpc::<Finish>(None);
+    let done = Arc::new(AtomicBool::new(false));
+    let d2 = done.clone();
+    let h = ctx.create(to, Finish::id()).unwrap();
+    if h.forward(&FinishIn {}, move |_, _| d2.store(true, Ordering::Relaxed))
+        .is_err()
+    {
+        return;
+    }
+    let t = Instant::now();
+    while !done.load(Ordering::Relaxed) && t.elapsed() < Duration::from_secs(5) {
+        poll(ctx, Duration::from_millis(1));
     }
 }
 
@@ -525,9 +558,9 @@ fn main() {
         .and_then(|i| args.get(i + 1).cloned());
 
     if std::env::var("HG_BENCH_SERVER").is_ok() {
-        // Target process over ofi+tcp: serve until killed, or until orphaned. One thread, as
-        // Mercury's `hg_perf_server`: a second one (a stdin watcher) would make glibc wrap
-        // every system call of the loop in its cancellation-point bookkeeping.
+        // Target process over ofi+tcp: serve until the client's `Finish`, or until orphaned.
+        // One thread, as Mercury's `hg_perf_server`: a second one (a stdin watcher) would make
+        // glibc wrap every system call of the loop in its cancellation-point bookkeeping.
         let class = ofi_class(true).unwrap();
         let ctx = class.context_create().unwrap();
         serve(&class, ctx.as_ref());
@@ -538,13 +571,18 @@ fn main() {
         let w = wait();
         let every = if w.is_zero() { 4096 } else { 64 };
         let mut passes = 0u32;
-        loop {
+        while !FINISHED.load(Ordering::Relaxed) {
             poll(&ctx, w);
             passes = passes.wrapping_add(1);
             if passes.is_multiple_of(every) && std::os::unix::process::parent_id() != parent {
                 return;
             }
         }
+        // A last pass or two, so the answer to `Finish` leaves before the context closes.
+        for _ in 0..16 {
+            poll(&ctx, Duration::from_millis(1));
+        }
+        return;
     }
 
     if only.as_deref() != Some("ofi") {
@@ -604,6 +642,12 @@ fn main() {
         };
         bench_client(&label, &client, &ctx, &to, quick);
         if let Some(child) = child.as_mut() {
+            finish(&client, &ctx, &to);
+            // Its answer came, or 5 s went by: it leaves by itself; else it is ended here.
+            let t = Instant::now();
+            while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(5) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let _ = child.kill();
             child.wait().unwrap();
         }
