@@ -9,9 +9,9 @@
 //! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window; `HG_BENCH_SPREAD=1` times each batch and prints their spread;
 //! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_ONLY=rate|bulk` runs one half; `HG_BENCH_BULK=pull|push,<KiB>` one bulk case;
 //! `HG_BENCH_OFI=ofi+net://127.0.0.1` runs the ofi cases over XNET instead of `tcp;ofi_rxm`. Over ofi the target is a second process (this
-//! binary re-executed with `HG_BENCH_SERVER=1` and killed at the end, or one started apart and
-//! named by `HG_BENCH_ADDR=<addr>`; one thread, as Mercury's `hg_perf_server`); over inproc it
-//! is a second thread. Each case runs
+//! binary re-executed with `HG_BENCH_SERVER=1` and ended by a `Finish` RPC, or one started apart
+//! and named by `HG_BENCH_ADDR=<addr>`; one thread, as Mercury's `hg_perf_server`); over inproc
+//! it is a second thread. Each case runs
 //! 5 times; the median and the spread (min–max) are printed.
 //!
 //! Arguments: `--quick` (fewer operations), `--only inproc|ofi`. Without `--bench` (which
@@ -565,8 +565,8 @@ fn main() {
         let ctx = class.context_create().unwrap();
         serve(&class, ctx.as_ref());
         println!("ADDR {}", class.addr_to_string(&ctx.self_addr()).unwrap());
-        // Orphaned (the client died before killing us): look every 4,096 busy passes (a few
-        // ms), or every 64 blocking ones (each up to `wait()`), so the check costs nothing.
+        // Orphaned (the client died before ending us): look every 4,096 busy passes (a few ms),
+        // or every 64 blocking ones (each up to `wait()`), so the check costs nothing.
         let parent = std::os::unix::process::parent_id();
         let w = wait();
         let every = if w.is_zero() { 4096 } else { 64 };
@@ -578,7 +578,8 @@ fn main() {
                 return;
             }
         }
-        // A last pass or two, so the answer to `Finish` leaves before the context closes.
+        // A few more passes (16 ms at most), so the answer to `Finish` leaves before the
+        // context closes.
         for _ in 0..16 {
             poll(&ctx, Duration::from_millis(1));
         }
@@ -643,7 +644,7 @@ fn main() {
         bench_client(&label, &client, &ctx, &to, quick);
         if let Some(child) = child.as_mut() {
             finish(&client, &ctx, &to);
-            // Its answer came, or 5 s went by: it leaves by itself; else it is ended here.
+            // It leaves by itself once it has answered; if it has not within 5 s, it is killed.
             let t = Instant::now();
             while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(10));
