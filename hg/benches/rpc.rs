@@ -644,13 +644,22 @@ fn main() {
         bench_client(&label, &client, &ctx, &to, quick);
         if let Some(child) = child.as_mut() {
             finish(&client, &ctx, &to);
-            // It leaves by itself once it has answered; if it has not within 5 s, it is killed.
+            // It leaves by itself once it has answered; if it has not within 5 s, it is killed
+            // (and the smoke pass, which CI runs, fails: `Finish` is broken).
             let t = Instant::now();
-            while child.try_wait().unwrap().is_none() && t.elapsed() < Duration::from_secs(5) {
+            let mut status = None;
+            while status.is_none() && t.elapsed() < Duration::from_secs(5) {
                 std::thread::sleep(Duration::from_millis(10));
+                status = child.try_wait().unwrap();
             }
-            let _ = child.kill();
-            child.wait().unwrap();
+            match status {
+                Some(s) => assert!(s.success(), "the target exited with {s}"),
+                None => {
+                    let _ = child.kill();
+                    child.wait().unwrap();
+                    assert!(!smoke(), "the target did not leave after Finish");
+                }
+            }
         }
     }
 }
