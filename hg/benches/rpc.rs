@@ -276,10 +276,21 @@ fn wait() -> Duration {
     }
 }
 
-fn serve_loop(ctx: &Context, stop: &AtomicBool) {
+/// The target's loop until `stop` is set, or, given the parent's pid, until this process is
+/// orphaned (the client died before ending it): looked at every 4,096 busy passes (a few ms)
+/// or every 64 blocking ones (each up to `wait()`), so the check costs nothing.
+fn serve_loop(ctx: &Context, stop: &AtomicBool, parent: Option<u32>) {
     let w = wait();
+    let every = if w.is_zero() { 4096 } else { 64 };
+    let mut passes = 0u32;
     while !stop.load(Ordering::Relaxed) {
         poll(ctx, w);
+        passes = passes.wrapping_add(1);
+        if passes.is_multiple_of(every)
+            && parent.is_some_and(|p| std::os::unix::process::parent_id() != p)
+        {
+            return;
+        }
     }
 }
 
@@ -565,18 +576,9 @@ fn main() {
         let ctx = class.context_create().unwrap();
         serve(&class, ctx.as_ref());
         println!("ADDR {}", class.addr_to_string(&ctx.self_addr()).unwrap());
-        // Orphaned (the client died before ending us): look every 4,096 busy passes (a few ms),
-        // or every 64 blocking ones (each up to `wait()`), so the check costs nothing.
-        let parent = std::os::unix::process::parent_id();
-        let w = wait();
-        let every = if w.is_zero() { 4096 } else { 64 };
-        let mut passes = 0u32;
-        while !FINISHED.load(Ordering::Relaxed) {
-            poll(&ctx, w);
-            passes = passes.wrapping_add(1);
-            if passes.is_multiple_of(every) && std::os::unix::process::parent_id() != parent {
-                return;
-            }
+        serve_loop(&ctx, &FINISHED, Some(std::os::unix::process::parent_id()));
+        if !FINISHED.load(Ordering::Relaxed) {
+            return;
         }
         // A few more passes (16 ms at most), so the answer to `Finish` leaves before the
         // context closes.
@@ -597,7 +599,7 @@ fn main() {
             let ctx = server.context_create().unwrap();
             serve(&server, ctx.as_ref());
             tx.send(ctx.self_addr()).unwrap();
-            serve_loop(&ctx, &s2);
+            serve_loop(&ctx, &s2, None);
         });
         let to = rx.recv().unwrap();
         let ctx = client.context_create().unwrap();
