@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 /// Hang guard only: generous, so a loaded 2-core machine never trips it.
 pub const GUARD: Duration = Duration::from_secs(60);
 
-/// Opens `info` (listening), or returns None (skip) when libfabric's tcp provider is missing,
+/// Opens `info` (listening), or returns None (skip) when libfabric lacks the provider `info` needs,
 /// unless CI=true, where that is a failure.
 pub fn class(info: &str) -> Option<Class> {
     class_opt(info, &na::InitOptions::default())
@@ -30,9 +30,9 @@ pub fn class_opt(info: &str, opts: &na::InitOptions) -> Option<Class> {
         }
         Err(e @ (Error::NoDev | Error::ProtoNoSupport)) => {
             if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("libfabric tcp provider unavailable under CI=true: {e}");
+                panic!("libfabric provider for {info} unavailable under CI=true: {e}");
             }
-            eprintln!("skipping: libfabric tcp provider unavailable ({e})");
+            eprintln!("skipping: libfabric provider for {info} unavailable ({e})");
             None
         }
         Err(e) => panic!("initialize {info}: {e}"),
