@@ -329,13 +329,13 @@ const BW_STEP: BulkInfo = BulkInfo {
     size: CHUNK as u32,
 };
 
-/// Mercury's server pulls from our registered memory (`hg_bw_write`'s RPC, `HG_PERF_BW_WRITE`)
-/// and checks every chunk against its pattern. A mismatch is only logged (the server still
-/// answers), so the test reads the server's error log — and corrupts one int to show that the
-/// check sees our bytes.
-#[test]
-fn mercury_server_pulls_from_our_bulk() {
-    let log = std::env::temp_dir().join(format!("hg-interop-pull-{}.log", std::process::id()));
+/// Mercury's server pulls from the region `make` registers (`hg_bw_write`'s RPC,
+/// `HG_PERF_BW_WRITE`) and checks every chunk against its pattern. A mismatch is only logged
+/// (the server still answers), so this reads the server's error log — and corrupts the int at
+/// byte `corrupt_at` to show that the check sees our bytes. `name` keeps the log files of
+/// tests running in parallel apart.
+fn pull_checked_by_mercury(name: &str, make: impl FnOnce(&Class) -> hg::Bulk, corrupt_at: usize) {
+    let log = std::env::temp_dir().join(format!("hg-interop-{name}-{}.log", std::process::id()));
     let file = std::fs::File::create(&log).unwrap();
     let Some((mut server, addr)) = start_server_logging(Stdio::from(file)) else {
         eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
@@ -343,7 +343,7 @@ fn mercury_server_pulls_from_our_bulk() {
     };
     let (client, ctx) = bulk_client();
     let to = client.addr_lookup(&addr).unwrap();
-    let bulk = hg::Bulk::create(&client, vec![perf_pattern(0)], na::Access::READ_ONLY).unwrap();
+    let bulk = make(&client);
     let init = bw_init(HG_BULK_PULL, &bulk);
     assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
     for _ in 0..3 {
@@ -355,9 +355,7 @@ fn mercury_server_pulls_from_our_bulk() {
             .contains("Error detected in bulk transfer")
     };
     assert!(!mismatch(&log), "Mercury saw wrong bytes");
-    // Chunk 2, int 100: Mercury must now see the wrong value.
-    bulk.write_at(2 * CHUNK + 400, &(-5i32).to_ne_bytes())
-        .unwrap();
+    bulk.write_at(corrupt_at, &(-5i32).to_ne_bytes()).unwrap();
     assert_eq!(call_with(&ctx, &to, HG_PERF_BW_WRITE, &BW_STEP), Ok(()));
     assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
     let _ = server.0.wait();
@@ -368,27 +366,44 @@ fn mercury_server_pulls_from_our_bulk() {
     let _ = std::fs::remove_file(&log);
 }
 
-/// Mercury's server pushes its pattern into our registered memory (`hg_bw_read`'s RPC,
-/// `HG_PERF_BW_READ`).
-#[test]
-fn mercury_server_pushes_into_our_bulk() {
+/// Mercury's server pushes its pattern into the region `make` registers (`hg_bw_read`'s RPC,
+/// `HG_PERF_BW_READ`); the region must then hold exactly that pattern.
+fn push_from_mercury(make: impl FnOnce(&Class) -> hg::Bulk) {
     let Some((_server, addr)) = start_server() else {
         eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
         return;
     };
     let (client, ctx) = bulk_client();
     let to = client.addr_lookup(&addr).unwrap();
-    let bulk = hg::Bulk::create(
-        &client,
-        vec![vec![0xEE; CHUNK * BULK_COUNT]],
-        na::Access::WRITE_ONLY,
-    )
-    .unwrap();
+    let bulk = make(&client);
     let init = bw_init(HG_BULK_PUSH, &bulk);
     assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
     assert_eq!(call_with(&ctx, &to, HG_PERF_BW_READ, &BW_STEP), Ok(()));
     assert!(bulk.to_vec() == perf_pattern(0), "pushed bytes differ");
     assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
+}
+
+/// Mercury pulls from one registration; the corrupted int is chunk 2, int 100.
+#[test]
+fn mercury_server_pulls_from_our_bulk() {
+    pull_checked_by_mercury(
+        "pull",
+        |c| hg::Bulk::create(c, vec![perf_pattern(0)], na::Access::READ_ONLY).unwrap(),
+        2 * CHUNK + 400,
+    );
+}
+
+/// Mercury pushes into one registration.
+#[test]
+fn mercury_server_pushes_into_our_bulk() {
+    push_from_mercury(|c| {
+        hg::Bulk::create(
+            c,
+            vec![vec![0xEE; CHUNK * BULK_COUNT]],
+            na::Access::WRITE_ONLY,
+        )
+        .unwrap()
+    });
 }
 
 /// Segment sizes that do not line up with Mercury's 64 KiB chunks: each chunk Mercury moves
@@ -406,67 +421,29 @@ fn uneven(data: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-/// As `mercury_server_pulls_from_our_bulk`, from a region with one NA registration per segment
-/// (a descriptor with one handle per segment, `HG_BULK_REGV` clear), which Mercury addresses
-/// handle by handle.
+/// A region with one NA registration per segment (a descriptor with one handle per segment,
+/// `HG_BULK_REGV` clear), which Mercury addresses handle by handle.
+fn per_segment(c: &Class, data: &[u8], access: na::Access) -> hg::Bulk {
+    let bulk = hg::Bulk::create_per_segment(c, uneven(data), access).unwrap();
+    assert_eq!(bulk.registrations().len(), UNEVEN.len());
+    bulk
+}
+
+/// As `mercury_server_pulls_from_our_bulk`, from one registration per segment; the corrupted
+/// int is chunk 1, int 5000 (byte 85 536, inside our fourth registration).
 #[test]
 fn mercury_server_pulls_from_our_per_segment_bulk() {
-    let log = std::env::temp_dir().join(format!("hg-interop-pullseg-{}.log", std::process::id()));
-    let file = std::fs::File::create(&log).unwrap();
-    let Some((mut server, addr)) = start_server_logging(Stdio::from(file)) else {
-        eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
-        return;
-    };
-    let (client, ctx) = bulk_client();
-    let to = client.addr_lookup(&addr).unwrap();
-    let bulk =
-        hg::Bulk::create_per_segment(&client, uneven(&perf_pattern(0)), na::Access::READ_ONLY)
-            .unwrap();
-    assert_eq!(bulk.registrations().len(), UNEVEN.len());
-    let init = bw_init(HG_BULK_PULL, &bulk);
-    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
-    for _ in 0..3 {
-        assert_eq!(call_with(&ctx, &to, HG_PERF_BW_WRITE, &BW_STEP), Ok(()));
-    }
-    let mismatch = |log: &std::path::Path| {
-        std::fs::read_to_string(log)
-            .unwrap()
-            .contains("Error detected in bulk transfer")
-    };
-    assert!(!mismatch(&log), "Mercury saw wrong bytes");
-    // Chunk 1, int 5000 (byte 85 536, inside our fourth registration): Mercury must see it.
-    bulk.write_at(CHUNK + 20_000, &(-5i32).to_ne_bytes())
-        .unwrap();
-    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_WRITE, &BW_STEP), Ok(()));
-    assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
-    let _ = server.0.wait();
-    assert!(
-        mismatch(&log),
-        "Mercury's check did not see our corrupted int"
+    pull_checked_by_mercury(
+        "pullseg",
+        |c| per_segment(c, &perf_pattern(0), na::Access::READ_ONLY),
+        CHUNK + 20_000,
     );
-    let _ = std::fs::remove_file(&log);
 }
 
 /// Mercury pushes its pattern into a region with one registration per segment.
 #[test]
 fn mercury_server_pushes_into_our_per_segment_bulk() {
-    let Some((_server, addr)) = start_server() else {
-        eprintln!("skipping: HG_MERCURY_PERF_SERVER not set");
-        return;
-    };
-    let (client, ctx) = bulk_client();
-    let to = client.addr_lookup(&addr).unwrap();
-    let bulk = hg::Bulk::create_per_segment(
-        &client,
-        uneven(&vec![0xEE; CHUNK * BULK_COUNT]),
-        na::Access::WRITE_ONLY,
-    )
-    .unwrap();
-    let init = bw_init(HG_BULK_PUSH, &bulk);
-    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_INIT, &init), Ok(()));
-    assert_eq!(call_with(&ctx, &to, HG_PERF_BW_READ, &BW_STEP), Ok(()));
-    assert!(bulk.to_vec() == perf_pattern(0), "pushed bytes differ");
-    assert_eq!(call_with(&ctx, &to, HG_PERF_DONE, &()), Ok(()));
+    push_from_mercury(|c| per_segment(c, &vec![0xEE; CHUNK * BULK_COUNT], na::Access::WRITE_ONLY));
 }
 
 fn wait_reply(raw: &na::Context) -> Vec<u8> {
