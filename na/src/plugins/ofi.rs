@@ -374,8 +374,9 @@ mod imp {
         wait_fd: bool,
         virt_addr: bool,
         prov_key: bool,
-        /// XNET: a message no receive takes holds its connection, so late messages are swept
-        /// by head peeks (`Late::by_head`).
+        /// XNET: a message no receive takes holds its connection, so each context's late-message
+        /// table sweeps by head peeks (`Late::by_head`). Read when a context is made; from then
+        /// on the table's own flag decides.
         by_head: bool,
         next_key: AtomicU64,
         contexts: Mutex<Vec<Weak<OfiContext>>>,
@@ -1758,15 +1759,21 @@ mod imp {
             if self.closing.load(Ordering::Acquire) {
                 return;
             }
-            if self.shared.by_head {
-                for (id, src, source) in self.with_late(|l| l.due_heads(Instant::now())) {
-                    self.peek_head(id, src, source);
+            // The table knows how it sweeps: head peeks per peer, or a peek per key.
+            let (heads, due, expired) = self.with_late(|l| {
+                let now = Instant::now();
+                if l.by_head {
+                    (l.due_heads(now), Vec::new(), 0)
+                } else {
+                    let (due, expired) = l.due(now);
+                    (Vec::new(), due, expired)
                 }
-                return;
-            }
-            let (due, expired) = self.with_late(|l| l.due(Instant::now()));
+            });
             if expired > 0 {
                 tracing::debug!(expired, "na.ofi: late-message keys expired");
+            }
+            for (id, src, source) in heads {
+                self.peek_head(id, src, source);
             }
             for (id, key, source) in due {
                 self.peek_late(id, key, source);
@@ -1859,10 +1866,9 @@ mod imp {
         #[cold]
         #[inline(never)]
         fn unlate(&self, src: u64) {
-            let by_head = self.shared.by_head;
             let taken: Vec<_> = self.with_late(|l| {
                 let keys: Vec<LateId> = l.keys.keys().filter(|k| k.0 == src).copied().collect();
-                if by_head {
+                if l.by_head {
                     // Up to LATE_KEYS_XNET of them: let go without a peek each (what heads the
                     // forgotten peer's connection goes with it).
                     for k in keys {
