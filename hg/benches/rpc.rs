@@ -123,11 +123,18 @@ fn opts() -> InitOptions {
 /// Opens the ofi class (`listen`: the target; the origin does not): `ofi+tcp` (rxm), or what
 /// `HG_BENCH_OFI` names (the target process inherits it). Under `HG_BENCH_POLL=1` both sides
 /// spin, so NA runs in busy mode (`ProgressMode::NoBlock`, CQs without a wait object) as
-/// Mercury's tools do with `-b`.
+/// Mercury's tools do with `-b`. `HG_BENCH_RCVBUF=<bytes>` sets `na::InitOptions::sock_rcvbuf`
+/// (0: leave the kernel's autotuning on) on both sides.
 fn ofi_class(listen: bool) -> hg::Result<Class> {
     let mut o = opts();
     if std::env::var("HG_BENCH_POLL").is_ok() {
         o.na.progress_mode = hg::na::ProgressMode::NoBlock;
+    }
+    if let Some(b) = std::env::var("HG_BENCH_RCVBUF")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        o.na.sock_rcvbuf = (b > 0).then_some(b);
     }
     let info = std::env::var("HG_BENCH_OFI").unwrap_or_else(|_| "ofi+tcp://127.0.0.1".into());
     Class::init_opt(&info, listen, o)

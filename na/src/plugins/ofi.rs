@@ -23,6 +23,10 @@ use crate::plugin::{InfoString, InitOptions, Plugin, ProgressMode, ThreadMode};
 use crate::sync::Arc;
 use std::net::Ipv4Addr;
 
+/// Diagnostics: this process's IPv4 TCP sockets with their receive buffers (what
+/// `InitOptions::sock_rcvbuf` fixes on the plugin's connections).
+pub use crate::sys::sock::{tcp_sockets, TcpSocket};
+
 /// Name of the plugin in info strings and addresses. A `static`, not a `const`: every address
 /// this plugin makes points at this one string, so comparing plugin names is a pointer compare.
 pub static NAME: &str = "ofi";
@@ -352,6 +356,7 @@ mod imp {
     use crate::sync::{lock, AtomicBool, AtomicU64, Mutex, Ordering};
     use crate::sys::ofi::{self as sys, flags, Done, Post, RmaPiece};
     use crate::sys::probe::{Probe, ProbeState};
+    use crate::sys::sock;
     use smallvec::SmallVec;
     use std::any::Any;
     use std::collections::HashMap;
@@ -378,6 +383,9 @@ mod imp {
         /// table sweeps by head peeks (`Late::by_head`). Read when a context is made; from then
         /// on the table's own flag decides.
         by_head: bool,
+        /// The `SO_RCVBUF` fixed on this class's TCP connections (`InitOptions::sock_rcvbuf`,
+        /// when the provider runs on kernel TCP and the kernel grants it).
+        rcvbuf: Option<usize>,
         next_key: AtomicU64,
         contexts: Mutex<Vec<Weak<OfiContext>>>,
     }
@@ -447,6 +455,7 @@ mod imp {
             .max_inject_size
             .min(fabric.inject_size())
             .min(max_unexpected.max(max_expected));
+        let rcvbuf = granted_rcvbuf(provider, opts.sock_rcvbuf);
         let (api, lib) = sys::versions();
         tracing::debug!(
             protocol,
@@ -470,10 +479,29 @@ mod imp {
                 virt_addr: mr_mode & flags::MR_VIRT_ADDR != 0,
                 prov_key: mr_mode & flags::MR_PROV_KEY != 0,
                 by_head: provider == Provider::Xnet,
+                rcvbuf,
                 next_key: AtomicU64::new(1),
                 contexts: Mutex::new(Vec::new()),
             }),
         }))
+    }
+
+    /// The receive buffer to fix on `provider`'s connections: `want` when they are kernel TCP
+    /// sockets and `net.core.rmem_max` allows it, else `None` (autotuning stays on).
+    fn granted_rcvbuf(provider: Provider, want: Option<usize>) -> Option<usize> {
+        let want = want.filter(|&n| n > 0 && provider != Provider::VerbsRxm)?;
+        match sock::rmem_max() {
+            Some(max) if max >= want => Some(want),
+            max => {
+                tracing::info!(
+                    want,
+                    rmem_max = max,
+                    "na.ofi: net.core.rmem_max is below the socket receive buffer asked for; \
+                     leaving the kernel's autotuning on"
+                );
+                None
+            }
+        }
     }
 
     /// The class half (`na_ofi_class`).
@@ -551,6 +579,12 @@ mod imp {
             });
             lock(&sh.contexts).push(Arc::downgrade(&ctx));
             tracing::debug!(id, addr = %fmt_addr(&sh.protocol, &name), "na.ofi: context created");
+            // The listener: the connections it accepts inherit its receive buffer.
+            let me = sock_v4(&name);
+            ctx.fix_rcvbufs("listener", |s| {
+                s.local.port() == me.port()
+                    && (s.local.ip() == me.ip() || s.local.ip().is_unspecified())
+            });
             Ok(ctx)
         }
 
@@ -689,6 +723,12 @@ mod imp {
                 _region: region,
             }))
         }
+    }
+
+    /// A checked 16-byte `sockaddr_in` as a socket address.
+    fn sock_v4(raw: &[u8; 16]) -> std::net::SocketAddrV4 {
+        let port = u16::from_be_bytes([raw[2], raw[3]]);
+        std::net::SocketAddrV4::new(Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]), port)
     }
 
     fn fmt_addr(protocol: &str, raw: &[u8; 16]) -> String {
@@ -1261,6 +1301,7 @@ mod imp {
         fn check_probes(&self) {
             let mut go = Vec::new();
             let mut dead = Vec::new();
+            let mut up = Vec::new();
             let mut settled = 0;
             {
                 let mut av = lock(&self.av);
@@ -1289,6 +1330,7 @@ mod imp {
                         ProbeState::Up => {
                             go.append(queued);
                             peer.state = PeerState::Ready;
+                            up.push(raw.to_ne_bytes());
                         }
                         ProbeState::Down(e) => {
                             tracing::warn!(
@@ -1307,6 +1349,11 @@ mod imp {
             for (op, post) in go {
                 self.submit(op, post);
             }
+            // The sends just posted opened libfabric's connections to these peers.
+            for raw in up {
+                let to = sock_v4(&raw);
+                self.fix_rcvbufs("outgoing", |s| s.peer == Some(to));
+            }
             for (op, _) in dead {
                 self.cq.push(op.complete(Err(Error::HostUnreach)));
             }
@@ -1315,6 +1362,30 @@ mod imp {
             if settled > 0 {
                 self.probing.fetch_sub(settled, Ordering::AcqRel);
             }
+        }
+
+        /// Fixes `SO_RCVBUF` (the class's `rcvbuf`) on this process's TCP sockets that `mine`
+        /// picks out by address as this endpoint's: a listener and what it accepts, or the
+        /// connections to one peer. A scan of `/proc/self/fd`, run once per context and per
+        /// peer brought up, never on the data path.
+        fn fix_rcvbufs(&self, what: &str, mine: impl Fn(&sock::TcpSocket) -> bool) {
+            let Some(bytes) = self.shared.rcvbuf else {
+                return;
+            };
+            let mut fixed = 0;
+            for s in sock::tcp_sockets().iter().filter(|s| mine(s)) {
+                match sock::set_rcvbuf(s.fd, bytes) {
+                    Ok(()) => fixed += 1,
+                    // Closed since it was listed.
+                    Err(libc::EBADF) => {}
+                    Err(e) => tracing::warn!(
+                        fd = s.fd,
+                        error = %std::io::Error::from_raw_os_error(e),
+                        "na.ofi: setting SO_RCVBUF failed"
+                    ),
+                }
+            }
+            tracing::debug!(what, fixed, bytes, "na.ofi: socket receive buffers fixed");
         }
 
         fn submit(&self, op: Op, post: Post) {
