@@ -1,5 +1,5 @@
-//! ofi over tcp;ofi_rxm: `InitOptions::sock_rcvbuf` fixes the receive buffer of each side's
-//! connections (listener, accepted, outgoing), and `None` leaves them to the kernel.
+//! ofi over tcp;ofi_rxm and XNET: `InitOptions::sock_rcvbuf` fixes the receive buffer of each
+//! side's connections (listener, accepted, outgoing), and `None` leaves them to the kernel.
 
 mod ofi_common;
 
@@ -22,6 +22,7 @@ fn expected(want: usize) -> Option<usize> {
 /// One message each way between a server and a client with these options; returns the
 /// server's address and this process's TCP sockets after it.
 fn round_trip(
+    proto: &str,
     server_buf: Option<usize>,
     client_buf: Option<usize>,
 ) -> Option<(SocketAddrV4, Vec<TcpSocket>)> {
@@ -29,8 +30,8 @@ fn round_trip(
         sock_rcvbuf: b,
         ..Default::default()
     };
-    let server = class_opt("ofi+tcp://127.0.0.1:0", &opts(server_buf))?;
-    let client = class_opt("ofi+tcp://127.0.0.1", &opts(client_buf))?;
+    let server = class_opt(&format!("ofi+{proto}://127.0.0.1:0"), &opts(server_buf))?;
+    let client = class_opt(&format!("ofi+{proto}://127.0.0.1"), &opts(client_buf))?;
     let sctx = server.context_create(0).unwrap();
     let cctx = client.context_create(0).unwrap();
     let s = server.addr_to_string(&sctx.self_addr()).unwrap();
@@ -70,10 +71,9 @@ fn sides(at: SocketAddrV4, all: &[TcpSocket]) -> (Vec<usize>, Vec<usize>, Vec<us
     (listener, accepted, outgoing)
 }
 
-#[test]
-fn each_side_fixes_its_own_connections() {
+fn each_side_fixes_its_own_connections(proto: &str) {
     let (sb, cb) = (1_000_000, 600_000);
-    let Some((at, all)) = round_trip(Some(sb), Some(cb)) else {
+    let Some((at, all)) = round_trip(proto, Some(sb), Some(cb)) else {
         return;
     };
     let (listener, accepted, outgoing) = sides(at, &all);
@@ -92,8 +92,18 @@ fn each_side_fixes_its_own_connections() {
 }
 
 #[test]
+fn each_side_fixes_its_own_connections_rxm() {
+    each_side_fixes_its_own_connections("tcp");
+}
+
+#[test]
+fn each_side_fixes_its_own_connections_xnet() {
+    each_side_fixes_its_own_connections("net");
+}
+
+#[test]
 fn none_leaves_the_kernel_its_autotuning() {
-    let Some((at, all)) = round_trip(None, None) else {
+    let Some((at, all)) = round_trip("tcp", None, None) else {
         return;
     };
     let (listener, accepted, outgoing) = sides(at, &all);
