@@ -22,7 +22,8 @@ pub struct TcpSocket {
 }
 
 /// Every IPv4 TCP socket this process has open, from `/proc/self/fd`. Empty where that
-/// directory cannot be read.
+/// directory cannot be read. Costs a `getsockopt` per open descriptor, five calls more per IPv4
+/// TCP socket.
 pub fn tcp_sockets() -> Vec<TcpSocket> {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return Vec::new();
@@ -36,14 +37,9 @@ pub fn tcp_sockets() -> Vec<TcpSocket> {
         else {
             continue;
         };
-        // Only sockets: their links read `socket:[inode]`.
-        let is_socket = std::fs::read_link(entry.path())
-            .map(|p| p.as_os_str().as_encoded_bytes().starts_with(b"socket:"))
-            .unwrap_or(false);
-        if is_socket {
-            if let Some(s) = inspect(fd) {
-                out.push(s);
-            }
+        // One `getsockopt` tells a non-socket (ENOTSOCK): cheaper than reading the fd's link.
+        if let Some(s) = inspect(fd) {
+            out.push(s);
         }
     }
     out
