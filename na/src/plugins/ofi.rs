@@ -1367,7 +1367,8 @@ mod imp {
         /// Fixes `SO_RCVBUF` (the class's `rcvbuf`) on this process's TCP sockets that `mine`
         /// picks out by address as this endpoint's: a listener and what it accepts, or the
         /// connections to one peer. A scan of `/proc/self/fd`, run once per context and per
-        /// peer brought up, never on the data path.
+        /// peer brought up, never on the data path. Listing and setting are not atomic: a
+        /// socket another thread closes and reopens in between gets the size instead (harmless).
         fn fix_rcvbufs(&self, what: &str, mine: impl Fn(&sock::TcpSocket) -> bool) {
             let Some(bytes) = self.shared.rcvbuf else {
                 return;

@@ -67,8 +67,9 @@ fn inspect(fd: RawFd) -> Option<TcpSocket> {
 /// for it). Returns the errno on failure.
 pub fn set_rcvbuf(fd: RawFd, bytes: usize) -> Result<(), i32> {
     let v = libc::c_int::try_from(bytes).map_err(|_| libc::EINVAL)?;
-    // SAFETY: `v` is a valid c_int of the length given; a descriptor closed meanwhile only
-    // makes the call fail with EBADF.
+    // SAFETY: `v` is a valid c_int of the length given. `setsockopt` touches no memory of ours
+    // through `fd`: on a descriptor closed since it was listed it fails (EBADF, ENOTSOCK), and
+    // on one reused meanwhile it only sets that socket's buffer size.
     let rc = unsafe {
         libc::setsockopt(
             fd,
