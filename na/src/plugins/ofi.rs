@@ -732,9 +732,7 @@ mod imp {
     }
 
     fn fmt_addr(protocol: &str, raw: &[u8; 16]) -> String {
-        let port = u16::from_be_bytes([raw[2], raw[3]]);
-        let ip = Ipv4Addr::new(raw[4], raw[5], raw[6], raw[7]);
-        format!("ofi+{protocol}://{ip}:{port}")
+        format!("ofi+{protocol}://{}", sock_v4(raw))
     }
 
     /// A registration: one MR per non-empty segment (`na_ofi_mem_handle`).
