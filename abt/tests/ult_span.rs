@@ -1,6 +1,9 @@
-//! The `abt.ult` span around each switch into a ULT, alone in its test binary: tracing caches a
-//! callsite's interest process-wide, and a ULT of another test running at the same moment
-//! could register `abt.ult` as uninteresting just before this test's subscriber exists.
+//! The `abt.ult` span around each switch into a ULT, alone in its test binary. tracing caches
+//! a callsite's interest process-wide, and while one dispatcher is registered (this test's)
+//! tracing-core 0.1 computes a new callsite's interest from the registering thread's default
+//! dispatcher: a ULT of another test, on a thread with no subscriber, hitting `abt.ult` first
+//! (this test's subscriber has raised the max level) would cache it as never, and this test
+//! would see no span.
 
 use abt::{pool, Access, PoolKind, Primary, Sched, SchedConfig, SchedKind, Thread};
 use std::sync::Arc;
