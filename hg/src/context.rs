@@ -144,6 +144,8 @@ pub(crate) struct ForwardReq<'a> {
     pub(crate) no_response: bool,
     pub(crate) deadline: Option<Instant>,
     pub(crate) cb: ForwardCallback,
+    /// The reply buffer the handle kept from its last forward.
+    pub(crate) spare: Option<MsgBuf>,
 }
 
 /// An NA operation id as a forward keeps it (NA numbers operations from 1: never 0).
@@ -1647,7 +1649,8 @@ impl CtxInner {
                         o.pull_ops.clear();
                         let (mem, size, crc, code, _) = o.pulling.take().expect("pull in flight");
                         let r = result.and_then(|()| {
-                            f.handle.set_output(self.pulled(this, mem, size, crc)?);
+                            f.handle
+                                .set_output(self.pulled(this, mem, size, crc)?, None);
                             Ok(())
                         });
                         if r.is_ok() {
@@ -1822,10 +1825,9 @@ impl CtxInner {
                 // The output is decoded where it arrived; the buffer returns to the pool when
                 // the handle lets go of it (its next forward, or its end).
                 let (out, back) = Bytes::in_message(buf, start..end, this, true);
-                if let Some(buf) = back {
-                    self.give_recv_buf(buf);
-                }
-                f.handle.set_output(out);
+                // The reply's buffer, when the bytes did not keep it, stays with the handle for
+                // its next forward.
+                f.handle.set_output(out, back);
                 f.replied = true;
                 f.reply = Some(code);
             }
@@ -2146,9 +2148,10 @@ impl CtxInner {
     pub(crate) fn start_forward<T: Proc>(
         &self,
         this: &Arc<CtxInner>,
-        req: ForwardReq<'_>,
+        mut req: ForwardReq<'_>,
         input: &T,
     ) -> Result<()> {
+        let spare = req.spare.take();
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Canceled);
         }
@@ -2156,6 +2159,9 @@ impl CtxInner {
         let hs = level.header_size();
         let size = input.encoded_size();
         if req.to_self {
+            if let Some(b) = spare {
+                self.give_recv_buf(b);
+            }
             return self.forward_to_self(this, req, input);
         }
         let handle = req.handle;
@@ -2182,8 +2188,14 @@ impl CtxInner {
         }
         let more = extra.is_some();
         let ack_only = no_response && more;
+        // A one-way forward has no reply buffer to reuse (its handle kept one only if it was
+        // reset from a two-way RPC; that one is freed).
         let recv = if !no_response {
-            Some(self.take_recv_buf(nac.max_expected_size()))
+            let max = nac.max_expected_size();
+            Some(match spare {
+                Some(b) if b.capacity() == max => b,
+                _ => self.take_recv_buf(max),
+            })
         } else if more {
             Some(MsgBuf::new(1))
         } else {
@@ -2352,7 +2364,7 @@ impl CtxInner {
             if f.recv_pending {
                 f.recv_pending = false;
                 f.replied = output.is_ok();
-                f.reply = Some(output.map(|b| f.handle.set_output(Bytes::Owned(b))));
+                f.reply = Some(output.map(|b| f.handle.set_output(Bytes::Owned(b), None)));
             }
             self.maybe_complete(&mut st, token);
         }
@@ -2483,6 +2495,12 @@ impl CtxInner {
     /// send writes all it sends), else a fresh one.
     fn take_recv_buf(&self, size: usize) -> MsgBuf {
         take_buf(&self.recv_bufs, size)
+    }
+
+    /// How many expected-size buffers the pool holds.
+    #[cfg(test)]
+    pub(crate) fn recv_pool_len(&self) -> usize {
+        lock(&self.recv_bufs).len()
     }
 
     /// Returns an expected-size buffer (a reply received, or sent) for reuse.

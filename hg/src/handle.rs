@@ -125,6 +125,11 @@ pub(crate) struct HandleState {
     target_id: u8,
     output: Option<Bytes>,
     side: Side,
+    /// An origin's reply buffer kept for its next forward: the last reply's, when it had no
+    /// body to keep. As a Mercury handle owns its reply buffer, a reused handle's forward then
+    /// takes no buffer from its context's pool for the reply, and gives none back. It goes back
+    /// to the pool when the handle ends.
+    spare: Option<na::MsgBuf>,
 }
 
 /// Which end of the exchange a handle is.
@@ -172,6 +177,7 @@ impl HandleState {
             id,
             target_id: server.as_ref().map_or(0, |s| s.cookie),
             output: None,
+            spare: None,
             side: match server {
                 Some(s) => Side::Target(s),
                 None => Side::Origin {
@@ -230,6 +236,16 @@ struct HandleInner {
     /// operation token. Taken by a compare-and-swap, so two threads forwarding on one handle
     /// at once get one `Busy`; read by `cancel` and `reset` without the state's lock.
     fwd: AtomicU64,
+}
+
+impl Drop for HandleInner {
+    /// The kept buffers go back to the context's pools (a handle per RPC, as CaRT creates
+    /// them, would otherwise take a fresh pair every time).
+    fn drop(&mut self) {
+        if let Some(b) = lock(&self.st).spare.take() {
+            self.ctx.give_recv_buf(b);
+        }
+    }
 }
 
 /// [`HandleInner::fwd`]: no forward in flight.
@@ -325,11 +341,13 @@ impl Handle {
     /// `HG_Reset`: reuses the handle for `id` at `addr`; `Busy` while a forward is in flight.
     #[doc(alias = "HG_Reset")]
     pub fn reset(&self, addr: &na::Addr, id: RpcId) -> Result<()> {
-        let new = HandleState::origin(addr.clone(), id, &self.inner.ctx);
+        let mut new = HandleState::origin(addr.clone(), id, &self.inner.ctx);
         let mut st = lock(&self.inner.st);
         if self.inner.fwd.load(Ordering::Acquire) != IDLE {
             return Err(Error::Busy);
         }
+        // The buffers belong to the context, which a reset does not change.
+        new.spare = st.spare.take();
         *st = new;
         Ok(())
     }
@@ -389,7 +407,7 @@ impl Handle {
         deadline: Option<Instant>,
         cb: ForwardCallback,
     ) -> Result<()> {
-        let (addr, id, cookie, cached, to_self, old) = {
+        let (addr, id, cookie, cached, to_self, old, spare) = {
             let mut st = lock(&self.inner.st);
             if st.server().is_some() {
                 return Err(Error::InvalidArg);
@@ -404,9 +422,12 @@ impl Handle {
                 st.rpc(),
                 st.to_self(),
                 old,
+                st.spare.take(),
             )
         };
-        let r = self.start_to(addr, id, cookie, cached, to_self, input, deadline, cb);
+        let r = self.start_to(
+            addr, id, cookie, cached, to_self, input, deadline, cb, spare,
+        );
         if r.is_err() {
             self.keep_output(old);
         }
@@ -436,8 +457,10 @@ impl Handle {
         input: &T,
         deadline: Option<Instant>,
         cb: ForwardCallback,
+        spare: Option<na::MsgBuf>,
     ) -> Result<()> {
         let _s = na::hop_span!(DEBUG, "hg.forward", rpc_id = id);
+        // On the failures below, a spare buffer is freed rather than pooled (they are rare).
         let rpc = self.rpc_info(id, cached)?;
         if !rpc.input.is::<T>() {
             tracing::warn!(
@@ -457,6 +480,7 @@ impl Handle {
             no_response,
             deadline,
             cb,
+            spare,
         };
         self.inner.ctx.start_forward(&self.inner.ctx, req, input)
     }
@@ -495,9 +519,24 @@ impl Handle {
         self.inner.fwd.store(IDLE, Ordering::Release);
     }
 
-    pub(crate) fn set_output(&self, bytes: Bytes) {
+    /// The reply's bytes, and the reply's buffer when the bytes did not keep it (`spare`), which
+    /// the handle keeps for its next forward.
+    pub(crate) fn set_output(&self, bytes: Bytes, spare: Option<na::MsgBuf>) {
+        let mut st = lock(&self.inner.st);
         // The old bytes (a pulled buffer going back to the cache) drop after the lock.
-        let _old = lock(&self.inner.st).output.replace(bytes);
+        let old = st.output.replace(bytes);
+        let back = match spare {
+            Some(b) if st.spare.is_none() => {
+                st.spare = Some(b);
+                None
+            }
+            b => b,
+        };
+        drop(st);
+        drop(old);
+        if let Some(b) = back {
+            self.inner.ctx.give_recv_buf(b);
+        }
     }
 
     pub(crate) fn set_input(&self, bytes: Bytes) {
@@ -707,5 +746,73 @@ mod loom_tests {
             ctx.close();
             assert_eq!(calls.load(Ordering::SeqCst), 1);
         });
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod spare_tests {
+    use super::*;
+    use crate::{Class, Context, InitOptions};
+    use na::plugins::inproc::{Fabric, FaultConfig};
+
+    /// Where the handle's kept reply buffer starts, if it keeps one.
+    fn spare_at(h: &Handle) -> Option<*const u8> {
+        lock(&h.inner.st)
+            .spare
+            .as_ref()
+            .map(|b| b.as_slice().as_ptr())
+    }
+
+    /// Forwards on `h` and drives both contexts until its callback has run.
+    fn forward_once(h: &Handle, client: &Context, server: &Context) {
+        let done = Arc::new(AtomicU64::new(0));
+        let d = done.clone();
+        h.forward(&(), move |_, r| {
+            assert_eq!(r, Ok(()));
+            d.store(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        let end = Instant::now() + Duration::from_secs(10);
+        while done.load(Ordering::SeqCst) == 0 {
+            assert!(Instant::now() < end, "the forward never completed");
+            for c in [server, client] {
+                c.progress(Duration::ZERO).unwrap();
+                c.trigger(usize::MAX).unwrap();
+            }
+        }
+    }
+
+    /// A reply with no body leaves its buffer with the handle, the handle's next forward
+    /// receives its reply into that same buffer (not one from the context's pool), and the
+    /// buffer goes back to the pool when the handle ends.
+    #[test]
+    fn a_reused_handle_receives_into_its_last_reply_buffer() {
+        let fabric = Fabric::new(FaultConfig::none());
+        let server = Class::from_na(fabric.class(true), InitOptions::default());
+        let client = Class::from_na(fabric.class(false), InitOptions::default());
+        server.register::<(), ()>(1, Some(UserArc::new(|h: Handle| h.respond(&(), |_| {}))));
+        client.register::<(), ()>(1, None);
+        let sctx = server.context_create().unwrap();
+        let cctx = client.context_create().unwrap();
+        let h = cctx.create(&sctx.self_addr(), 1).unwrap();
+        assert_eq!(spare_at(&h), None);
+        forward_once(&h, &cctx, &sctx);
+        let first = spare_at(&h).expect("the empty reply's buffer is kept");
+        let pooled = cctx.inner.recv_pool_len();
+        for _ in 0..3 {
+            forward_once(&h, &cctx, &sctx);
+            assert_eq!(
+                spare_at(&h),
+                Some(first),
+                "the same buffer went out and came back"
+            );
+            assert_eq!(cctx.inner.recv_pool_len(), pooled);
+        }
+        drop(h);
+        assert_eq!(
+            cctx.inner.recv_pool_len(),
+            pooled + 1,
+            "back to the pool at the end"
+        );
     }
 }
