@@ -94,6 +94,27 @@ enum Post {
     Cancel(u64),
 }
 
+/// The bytes of a request (or reply) to send: a pooled buffer, or for a small message one on
+/// the caller's stack, injected from there without a trip through the context's pool; copied
+/// into a pooled buffer only when NA cannot inject it.
+enum SendMsg<'a> {
+    Pooled(MsgBuf),
+    Inline(&'a mut [u8]),
+}
+
+impl SendMsg<'_> {
+    fn bytes_mut(&mut self) -> &mut [u8] {
+        match self {
+            SendMsg::Pooled(b) => b.as_mut_slice(),
+            SendMsg::Inline(s) => s,
+        }
+    }
+}
+
+/// The largest message encoded on the stack ([`SendMsg::Inline`]): small RPCs (the common kind)
+/// and their replies, in a buffer cheap to zero.
+const INLINE_MSG: usize = 256;
+
 /// A transfer's NA operations: nearly always one, kept inline (no allocation per transfer).
 type RmaParts = SmallVec<[RmaPart; 1]>;
 
@@ -1262,7 +1283,7 @@ impl CtxInner {
         na: &na::Context,
         st: &mut CtxState,
         token: u64,
-        mut send: MsgBuf,
+        mut send: SendMsg<'_>,
         send_len: usize,
         recv: Option<MsgBuf>,
     ) {
@@ -1283,21 +1304,24 @@ impl CtxInner {
         }
         f.posted = true;
         // The NA plugin's own header goes in front (its sender address, …).
-        na.msg_init_unexpected(&mut send);
+        na.msg_init_unexpected(send.bytes_mut());
         let (dest, tag) = (&f.dest, f.tag);
         // The reply's receive goes first, so the reply can never find it missing.
         let recv_op = recv.map(|buf| na.recv_expected(buf, dest, tag, token));
         f.recv_op = recv_op.and_then(op_id);
         // A request NA can inject is copied out at once: no send completion to wait for.
-        if na.inject_unexpected(&send, send_len, dest, tag) {
+        if na.inject_unexpected(send.bytes_mut(), send_len, dest, tag) {
             f.send_done = Some(Ok(()));
             let one_way = !f.recv_pending;
-            self.give_send_buf(send);
+            if let SendMsg::Pooled(b) = send {
+                self.give_send_buf(b);
+            }
             if one_way {
                 self.maybe_complete(st, token);
             }
             return;
         }
+        let send = self.owned(send, send_len);
         let send_op = na.send_unexpected(send, send_len, dest, tag, token);
         f.send_op = op_id(send_op);
     }
@@ -1330,7 +1354,7 @@ impl CtxInner {
                 send,
                 send_len,
                 recv,
-            } => self.post_forward(na, &mut st, token, send, send_len, recv),
+            } => self.post_forward(na, &mut st, token, SendMsg::Pooled(send), send_len, recv),
             Post::Respond {
                 token,
                 dest,
@@ -1351,7 +1375,7 @@ impl CtxInner {
                         _ => None,
                     };
                     drop(st);
-                    self.replied(buf, cb);
+                    self.replied(SendMsg::Pooled(buf), cb);
                     return;
                 }
                 na.send_expected(buf, len, &dest, tag, token);
@@ -2174,17 +2198,24 @@ impl CtxInner {
             flags: if no_response { flags::NO_RESPONSE } else { 0 },
             cookie,
         };
-        let (mut send, len, extra, crc) = if uh + hs + size <= nac.max_unexpected_size() {
+        let full = uh + hs + size;
+        let mut inline = [0u8; INLINE_MSG];
+        let (mut send, len, extra, crc) = if full <= INLINE_MSG.min(nac.max_inject_size()) {
+            encode_body(input, &mut inline[uh + hs..full])?;
+            (SendMsg::Inline(&mut inline[..full]), full, None, None)
+        } else if full <= nac.max_unexpected_size() {
             let mut buf = self.take_send_buf(nac.max_unexpected_size());
-            encode_body(input, &mut buf.as_mut_slice()[uh + hs..uh + hs + size])?;
-            (buf, uh + hs + size, None, None)
+            encode_body(input, &mut buf.as_mut_slice()[uh + hs..full])?;
+            (SendMsg::Pooled(buf), full, None, None)
         } else {
-            self.overflow_input(input, size, &req.dest, rpc_id, uh + hs, &mut hdr)?
+            let (buf, len, extra, crc) =
+                self.overflow_input(input, size, &req.dest, rpc_id, uh + hs, &mut hdr)?;
+            (SendMsg::Pooled(buf), len, extra, crc)
         };
         let body_len = len - uh - hs;
-        header::encode_request(&hdr, level, &mut send.as_mut_slice()[uh..], body_len)?;
+        header::encode_request(&hdr, level, &mut send.bytes_mut()[uh..], body_len)?;
         if let Some(crc) = crc {
-            header::set_payload_crc(level, &mut send.as_mut_slice()[uh..], crc);
+            header::set_payload_crc(level, &mut send.bytes_mut()[uh..], crc);
         }
         let more = extra.is_some();
         let ack_only = no_response && more;
@@ -2231,6 +2262,7 @@ impl CtxInner {
         }
         drop(st);
         tracing::debug!(rpc_id, tag, len, more, "hg: forward queued");
+        let send = self.owned(send, len);
         self.hand_off(Post::Forward {
             token,
             send,
@@ -2387,36 +2419,47 @@ impl CtxInner {
         let size = output.map_or(0, Proc::encoded_size);
         let mut hdr = ResponseHeader::for_result(result, u16::from(cookie));
         let mut ack = None;
-        let (mut buf, len, crc) = if hs + size <= nac.max_expected_size() {
+        let full = hs + size;
+        let mut inline = [0u8; INLINE_MSG];
+        let (mut msg, len, crc) = if full <= INLINE_MSG.min(nac.max_inject_size()) {
+            if let Some(o) = output {
+                encode_body(o, &mut inline[hs..full])?;
+            }
+            (SendMsg::Inline(&mut inline[..full]), full, None)
+        } else if full <= nac.max_expected_size() {
             let mut buf = self.take_recv_buf(nac.max_expected_size());
             if let Some(o) = output {
-                encode_body(o, &mut buf.as_mut_slice()[hs..hs + size])?;
+                encode_body(o, &mut buf.as_mut_slice()[hs..full])?;
             }
-            (buf, hs + size, None)
+            (SendMsg::Pooled(buf), full, None)
         } else {
             let o = output.expect("size > 0 implies an output");
-            self.overflow_output(o, size, &dest, tag, cookie, &mut hdr, &mut ack)?
+            let (buf, len, crc) =
+                self.overflow_output(o, size, &dest, tag, cookie, &mut hdr, &mut ack)?;
+            (SendMsg::Pooled(buf), len, crc)
         };
-        header::encode_response(&hdr, level, buf.as_mut_slice(), len - hs)?;
+        header::encode_response(&hdr, level, msg.bytes_mut(), len - hs)?;
         if let Some(crc) = crc {
-            header::set_payload_crc(level, buf.as_mut_slice(), crc);
+            header::set_payload_crc(level, msg.bytes_mut(), crc);
         }
         // Sent right here when this thread may post (injected when NA can: then no record and
         // no send completion); a reply with an ack to wait for goes the `hand_off` way, which
         // posts the ack's receive first.
         if let Some(guard) = ack.is_none().then(|| self.may_post_now()).flatten() {
             if let Some(na) = guard.as_ref() {
-                if na.inject_expected(&buf, len, &dest, tag) {
+                if na.inject_expected(msg.bytes_mut(), len, &dest, tag) {
                     drop(guard);
-                    self.replied(buf, cb);
+                    self.replied(msg, cb);
                     return Ok(());
                 }
+                let buf = self.owned_reply(msg, len);
                 // NA before the state lock, as progress takes them.
                 let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: None });
                 na.send_expected(buf, len, &dest, tag, token);
                 return Ok(());
             }
         }
+        let buf = self.owned_reply(msg, len);
         let atoken = ack.as_ref().map(|(t, _)| *t);
         let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: atoken });
         self.hand_off(Post::Respond {
@@ -2430,10 +2473,12 @@ impl CtxInner {
         Ok(())
     }
 
-    /// A reply that went out injected: its buffer back to the pool, its callback queued (it
-    /// runs in `trigger`, as after a send completion).
-    fn replied(&self, buf: MsgBuf, cb: Option<DoneCallback>) {
-        self.give_recv_buf(buf);
+    /// A reply that went out injected: its buffer (if pooled) back to the pool, its callback
+    /// queued (it runs in `trigger`, as after a send completion).
+    fn replied(&self, msg: SendMsg<'_>, cb: Option<DoneCallback>) {
+        if let SendMsg::Pooled(b) = msg {
+            self.give_recv_buf(b);
+        }
         if let Some(cb) = cb {
             self.cq.push(Entry::Done(cb, Ok(())));
         }
@@ -2501,6 +2546,31 @@ impl CtxInner {
     #[cfg(test)]
     pub(crate) fn recv_pool_len(&self) -> usize {
         lock(&self.recv_bufs).len()
+    }
+
+    /// `msg`'s first `len` bytes in a buffer NA can keep: a stack message copied into one of
+    /// the pool's (it could not be injected, or goes to another thread).
+    fn owned(&self, msg: SendMsg<'_>, len: usize) -> MsgBuf {
+        match msg {
+            SendMsg::Pooled(b) => b,
+            SendMsg::Inline(s) => {
+                let mut b = self.take_send_buf(self.class.na().max_unexpected_size());
+                b.as_mut_slice()[..len].copy_from_slice(&s[..len]);
+                b
+            }
+        }
+    }
+
+    /// [`CtxInner::owned`] for a reply: an expected-size buffer.
+    fn owned_reply(&self, msg: SendMsg<'_>, len: usize) -> MsgBuf {
+        match msg {
+            SendMsg::Pooled(b) => b,
+            SendMsg::Inline(s) => {
+                let mut b = self.take_recv_buf(self.class.na().max_expected_size());
+                b.as_mut_slice()[..len].copy_from_slice(&s[..len]);
+                b
+            }
+        }
     }
 
     /// Returns an expected-size buffer (a reply received, or sent) for reuse.

@@ -258,12 +258,13 @@ impl Context {
     }
 
     /// `NA_Msg_init_unexpected`: writes the plugin's header into the front of `buf`
-    /// (`Class::unexpected_header_size` bytes); the payload follows it.
+    /// (`Class::unexpected_header_size` bytes); the payload follows it. `buf` is a [`MsgBuf`],
+    /// or any bytes that [`Context::inject_unexpected`] will send (a caller's stack buffer).
     #[doc(alias = "NA_Msg_init_unexpected")]
-    pub fn msg_init_unexpected(&self, buf: &mut MsgBuf) {
-        let n = self.class.unexpected_header_size().min(buf.capacity());
-        self.plugin
-            .msg_init_unexpected(&mut buf.as_mut_slice()[..n]);
+    pub fn msg_init_unexpected<B: AsMut<[u8]> + ?Sized>(&self, buf: &mut B) {
+        let buf = buf.as_mut();
+        let n = self.class.unexpected_header_size().min(buf.len());
+        self.plugin.msg_init_unexpected(&mut buf[..n]);
     }
 
     fn post(&self, user: u64, req: Request) -> OpId {
@@ -297,29 +298,42 @@ impl Context {
     /// Sends the first `len` bytes of `buf` (plugin header included) as
     /// [`Context::send_unexpected`] would, but with no operation and no completion: the bytes
     /// are copied before this returns (libfabric's `fi_injectdata`), so `buf` is free at once.
+    /// `buf` is a [`MsgBuf`] or any bytes, such as a small message on the caller's stack.
     /// `false` when it was not sent, with nothing done: over [`Class::max_inject_size`], a peer
     /// not yet known to be up, no queue space, earlier sends waiting that it must not pass. Post
     /// it with `send_unexpected` then; that reports any error. Once injected, a later failure is
     /// not reported.
     #[doc(alias = "fi_injectdata")]
     #[inline]
-    pub fn inject_unexpected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
-        self.inject(OpKind::SendUnexpected, buf, len, dest, tag)
+    pub fn inject_unexpected<B: AsRef<[u8]> + ?Sized>(
+        &self,
+        buf: &B,
+        len: usize,
+        dest: &Addr,
+        tag: Tag,
+    ) -> bool {
+        self.inject(OpKind::SendUnexpected, buf.as_ref(), len, dest, tag)
     }
 
     /// [`Context::inject_unexpected`] for an expected message ([`Context::send_expected`]):
     /// libfabric's `fi_tinject`.
     #[doc(alias = "fi_tinject")]
     #[inline]
-    pub fn inject_expected(&self, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
-        self.inject(OpKind::SendExpected, buf, len, dest, tag)
+    pub fn inject_expected<B: AsRef<[u8]> + ?Sized>(
+        &self,
+        buf: &B,
+        len: usize,
+        dest: &Addr,
+        tag: Tag,
+    ) -> bool {
+        self.inject(OpKind::SendExpected, buf.as_ref(), len, dest, tag)
     }
 
     /// The two injects: the size check (before the span, so a declined attempt leaves no hop),
     /// the hop's span, the plugin's inject.
     #[inline]
-    fn inject(&self, kind: OpKind, buf: &MsgBuf, len: usize, dest: &Addr, tag: Tag) -> bool {
-        if len > buf.capacity().min(self.class.limits.max_inject) {
+    fn inject(&self, kind: OpKind, buf: &[u8], len: usize, dest: &Addr, tag: Tag) -> bool {
+        if len > buf.len().min(self.class.limits.max_inject) {
             return false;
         }
         let _s = if kind == OpKind::SendUnexpected {
@@ -327,7 +341,7 @@ impl Context {
         } else {
             crate::hop_span!(TRACE, "na.inject_expected", len, tag)
         };
-        self.plugin.inject(kind, &buf.as_slice()[..len], dest, tag)
+        self.plugin.inject(kind, &buf[..len], dest, tag)
     }
 
     /// `NA_Msg_recv_unexpected`: posts `buf` for one unexpected message from anyone.

@@ -56,6 +56,18 @@ impl MsgBuf {
     }
 }
 
+impl AsRef<[u8]> for MsgBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl AsMut<[u8]> for MsgBuf {
+    fn as_mut(&mut self) -> &mut [u8] {
+        &mut self.data
+    }
+}
+
 impl From<Vec<u8>> for MsgBuf {
     fn from(v: Vec<u8>) -> MsgBuf {
         MsgBuf {
