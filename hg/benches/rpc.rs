@@ -47,6 +47,11 @@ hg::rpc! {
     }
 }
 
+thread_local! {
+    /// The target's rate input, decoded into for every request (`get_input_into`).
+    static RATE_IN: std::cell::RefCell<RateIn> = std::cell::RefCell::new(RateIn::default());
+}
+
 /// Set by the target's [`Finish`] handler.
 static FINISHED: AtomicBool = AtomicBool::new(false);
 
@@ -147,7 +152,9 @@ fn serve(class: &Class, ctx: hg::ContextRef) {
         h.respond(&FinishOut {}, |_| {})
     })));
     class.register_rpc::<Rate>(Some(Arc::new(|h: Handle| {
-        let _: RateIn = h.get_input()?;
+        // Decoded into one kept value, as `hg_perf_rpc_rate_cb` decodes into its context's
+        // `rpc_buf`: a copy of the payload, no allocation per request.
+        RATE_IN.with(|i| h.get_input_into(&mut *i.borrow_mut()))?;
         h.respond(&RateOut {}, |_| {})
     })));
     let buffers: Arc<Mutex<Vec<(hg::Bulk, u64)>>> = Arc::new(Mutex::new(Vec::new()));

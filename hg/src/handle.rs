@@ -58,6 +58,28 @@ impl Bytes {
         (bytes, None)
     }
 
+    /// Decodes a `T` filling the bytes exactly, over `value` ([`Proc::decode_into`]).
+    fn decode_into<T: Proc>(&self, value: &mut T) -> Result<()> {
+        match self {
+            Bytes::Owned(v) => proc::decode_exact_into(v, value),
+            Bytes::Msg {
+                buf, start, end, ..
+            } => {
+                let buf = buf.as_ref().ok_or(Error::NoEntry)?;
+                proc::decode_exact_into(&buf.as_slice()[*start..*end], value)
+            }
+            Bytes::Pulled { mem, len, .. } => {
+                let mem = mem.as_ref().ok_or(Error::NoEntry)?;
+                let mut r = Err(Error::NoEntry);
+                mem.with_range(0, *len, |seg, at, _, n| {
+                    r = proc::decode_exact_into(&seg[at..at + n], value)
+                })
+                .map_err(Error::from_na)?;
+                r
+            }
+        }
+    }
+
     /// Decodes a `T` filling the bytes exactly.
     fn decode<T: Proc>(&self) -> Result<T> {
         match self {
@@ -576,6 +598,39 @@ impl Handle {
             return Err(Error::InvalidArg);
         }
         r
+    }
+
+    /// As [`Handle::get_output`], decoding over `out` ([`Proc::decode_into`]: the buffers it
+    /// already owns are reused, as `HG_Get_output` fills the struct its caller passes).
+    #[doc(alias = "HG_Get_output")]
+    pub fn get_output_into<T: Proc + 'static>(&self, out: &mut T) -> Result<()> {
+        // The type first: `out` is written only when it is the registered output type.
+        let (id, cached) = {
+            let st = lock(&self.inner.st);
+            (st.id, st.rpc())
+        };
+        if self.rpc_info(id, cached)?.output != TypeId::of::<T>() {
+            return Err(Error::InvalidArg);
+        }
+        let st = lock(&self.inner.st);
+        st.output.as_ref().ok_or(Error::NoEntry)?.decode_into(out)
+    }
+
+    /// As [`Handle::get_input`], decoding over `input` ([`Proc::decode_into`]: a handler that
+    /// keeps one input value decodes every request into the same buffers, as Mercury's
+    /// `HG_Get_input` fills the struct its caller passes, and allocates nothing per request).
+    #[doc(alias = "HG_Get_input")]
+    pub fn get_input_into<T: Proc + 'static>(&self, input: &mut T) -> Result<()> {
+        let (id, r) = {
+            let st = lock(&self.inner.st);
+            let s = st.server().ok_or(Error::InvalidArg)?;
+            if s.types.0 != TypeId::of::<T>() {
+                return Err(Error::InvalidArg);
+            }
+            let bytes = s.input.as_ref().ok_or(Error::NoEntry)?;
+            (st.id, bytes.decode_into(input))
+        };
+        r.inspect_err(|e| tracing::warn!(rpc_id = id, error = %e, "hg: input does not decode"))
     }
 
     /// `HG_Get_input`: decodes the request's input (on the target). The result owns its data.

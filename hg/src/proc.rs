@@ -146,6 +146,16 @@ pub trait Proc: Sized {
     /// Reads a value (`HG_DECODE`); the result owns its data.
     fn decode(dec: &mut Decoder<'_>) -> Result<Self>;
 
+    /// Reads a value over `self`, as `HG_Get_input` fills the struct its caller passes: a type
+    /// that owns a buffer (`Vec`, `String`, the structs of [`crate::rpc!`] made of them) decodes
+    /// into the allocation it already has, so a value decoded again and again allocates nothing
+    /// once its buffers are large enough. The result equals [`Proc::decode`]'s. On an error
+    /// `self` is left valid but unspecified. The default decodes a new value and replaces `self`.
+    fn decode_into(&mut self, dec: &mut Decoder<'_>) -> Result<()> {
+        *self = Self::decode(dec)?;
+        Ok(())
+    }
+
     /// Bytes a slice of values takes (overridden by `u8` to avoid a loop).
     #[doc(hidden)]
     fn slice_encoded_size(items: &[Self]) -> usize {
@@ -166,6 +176,21 @@ pub trait Proc: Sized {
             v.push(Self::decode(dec)?);
         }
         Ok(v)
+    }
+    /// Decodes `n` values over `v`: its first elements in place, then new ones (overridden by
+    /// `u8` to copy at once).
+    #[doc(hidden)]
+    fn decode_vec_into(n: usize, dec: &mut Decoder<'_>, v: &mut Vec<Self>) -> Result<()> {
+        v.truncate(n);
+        for x in v.iter_mut() {
+            x.decode_into(dec)?;
+        }
+        // As in `decode_vec`: the count bounds nothing until the bytes are there.
+        v.reserve((n - v.len()).min(dec.remaining()));
+        while v.len() < n {
+            v.push(Self::decode(dec)?);
+        }
+        Ok(())
     }
 }
 
@@ -191,6 +216,13 @@ pub fn decode_exact<T: Proc>(buf: &[u8]) -> Result<T> {
     let v = T::decode(&mut dec)?;
     dec.finish()?;
     Ok(v)
+}
+
+/// As [`decode_exact`], over `value` ([`Proc::decode_into`]: its buffers are reused).
+pub fn decode_exact_into<T: Proc>(buf: &[u8], value: &mut T) -> Result<()> {
+    let mut dec = Decoder::new(buf);
+    value.decode_into(&mut dec)?;
+    dec.finish()
 }
 
 macro_rules! int_proc {
@@ -229,6 +261,12 @@ impl Proc for u8 {
     }
     fn decode_vec(n: usize, dec: &mut Decoder<'_>) -> Result<Vec<Self>> {
         Ok(dec.take(n)?.to_vec())
+    }
+    fn decode_vec_into(n: usize, dec: &mut Decoder<'_>, v: &mut Vec<Self>) -> Result<()> {
+        let bytes = dec.take(n)?;
+        v.clear();
+        v.extend_from_slice(bytes);
+        Ok(())
     }
 }
 
@@ -276,6 +314,9 @@ impl<T: Proc, const N: usize> Proc for [T; N] {
         // decode_vec returns exactly N values or an error.
         v.try_into().map_err(|_| Error::ProtocolError)
     }
+    fn decode_into(&mut self, dec: &mut Decoder<'_>) -> Result<()> {
+        self.iter_mut().try_for_each(|x| x.decode_into(dec))
+    }
 }
 
 impl<T: Proc> Proc for Vec<T> {
@@ -289,6 +330,10 @@ impl<T: Proc> Proc for Vec<T> {
     fn decode(dec: &mut Decoder<'_>) -> Result<Self> {
         let n = dec.length()?;
         T::decode_vec(n, dec)
+    }
+    fn decode_into(&mut self, dec: &mut Decoder<'_>) -> Result<()> {
+        let n = dec.length()?;
+        T::decode_vec_into(n, dec, self)
     }
 }
 
@@ -308,6 +353,19 @@ impl<T: Proc> Proc for Option<T> {
             Ok(Some(T::decode(dec)?))
         } else {
             Ok(None)
+        }
+    }
+    fn decode_into(&mut self, dec: &mut Decoder<'_>) -> Result<()> {
+        match (bool::decode(dec)?, self.as_mut()) {
+            (true, Some(v)) => v.decode_into(dec),
+            (true, None) => {
+                *self = Some(T::decode(dec)?);
+                Ok(())
+            }
+            (false, _) => {
+                *self = None;
+                Ok(())
+            }
         }
     }
 }
@@ -334,6 +392,11 @@ fn encode_string(s: Option<&str>, is_const: bool, enc: &mut Encoder<'_>) -> Resu
 }
 
 fn decode_string(dec: &mut Decoder<'_>) -> Result<Option<String>> {
+    Ok(decode_str(dec)?.map(str::to_owned))
+}
+
+/// [`decode_string`] borrowing the bytes where they lie.
+fn decode_str<'a>(dec: &mut Decoder<'a>) -> Result<Option<&'a str>> {
     let n = dec.length()?;
     if n == 0 {
         return Ok(None);
@@ -352,7 +415,19 @@ fn decode_string(dec: &mut Decoder<'_>) -> Result<Option<String>> {
     if flags.iter().any(|f| *f > 1) {
         return Err(Error::ProtocolError);
     }
-    Ok(Some(s.to_owned()))
+    Ok(Some(s))
+}
+
+/// Decodes a string over `out`, reusing its allocation.
+fn decode_string_into(dec: &mut Decoder<'_>, out: &mut Option<String>) -> Result<()> {
+    match (decode_str(dec)?, out.as_mut()) {
+        (Some(s), Some(o)) => {
+            o.clear();
+            o.push_str(s);
+        }
+        (s, _) => *out = s.map(str::to_owned),
+    }
+    Ok(())
 }
 
 /// A string that is never NULL; encodes as `hg_string_t` does. Decoding a NULL string (length
@@ -366,6 +441,12 @@ impl Proc for String {
     }
     fn decode(dec: &mut Decoder<'_>) -> Result<Self> {
         decode_string(dec)?.ok_or(Error::ProtocolError)
+    }
+    fn decode_into(&mut self, dec: &mut Decoder<'_>) -> Result<()> {
+        let s = decode_str(dec)?.ok_or(Error::ProtocolError)?;
+        self.clear();
+        self.push_str(s);
+        Ok(())
     }
 }
 
@@ -384,6 +465,9 @@ impl Proc for HgString {
     }
     fn decode(dec: &mut Decoder<'_>) -> Result<Self> {
         Ok(HgString(decode_string(dec)?))
+    }
+    fn decode_into(&mut self, dec: &mut Decoder<'_>) -> Result<()> {
+        decode_string_into(dec, &mut self.0)
     }
 }
 
@@ -431,6 +515,11 @@ macro_rules! proc_struct {
             #[allow(unused_variables)]
             fn decode(dec: &mut $crate::proc::Decoder<'_>) -> $crate::Result<Self> {
                 Ok($name { $( $field: <$ty as $crate::Proc>::decode(dec)?, )* })
+            }
+            #[allow(unused_variables)]
+            fn decode_into(&mut self, dec: &mut $crate::proc::Decoder<'_>) -> $crate::Result<()> {
+                $( $crate::Proc::decode_into(&mut self.$field, dec)?; )*
+                Ok(())
             }
         }
     };

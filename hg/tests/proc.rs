@@ -1,7 +1,7 @@
 //! Proc encoding: hand-derived golden bytes, and property tests that every type round-trips and bad buffers are typed errors.
 
 use hg::bulk::{flags as bf, BulkBind, BulkDesc, BulkSegment, MemDescs};
-use hg::proc::{decode_exact, encode_into, encode_to_vec, Decoder};
+use hg::proc::{decode_exact, decode_exact_into, encode_into, encode_to_vec, Decoder};
 use hg::{BulkRef, Error, HgString, Proc};
 use proptest::prelude::*;
 
@@ -261,6 +261,37 @@ fn strings_reject_what_c_cannot_carry() {
     assert_eq!(decode_exact::<Vec<String>>(&near32), Err(Error::Overflow));
 }
 
+/// Decoding into a value whose buffers are large enough keeps them: no allocation, the same
+/// storage (what lets a handler decode every request into one input value).
+#[test]
+fn decode_into_reuses_the_buffers_it_has() {
+    let mut v = KitchenIn {
+        bytes: Vec::with_capacity(64),
+        names: vec![String::with_capacity(32)],
+        label: HgString(Some(String::with_capacity(32))),
+        ..KitchenIn::default()
+    };
+    let (bytes_at, name_at, label_at) = (
+        v.bytes.as_ptr(),
+        v.names[0].as_ptr(),
+        v.label.0.as_ref().unwrap().as_ptr(),
+    );
+    for i in 0..3u8 {
+        let w = KitchenIn {
+            bytes: vec![i; 40 + usize::from(i)],
+            names: vec![format!("name{i}")],
+            label: HgString(Some(format!("label{i}"))),
+            maybe: Some(u32::from(i)),
+            ..KitchenIn::default()
+        };
+        decode_exact_into(&encode_to_vec(&w).unwrap(), &mut v).unwrap();
+        assert_eq!(v, w);
+        assert_eq!(v.bytes.as_ptr(), bytes_at);
+        assert_eq!(v.names[0].as_ptr(), name_at);
+        assert_eq!(v.label.0.as_ref().unwrap().as_ptr(), label_at);
+    }
+}
+
 #[test]
 fn encoding_goes_into_the_callers_buffer() {
     let v = KitchenOut {
@@ -353,6 +384,32 @@ proptest! {
         // Encoding into a buffer one byte too small is an error too.
         let mut small = vec![0u8; bytes.len() - 1];
         prop_assert_eq!(encode_into(&v, &mut small), Err(Error::Overflow));
+    }
+
+    /// Decoding over an earlier value (its vectors and strings longer, shorter, present or
+    /// absent) gives what decoding a new one gives.
+    #[test]
+    fn decode_into_an_earlier_value_equals_decode(old in kitchen_in(), v in kitchen_in()) {
+        let bytes = encode_to_vec(&v).unwrap();
+        let mut into = old;
+        decode_exact_into(&bytes, &mut into).unwrap();
+        prop_assert_eq!(into, v);
+    }
+
+    /// Over any earlier value, a cut or lengthened body is the same error as for `decode`, and
+    /// random bytes never panic.
+    #[test]
+    fn decode_into_bad_input_is_an_error(old in kitchen_in(), v in kitchen_in(), cut in any::<prop::sample::Index>(), junk in prop::collection::vec(any::<u8>(), 0..256)) {
+        let bytes = encode_to_vec(&v).unwrap();
+        let n = cut.index(bytes.len());
+        let mut into = old.clone();
+        prop_assert_eq!(decode_exact_into(&bytes[..n], &mut into), decode_exact::<KitchenIn>(&bytes[..n]).map(|_| ()));
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let mut into = old.clone();
+        prop_assert_eq!(decode_exact_into(&longer, &mut into), Err(Error::ProtocolError));
+        let mut into = old;
+        prop_assert_eq!(decode_exact_into(&junk, &mut into).is_ok(), decode_exact::<KitchenIn>(&junk).is_ok());
     }
 
     #[test]

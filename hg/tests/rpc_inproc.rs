@@ -151,6 +151,72 @@ fn forward_respond_round_trip() {
     );
 }
 
+/// `get_input_into` / `get_output_into`: a handler decodes every request into one kept input
+/// value and a client every reply into one kept output, each the same as `get_input` /
+/// `get_output` would give; the wrong type is `InvalidArg` and leaves the value as it was.
+#[test]
+fn inputs_and_outputs_decode_into_kept_values() {
+    let fabric = Fabric::new(FaultConfig::none());
+    let server = Class::from_na(fabric.class(true), InitOptions::default());
+    let client = Class::from_na(fabric.class(false), InitOptions::default());
+    let kept = Arc::new(Mutex::new(EchoIn::default()));
+    let k = kept.clone();
+    server.register_rpc::<Echo>(Some(Arc::new(move |h: Handle| {
+        let mut input = k.lock().unwrap();
+        let mut wrong = EchoOut {
+            rc: 7,
+            data: vec![7],
+        };
+        assert_eq!(h.get_input_into(&mut wrong), Err(Error::InvalidArg));
+        assert_eq!(
+            wrong,
+            EchoOut {
+                rc: 7,
+                data: vec![7]
+            }
+        );
+        h.get_input_into(&mut *input)?;
+        assert_eq!(h.get_input::<EchoIn>()?, *input);
+        let out = EchoOut {
+            rc: input.n + 1,
+            data: input.data.clone(),
+        };
+        h.respond(&out, |_| {})
+    })));
+    client.register_rpc::<Echo>(None);
+    let sctx = server.context_create().unwrap();
+    let cctx = client.context_create().unwrap();
+    let h = cctx.create(&sctx.self_addr(), Echo::id()).unwrap();
+    let mut out = EchoOut::default();
+    for (i, len) in [40usize, 3, 0, 200, 17].into_iter().enumerate() {
+        let data: Vec<u8> = (0..len).map(|b| (b + i) as u8).collect();
+        let got = forward_on(&h, data.clone(), i as u32);
+        drive(&[&sctx, &cctx], || !got.lock().unwrap().is_empty());
+        assert_eq!(got.lock().unwrap()[0].0, Ok(()));
+        h.get_output_into(&mut out).unwrap();
+        assert_eq!(
+            out,
+            EchoOut {
+                rc: i as u32 + 1,
+                data: data.clone()
+            }
+        );
+        assert_eq!(*kept.lock().unwrap(), EchoIn { data, n: i as u32 });
+        let mut wrong = EchoIn {
+            data: vec![1],
+            n: 1,
+        };
+        assert_eq!(h.get_output_into(&mut wrong), Err(Error::InvalidArg));
+        assert_eq!(
+            wrong,
+            EchoIn {
+                data: vec![1],
+                n: 1
+            }
+        );
+    }
+}
+
 #[test]
 fn handler_sees_info_and_context_data() {
     let p = pair();
