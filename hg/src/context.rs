@@ -575,6 +575,7 @@ impl Drop for Context {
     }
 }
 
+#[inline(always)]
 fn run_entry(e: Entry) {
     let caught = match e {
         Entry::Forward {

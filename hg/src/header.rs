@@ -174,6 +174,7 @@ fn finish(level: ChecksumLevel, hcrc: u16, buf: &mut [u8], body_len: usize) -> R
 /// into the HG header (for a MORE_DATA request, pass the eager part and see [`payload_crc`]).
 #[doc(alias = "hg_core_header_request_proc")]
 #[doc(alias = "hg_header_proc")]
+#[inline(always)]
 pub fn encode_request(
     h: &RequestHeader,
     level: ChecksumLevel,
@@ -204,6 +205,7 @@ pub fn encode_request(
 
 /// Encodes a response's headers at the front of `buf` (see [`encode_request`]).
 #[doc(alias = "hg_core_header_response_proc")]
+#[inline(always)]
 pub fn encode_response(
     h: &ResponseHeader,
     level: ChecksumLevel,
@@ -279,6 +281,7 @@ fn check_flags(fl: u8, known: u8, level: ChecksumLevel, what: &str) -> Result<u8
 /// `hg_core_header_request_verify`). The body is `buf[body_offset..]`; at level `Payload` check
 /// it with [`verify_payload`].
 #[doc(alias = "hg_core_header_request_verify")]
+#[inline(always)]
 pub fn decode_request(buf: &[u8], level: ChecksumLevel) -> Result<Decoded<RequestHeader>> {
     if buf.len() < level.header_size() {
         tracing::warn!(len = buf.len(), "hg: request shorter than its header");
@@ -313,6 +316,7 @@ pub fn decode_request(buf: &[u8], level: ChecksumLevel) -> Result<Decoded<Reques
 
 /// Decodes and verifies a response's headers.
 #[doc(alias = "hg_core_header_response_verify")]
+#[inline(always)]
 pub fn decode_response(buf: &[u8], level: ChecksumLevel) -> Result<Decoded<ResponseHeader>> {
     if buf.len() < level.header_size() {
         tracing::warn!(len = buf.len(), "hg: response shorter than its header");

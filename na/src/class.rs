@@ -267,6 +267,7 @@ impl Context {
         self.plugin.msg_init_unexpected(&mut buf[..n]);
     }
 
+    #[inline(always)]
     fn post(&self, user: u64, req: Request) -> OpId {
         let id = OpId(self.next_op.fetch_add(1, Ordering::Relaxed));
         self.plugin.post(Op { id, user, req });

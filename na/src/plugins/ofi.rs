@@ -1163,6 +1163,7 @@ mod imp {
     }
 
     impl OfiContext {
+        #[inline(always)]
         fn resolve(&self, addr: &Addr) -> Result<u64> {
             self.resolve_ready(addr).map(|(fi, _)| fi)
         }
@@ -1387,6 +1388,7 @@ mod imp {
             tracing::debug!(what, fixed, bytes, "na.ofi: socket receive buffers fixed");
         }
 
+        #[inline(always)]
         fn submit(&self, op: Op, post: Post) {
             match self.ep.post(op, post) {
                 Ok(()) => {
@@ -1428,7 +1430,7 @@ mod imp {
         }
 
         /// The libfabric arguments of `op`, and whether its peer is known up (no gate needed).
-        #[inline]
+        #[inline(always)]
         fn prepare(&self, op: &Op) -> Result<(Post, bool)> {
             let sh = &self.shared;
             match &op.req {
@@ -1537,6 +1539,7 @@ mod imp {
 
         /// Turns a libfabric completion into the operation's one `Completion` (none when the
         /// operation was started again instead: a send that found its connection closed).
+        #[inline(always)]
         fn deliver(&self, d: Done) -> Option<Completion> {
             let Done {
                 op,
@@ -1639,7 +1642,7 @@ mod imp {
         }
 
         /// The `Completion` of a finished operation; `dest` is its peer when it failed.
-        #[inline]
+        #[inline(always)]
         fn complete(
             &self,
             op: Op,
@@ -1722,6 +1725,7 @@ mod imp {
         }
 
         /// Delivers finished operations into the queue, or into `out` when given.
+        #[inline(always)]
         fn drain(&self, scratch: &mut Vec<Done>, mut out: Option<&mut Vec<Completion>>) {
             for d in scratch.drain(..) {
                 if let Some(c) = self.deliver(d) {

@@ -881,6 +881,7 @@ impl Endpoint {
     ///
     /// # Safety
     /// `raw` is a live slot the caller has exclusive access to (under the state lock).
+    #[inline(always)]
     unsafe fn issue(&self, raw: *mut Slot) -> Result<(), i32> {
         // Every branch below calls libfabric: the domain is serialized for all of them.
         let _serial = self.fabric.serial();
@@ -1102,6 +1103,7 @@ impl Endpoint {
     /// # Safety
     /// `ctx` is an op_context this endpoint posted (a `FiCtx` inside a live slot).
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     unsafe fn piece_done(
         &self,
         st: &mut EpState,
@@ -1138,6 +1140,7 @@ impl Endpoint {
     ///
     /// # Safety
     /// `raw` is a live slot libfabric no longer refers to.
+    #[inline(always)]
     unsafe fn finish(&self, st: &mut EpState, raw: *mut Slot, out: &mut Vec<Done>) {
         // SAFETY: per the contract; ownership returns to this Box.
         let mut b = unsafe { Box::from_raw(raw) };
