@@ -2200,12 +2200,15 @@ impl CtxInner {
             cookie,
         };
         let full = uh + hs + size;
+        let max = nac.max_unexpected_size();
         let mut inline = [0u8; INLINE_MSG];
-        let (mut send, len, extra, crc) = if full <= INLINE_MSG.min(nac.max_inject_size()) {
+        // On the stack only what NA may inject and could also send (the copy if it declines).
+        let on_stack = full <= INLINE_MSG.min(nac.max_inject_size()).min(max);
+        let (mut send, len, extra, crc) = if on_stack {
             encode_body(input, &mut inline[uh + hs..full])?;
             (SendMsg::Inline(&mut inline[..full]), full, None, None)
-        } else if full <= nac.max_unexpected_size() {
-            let mut buf = self.take_send_buf(nac.max_unexpected_size());
+        } else if full <= max {
+            let mut buf = self.take_send_buf(max);
             encode_body(input, &mut buf.as_mut_slice()[uh + hs..full])?;
             (SendMsg::Pooled(buf), full, None, None)
         } else {
@@ -2421,14 +2424,17 @@ impl CtxInner {
         let mut hdr = ResponseHeader::for_result(result, u16::from(cookie));
         let mut ack = None;
         let full = hs + size;
+        let max = nac.max_expected_size();
         let mut inline = [0u8; INLINE_MSG];
-        let (mut msg, len, crc) = if full <= INLINE_MSG.min(nac.max_inject_size()) {
+        // As for a request: on the stack only what NA may inject and could also send.
+        let on_stack = full <= INLINE_MSG.min(nac.max_inject_size()).min(max);
+        let (mut msg, len, crc) = if on_stack {
             if let Some(o) = output {
                 encode_body(o, &mut inline[hs..full])?;
             }
             (SendMsg::Inline(&mut inline[..full]), full, None)
-        } else if full <= nac.max_expected_size() {
-            let mut buf = self.take_recv_buf(nac.max_expected_size());
+        } else if full <= max {
+            let mut buf = self.take_recv_buf(max);
             if let Some(o) = output {
                 encode_body(o, &mut buf.as_mut_slice()[hs..full])?;
             }

@@ -4,7 +4,7 @@ use crate::context::{CtxInner, DoneCallback, ForwardCallback, ForwardReq};
 use crate::error::{Error, Result};
 use crate::proc::{self, Proc};
 use crate::registry::{ProcType, RpcId};
-use crate::sync::{lock, Arc, AtomicU64, Mutex, Ordering, UserArc};
+use crate::sync::{get_mut, lock, Arc, AtomicU64, Mutex, Ordering, UserArc};
 use na::Tag;
 use std::any::{Any, TypeId};
 use std::fmt;
@@ -261,10 +261,10 @@ struct HandleInner {
 }
 
 impl Drop for HandleInner {
-    /// The kept buffers go back to the context's pools (a handle per RPC, as CaRT creates
-    /// them, would otherwise take a fresh pair every time).
+    /// A kept reply buffer goes back to the context's pool (with a handle per RPC, as CaRT
+    /// creates them, the pool would otherwise lose a buffer at every handle's end).
     fn drop(&mut self) {
-        if let Some(b) = lock(&self.st).spare.take() {
+        if let Some(b) = get_mut(&mut self.st).spare.take() {
             self.ctx.give_recv_buf(b);
         }
     }

@@ -37,6 +37,21 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock()
 }
 
+/// The data of a mutex its owner holds exclusively (no locking; poison recovered under loom).
+#[cfg(loom)]
+pub(crate) fn get_mut<T>(m: &mut Mutex<T>) -> &mut T {
+    match m.get_mut() {
+        Ok(g) => g,
+        Err(p) => p.into_inner(),
+    }
+}
+/// The data of a mutex its owner holds exclusively (no locking).
+#[cfg(not(loom))]
+#[inline]
+pub(crate) fn get_mut<T>(m: &mut Mutex<T>) -> &mut T {
+    m.get_mut()
+}
+
 /// Locks a mutex if nobody holds it; `None` when it is held, by another thread or by this one.
 #[cfg(loom)]
 pub(crate) fn try_lock<T>(m: &Mutex<T>) -> Option<MutexGuard<'_, T>> {

@@ -217,6 +217,45 @@ fn inputs_and_outputs_decode_into_kept_values() {
     }
 }
 
+/// A plugin whose inject limit is above its unexpected (or expected) message size: a request
+/// or reply between the two is neither injected from the stack nor cut, but goes the way its
+/// size says (an overflow here), and every payload comes back whole.
+#[test]
+fn messages_over_the_eager_size_but_under_the_inject_limit() {
+    let fabric = Fabric::new(FaultConfig::none());
+    let na_opts = na::InitOptions {
+        max_unexpected_size: 192,
+        max_expected_size: 176,
+        max_inject_size: 4096,
+        ..na::InitOptions::default()
+    };
+    let server = Class::from_na(fabric.class_opt(true, &na_opts), InitOptions::default());
+    let client = Class::from_na(fabric.class_opt(false, &na_opts), InitOptions::default());
+    server.register_rpc::<Echo>(Some(echo_handler()));
+    client.register_rpc::<Echo>(None);
+    let sctx = server.context_create().unwrap();
+    let cctx = client.context_create().unwrap();
+    let h = cctx.create(&sctx.self_addr(), Echo::id()).unwrap();
+    // From well under both sizes to well over them (and the 256-byte stack buffer).
+    for (i, len) in [1usize, 100, 140, 150, 160, 170, 180, 240, 400]
+        .into_iter()
+        .enumerate()
+    {
+        let data: Vec<u8> = (0..len).map(|b| (b * 7 + i) as u8).collect();
+        let got = forward_on(&h, data.clone(), i as u32);
+        drive(&[&sctx, &cctx], || !got.lock().unwrap().is_empty());
+        let (r, out) = got.lock().unwrap().pop().unwrap();
+        assert_eq!(r, Ok(()), "payload of {len} bytes");
+        assert_eq!(
+            out,
+            Some(EchoOut {
+                rc: i as u32 + 1,
+                data
+            })
+        );
+    }
+}
+
 #[test]
 fn handler_sees_info_and_context_data() {
     let p = pair();
