@@ -18,7 +18,7 @@
 //!
 //! Encoding writes straight into the caller's buffer (the NA message buffer, DESIGN §3) and fails
 //! with [`Error::Overflow`] when it is too small; decoding reads a received buffer and yields owned
-//! values. A body cut short is [`Error::Overflow`]; bytes no encoder writes (a `bool` of 7, a
+//! values, or writes over a kept value reusing its buffers ([`Proc::decode_into`]). A body cut short is [`Error::Overflow`]; bytes no encoder writes (a `bool` of 7, a
 //! string without its NUL, trailing bytes after the last field) are [`Error::ProtocolError`]. A
 //! length field never allocates more than the bytes actually present can fill.
 
@@ -182,15 +182,18 @@ pub trait Proc: Sized {
     #[doc(hidden)]
     fn decode_vec_into(n: usize, dec: &mut Decoder<'_>, v: &mut Vec<Self>) -> Result<()> {
         v.truncate(n);
-        for x in v.iter_mut() {
-            x.decode_into(dec)?;
-        }
+        Self::decode_slice_into(v, dec)?;
         // As in `decode_vec`: the count bounds nothing until the bytes are there.
         v.reserve((n - v.len()).min(dec.remaining()));
         while v.len() < n {
             v.push(Self::decode(dec)?);
         }
         Ok(())
+    }
+    /// Decodes `items.len()` values over `items` (overridden by `u8` to copy at once).
+    #[doc(hidden)]
+    fn decode_slice_into(items: &mut [Self], dec: &mut Decoder<'_>) -> Result<()> {
+        items.iter_mut().try_for_each(|x| x.decode_into(dec))
     }
 }
 
@@ -268,6 +271,10 @@ impl Proc for u8 {
         v.extend_from_slice(bytes);
         Ok(())
     }
+    fn decode_slice_into(items: &mut [Self], dec: &mut Decoder<'_>) -> Result<()> {
+        items.copy_from_slice(dec.take(items.len())?);
+        Ok(())
+    }
 }
 
 impl Proc for bool {
@@ -315,7 +322,7 @@ impl<T: Proc, const N: usize> Proc for [T; N] {
         v.try_into().map_err(|_| Error::ProtocolError)
     }
     fn decode_into(&mut self, dec: &mut Decoder<'_>) -> Result<()> {
-        self.iter_mut().try_for_each(|x| x.decode_into(dec))
+        T::decode_slice_into(self, dec)
     }
 }
 
