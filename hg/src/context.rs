@@ -1322,7 +1322,7 @@ impl CtxInner {
             }
             return;
         }
-        let send = self.owned(send, send_len);
+        let send = self.owned(send, send_len, false);
         let send_op = na.send_unexpected(send, send_len, dest, tag, token);
         f.send_op = op_id(send_op);
     }
@@ -2266,7 +2266,7 @@ impl CtxInner {
         }
         drop(st);
         tracing::debug!(rpc_id, tag, len, more, "hg: forward queued");
-        let send = self.owned(send, len);
+        let send = self.owned(send, len, false);
         self.hand_off(Post::Forward {
             token,
             send,
@@ -2459,14 +2459,14 @@ impl CtxInner {
                     self.replied(msg, cb);
                     return Ok(());
                 }
-                let buf = self.owned_reply(msg, len);
+                let buf = self.owned(msg, len, true);
                 // NA before the state lock, as progress takes them.
                 let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: None });
                 na.send_expected(buf, len, &dest, tag, token);
                 return Ok(());
             }
         }
-        let buf = self.owned_reply(msg, len);
+        let buf = self.owned(msg, len, true);
         let atoken = ack.as_ref().map(|(t, _)| *t);
         let token = lock(&self.st).ops.insert(Op::Respond { cb, ack: atoken });
         self.hand_off(Post::Respond {
@@ -2556,24 +2556,18 @@ impl CtxInner {
     }
 
     /// `msg`'s first `len` bytes in a buffer NA can keep: a stack message copied into one of
-    /// the pool's (it could not be injected, or goes to another thread).
-    fn owned(&self, msg: SendMsg<'_>, len: usize) -> MsgBuf {
+    /// the pool's (it could not be injected, or goes to another thread). `expected`: a reply,
+    /// in an expected-size buffer; else a request, in an unexpected-size one.
+    fn owned(&self, msg: SendMsg<'_>, len: usize, expected: bool) -> MsgBuf {
         match msg {
             SendMsg::Pooled(b) => b,
             SendMsg::Inline(s) => {
-                let mut b = self.take_send_buf(self.class.na().max_unexpected_size());
-                b.as_mut_slice()[..len].copy_from_slice(&s[..len]);
-                b
-            }
-        }
-    }
-
-    /// [`CtxInner::owned`] for a reply: an expected-size buffer.
-    fn owned_reply(&self, msg: SendMsg<'_>, len: usize) -> MsgBuf {
-        match msg {
-            SendMsg::Pooled(b) => b,
-            SendMsg::Inline(s) => {
-                let mut b = self.take_recv_buf(self.class.na().max_expected_size());
+                let nac = self.class.na();
+                let mut b = if expected {
+                    self.take_recv_buf(nac.max_expected_size())
+                } else {
+                    self.take_send_buf(nac.max_unexpected_size())
+                };
                 b.as_mut_slice()[..len].copy_from_slice(&s[..len]);
                 b
             }
