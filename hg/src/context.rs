@@ -1369,7 +1369,7 @@ impl CtxInner {
                     if let Some(Op::AckWait { op, .. }) = st.ops.get_mut(atoken) {
                         *op = Some(na.recv_expected(abuf, &dest, tag, atoken));
                     }
-                } else if na.inject_expected(&buf, len, &dest, tag) {
+                } else if na.inject_expected(buf.as_slice(), len, &dest, tag) {
                     // Its record lives until its send is done: this is that moment.
                     let cb = match st.ops.remove(token) {
                         Some(Op::Respond { cb, .. }) => cb,

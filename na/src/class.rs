@@ -299,35 +299,23 @@ impl Context {
     /// Sends the first `len` bytes of `buf` (plugin header included) as
     /// [`Context::send_unexpected`] would, but with no operation and no completion: the bytes
     /// are copied before this returns (libfabric's `fi_injectdata`), so `buf` is free at once.
-    /// `buf` is a [`MsgBuf`] or any bytes, such as a small message on the caller's stack.
+    /// `buf` is any bytes: a [`MsgBuf`]'s (`as_slice`), or a small message on the caller's stack.
     /// `false` when it was not sent, with nothing done: over [`Class::max_inject_size`], a peer
     /// not yet known to be up, no queue space, earlier sends waiting that it must not pass. Post
     /// it with `send_unexpected` then; that reports any error. Once injected, a later failure is
     /// not reported.
     #[doc(alias = "fi_injectdata")]
     #[inline]
-    pub fn inject_unexpected<B: AsRef<[u8]> + ?Sized>(
-        &self,
-        buf: &B,
-        len: usize,
-        dest: &Addr,
-        tag: Tag,
-    ) -> bool {
-        self.inject(OpKind::SendUnexpected, buf.as_ref(), len, dest, tag)
+    pub fn inject_unexpected(&self, buf: &[u8], len: usize, dest: &Addr, tag: Tag) -> bool {
+        self.inject(OpKind::SendUnexpected, buf, len, dest, tag)
     }
 
     /// [`Context::inject_unexpected`] for an expected message ([`Context::send_expected`]):
     /// libfabric's `fi_tinject`.
     #[doc(alias = "fi_tinject")]
     #[inline]
-    pub fn inject_expected<B: AsRef<[u8]> + ?Sized>(
-        &self,
-        buf: &B,
-        len: usize,
-        dest: &Addr,
-        tag: Tag,
-    ) -> bool {
-        self.inject(OpKind::SendExpected, buf.as_ref(), len, dest, tag)
+    pub fn inject_expected(&self, buf: &[u8], len: usize, dest: &Addr, tag: Tag) -> bool {
+        self.inject(OpKind::SendExpected, buf, len, dest, tag)
     }
 
     /// The two injects: the size check (before the span, so a declined attempt leaves no hop),

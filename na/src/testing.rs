@@ -1015,8 +1015,10 @@ pub fn inject(fx: &dyn Fixture) {
         m.as_mut_slice()[hdr] = CMD_ECHO;
         assert!(!t
             .ctx()
-            .inject_unexpected(&m, hdr + 1, &peer_addr, t.next_tag));
-        assert!(!t.ctx().inject_expected(&m, 1, &peer_addr, t.next_tag));
+            .inject_unexpected(m.as_slice(), hdr + 1, &peer_addr, t.next_tag));
+        assert!(!t
+            .ctx()
+            .inject_expected(m.as_slice(), 1, &peer_addr, t.next_tag));
         t.finish();
         return;
     }
@@ -1030,7 +1032,9 @@ pub fn inject(fx: &dyn Fixture) {
     let r = t.recv_expected(tag, 64);
     t.ctx().msg_init_unexpected(&mut m);
     m.as_mut_slice()[hdr..hdr + 7].copy_from_slice(b"Einject");
-    assert!(t.ctx().inject_unexpected(&m, hdr + 7, &peer_addr, tag));
+    assert!(t
+        .ctx()
+        .inject_unexpected(m.as_slice(), hdr + 7, &peer_addr, tag));
     // What was injected was copied: the buffer may change at once.
     m.as_mut_slice()[hdr..hdr + 7].fill(b'x');
     let c = t.wait_ok(r);
@@ -1038,15 +1042,19 @@ pub fn inject(fx: &dyn Fixture) {
     // Expected, of the largest injectable size: the peer reports the length that arrived.
     let (tag, report) = t.peer_receives();
     let len = max.min(class.max_expected_size());
-    assert!(t.ctx().inject_expected(&m, len, &peer_addr, tag + 1));
+    assert!(t
+        .ctx()
+        .inject_expected(m.as_slice(), len, &peer_addr, tag + 1));
     assert_eq!(t.reported_len(report), len as u64);
     // Over the inject size, or over the buffer: refused.
     if max < m.capacity() {
-        assert!(!t.ctx().inject_expected(&m, max + 1, &peer_addr, tag + 1));
+        assert!(!t
+            .ctx()
+            .inject_expected(m.as_slice(), max + 1, &peer_addr, tag + 1));
     }
     assert!(!t
         .ctx()
-        .inject_expected(&m, m.capacity() + 1, &peer_addr, tag + 1));
+        .inject_expected(m.as_slice(), m.capacity() + 1, &peer_addr, tag + 1));
     // No injected message left a completion behind, and the peer still serves.
     t.idle(Duration::from_millis(20));
     assert!(t.done.is_empty(), "{}: completions: {:?}", t.case, t.done);
