@@ -139,7 +139,8 @@ fn ofi_class(listen: bool) -> hg::Result<Class> {
         .ok()
         .and_then(|v| v.parse::<usize>().ok())
     {
-        o.na.sock_rcvbuf = (b > 0).then_some(b);
+        // 0 is the plugin's own "leave autotuning on".
+        o.na.sock_rcvbuf = Some(b);
     }
     let info = std::env::var("HG_BENCH_OFI").unwrap_or_else(|_| "ofi+tcp://127.0.0.1".into());
     Class::init_opt(&info, listen, o)

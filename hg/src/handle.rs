@@ -58,21 +58,24 @@ impl Bytes {
         (bytes, None)
     }
 
-    /// Decodes a `T` filling the bytes exactly, over `value` ([`Proc::decode_into`]).
-    fn decode_into<T: Proc>(&self, value: &mut T) -> Result<()> {
+    /// Runs `f` over the bytes (in place, wherever they are).
+    fn read<R>(&self, f: impl FnOnce(&[u8]) -> Result<R>) -> Result<R> {
         match self {
-            Bytes::Owned(v) => proc::decode_exact_into(v, value),
+            Bytes::Owned(v) => f(v),
             Bytes::Msg {
                 buf, start, end, ..
             } => {
                 let buf = buf.as_ref().ok_or(Error::NoEntry)?;
-                proc::decode_exact_into(&buf.as_slice()[*start..*end], value)
+                f(&buf.as_slice()[*start..*end])
             }
             Bytes::Pulled { mem, len, .. } => {
                 let mem = mem.as_ref().ok_or(Error::NoEntry)?;
-                let mut r = Err(Error::NoEntry);
+                let (mut f, mut r) = (Some(f), Err(Error::NoEntry));
+                // Pulled buffers are one segment: the closure runs once, over all `len` bytes.
                 mem.with_range(0, *len, |seg, at, _, n| {
-                    r = proc::decode_exact_into(&seg[at..at + n], value)
+                    if let Some(f) = f.take() {
+                        r = f(&seg[at..at + n]);
+                    }
                 })
                 .map_err(Error::from_na)?;
                 r
@@ -80,27 +83,14 @@ impl Bytes {
         }
     }
 
+    /// Decodes a `T` filling the bytes exactly, over `value` ([`Proc::decode_into`]).
+    fn decode_into<T: Proc>(&self, value: &mut T) -> Result<()> {
+        self.read(|b| proc::decode_exact_into(b, value))
+    }
+
     /// Decodes a `T` filling the bytes exactly.
     fn decode<T: Proc>(&self) -> Result<T> {
-        match self {
-            Bytes::Owned(v) => proc::decode_exact(v),
-            Bytes::Msg {
-                buf, start, end, ..
-            } => {
-                let buf = buf.as_ref().ok_or(Error::NoEntry)?;
-                proc::decode_exact(&buf.as_slice()[*start..*end])
-            }
-            Bytes::Pulled { mem, len, .. } => {
-                let mem = mem.as_ref().ok_or(Error::NoEntry)?;
-                let mut r = Err(Error::NoEntry);
-                // Pulled buffers are one segment: the closure runs once, over all `len` bytes.
-                mem.with_range(0, *len, |seg, at, _, n| {
-                    r = proc::decode_exact(&seg[at..at + n])
-                })
-                .map_err(Error::from_na)?;
-                r
-            }
-        }
+        self.read(proc::decode_exact)
     }
 }
 
@@ -547,12 +537,12 @@ impl Handle {
         let mut st = lock(&self.inner.st);
         // The old bytes (a pulled buffer going back to the cache) drop after the lock.
         let old = st.output.replace(bytes);
-        let back = match spare {
-            Some(b) if st.spare.is_none() => {
-                st.spare = Some(b);
-                None
-            }
-            b => b,
+        // Kept unless the handle already keeps one (then it goes back to the pool).
+        let back = if st.spare.is_none() {
+            st.spare = spare;
+            None
+        } else {
+            spare
         };
         drop(st);
         drop(old);

@@ -56,12 +56,6 @@ impl MsgBuf {
     }
 }
 
-impl AsRef<[u8]> for MsgBuf {
-    fn as_ref(&self) -> &[u8] {
-        &self.data
-    }
-}
-
 impl AsMut<[u8]> for MsgBuf {
     fn as_mut(&mut self) -> &mut [u8] {
         &mut self.data

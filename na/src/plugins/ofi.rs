@@ -496,8 +496,8 @@ mod imp {
                 tracing::info!(
                     want,
                     rmem_max = max,
-                    "na.ofi: net.core.rmem_max is below the socket receive buffer asked for; \
-                     leaving the kernel's autotuning on"
+                    "na.ofi: net.core.rmem_max is unreadable or below the socket receive buffer \
+                     asked for; leaving the kernel's autotuning on"
                 );
                 None
             }
