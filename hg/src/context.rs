@@ -2201,10 +2201,12 @@ impl CtxInner {
         };
         let full = uh + hs + size;
         let max = nac.max_unexpected_size();
-        let mut inline = [0u8; INLINE_MSG];
+        // Zeroed only when used (larger messages take a pooled buffer).
+        let mut inline: [u8; INLINE_MSG];
         // On the stack only what NA may inject and could also send (the copy if it declines).
         let on_stack = full <= INLINE_MSG.min(nac.max_inject_size()).min(max);
         let (mut send, len, extra, crc) = if on_stack {
+            inline = [0u8; INLINE_MSG];
             encode_body(input, &mut inline[uh + hs..full])?;
             (SendMsg::Inline(&mut inline[..full]), full, None, None)
         } else if full <= max {
@@ -2425,10 +2427,12 @@ impl CtxInner {
         let mut ack = None;
         let full = hs + size;
         let max = nac.max_expected_size();
-        let mut inline = [0u8; INLINE_MSG];
+        // Zeroed only when used (larger messages take a pooled buffer).
+        let mut inline: [u8; INLINE_MSG];
         // As for a request: on the stack only what NA may inject and could also send.
         let on_stack = full <= INLINE_MSG.min(nac.max_inject_size()).min(max);
         let (mut msg, len, crc) = if on_stack {
+            inline = [0u8; INLINE_MSG];
             if let Some(o) = output {
                 encode_body(o, &mut inline[hs..full])?;
             }
