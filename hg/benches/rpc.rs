@@ -7,7 +7,7 @@
 //! Mercury's `hg_bw_read` / `hg_bw_write` do, with their defaults: 1 RPC in flight, 64 transfers
 //! per RPC all posted at once; `HG_BENCH_BW_INFLIGHT` / `HG_BENCH_BW_TRANSFERS` change them).
 //! `HG_BENCH_POLL=1` busy-polls (NA in busy mode, as Mercury's tools with `-b`); `HG_BENCH_SPIN_US` sets the progress spin window; `HG_BENCH_SPREAD=1` times each batch and prints their spread;
-//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_DELAY_NS` adds a known delay to each rate RPC on the origin (see [`delay`]); `HG_BENCH_ONLY=rate|bulk` runs one half; `HG_BENCH_BULK=pull|push,<KiB>` one bulk case;
+//! `HG_BENCH_RATE=<size>,<inflight>,<n>` runs one rate case once (for callgrind); `HG_BENCH_DELAY_NS` adds a known delay to each rate RPC on the origin (see [`DELAY_NS`]); `HG_BENCH_ONLY=rate|bulk` runs one half; `HG_BENCH_BULK=pull|push,<KiB>` one bulk case;
 //! `HG_BENCH_OFI=ofi+net://127.0.0.1` runs the ofi cases over XNET instead of `tcp;ofi_rxm`. Over ofi the target is a second process (this
 //! binary re-executed with `HG_BENCH_SERVER=1` and ended by a `Finish` RPC, or one started apart
 //! and named by `HG_BENCH_ADDR=<addr>`; one thread, as Mercury's `hg_perf_server`); over inproc
@@ -23,7 +23,7 @@ use hg::na::{self, Access};
 use hg::{BulkOp, BulkRef, Class, Context, Error, Handle, InitOptions, Rpc};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -414,17 +414,14 @@ fn forward_counted<T: hg::Proc + 'static>(h: &Handle, done: &Arc<AtomicUsize>, i
             d.fetch_add(1, Ordering::Relaxed);
         })
         .unwrap();
-    } else if delay().is_zero() {
-        h.forward(input, |_, r| {
-            r.unwrap();
-            DONE.with(|d| d.set(d.get() + 1));
-        })
-        .unwrap();
     } else {
         h.forward(input, |_, r| {
             r.unwrap();
             DONE.with(|d| d.set(d.get() + 1));
-            spin_for(delay());
+            let ns = DELAY_NS.load(Ordering::Relaxed);
+            if ns != 0 {
+                spin_for(Duration::from_nanos(ns));
+            }
         })
         .unwrap();
     }
@@ -433,16 +430,13 @@ fn forward_counted<T: hg::Proc + 'static>(h: &Handle, done: &Arc<AtomicUsize>, i
 /// `HG_BENCH_DELAY_NS=<ns>`: each rate RPC's callback on the origin busy-waits this long
 /// before the next forward, a known cost added to every round trip. Run beside the same
 /// binary without it, it shows what a sitting can tell apart: a change to the code is only
-/// seen if it moves the round trip by more than the smallest delay a sitting detects.
-fn delay() -> Duration {
-    static DELAY: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
-    *DELAY.get_or_init(|| {
-        let ns = std::env::var("HG_BENCH_DELAY_NS").map_or(0, |v| v.trim().parse().unwrap());
-        Duration::from_nanos(ns)
-    })
-}
+/// seen if it moves the round trip by more than the smallest delay a sitting detects. Read
+/// once by [`bench_client`]; the callback pays one load and a branch without it.
+static DELAY_NS: AtomicU64 = AtomicU64::new(0);
 
 /// Busy-waits `d` (each clock read costs ≈ 22 ns here, so the wait overshoots by about one).
+#[cold]
+#[inline(never)]
 fn spin_for(d: Duration) {
     let start = Instant::now();
     while start.elapsed() < d {
@@ -479,6 +473,8 @@ fn one_case() -> Option<(usize, usize, usize)> {
 fn bench_client(name: &str, class: &Class, ctx: &Context, to: &na::Addr, quick: bool) {
     class.register_rpc::<Rate>(None);
     class.register_rpc::<Bw>(None);
+    let delay = std::env::var("HG_BENCH_DELAY_NS").map_or(0, |v| v.trim().parse().unwrap());
+    DELAY_NS.store(delay, Ordering::Relaxed);
     if let Some((size, inflight, n)) = one_case() {
         let input = RateIn {
             data: vec![7u8; size.saturating_sub(8)],
