@@ -115,6 +115,14 @@ impl SendMsg<'_> {
 /// and their replies, in a buffer cheap to zero.
 const INLINE_MSG: usize = 256;
 
+/// Whether a message of `full` bytes (`max`: the NA size of its kind) is encoded on the stack:
+/// only one NA may inject, and that fits the pooled buffer it is copied into if NA declines
+/// (`CtxInner::owned`). Requests and replies alike.
+#[inline(always)]
+fn fits_inline(nac: &na::Class, full: usize, max: usize) -> bool {
+    full <= INLINE_MSG.min(nac.max_inject_size()).min(max)
+}
+
 /// A transfer's NA operations: nearly always one, kept inline (no allocation per transfer).
 type RmaParts = SmallVec<[RmaPart; 1]>;
 
@@ -2203,8 +2211,7 @@ impl CtxInner {
         let max = nac.max_unexpected_size();
         // Zeroed only when used (larger messages take a pooled buffer).
         let mut inline: [u8; INLINE_MSG];
-        // On the stack only what NA may inject and could also send (the copy if it declines).
-        let on_stack = full <= INLINE_MSG.min(nac.max_inject_size()).min(max);
+        let on_stack = fits_inline(nac, full, max);
         let (mut send, len, extra, crc) = if on_stack {
             inline = [0u8; INLINE_MSG];
             encode_body(input, &mut inline[uh + hs..full])?;
@@ -2429,8 +2436,7 @@ impl CtxInner {
         let max = nac.max_expected_size();
         // Zeroed only when used (larger messages take a pooled buffer).
         let mut inline: [u8; INLINE_MSG];
-        // As for a request: on the stack only what NA may inject and could also send.
-        let on_stack = full <= INLINE_MSG.min(nac.max_inject_size()).min(max);
+        let on_stack = fits_inline(nac, full, max);
         let (mut msg, len, crc) = if on_stack {
             inline = [0u8; INLINE_MSG];
             if let Some(o) = output {
