@@ -412,18 +412,25 @@ fn forward_counted<T: hg::Proc + 'static>(h: &Handle, done: &Arc<AtomicUsize>, i
         h.forward(input, move |_, r| {
             r.unwrap();
             d.fetch_add(1, Ordering::Relaxed);
+            delay_if_asked();
         })
         .unwrap();
     } else {
         h.forward(input, |_, r| {
             r.unwrap();
             DONE.with(|d| d.set(d.get() + 1));
-            let ns = DELAY_NS.load(Ordering::Relaxed);
-            if ns != 0 {
-                spin_for(Duration::from_nanos(ns));
-            }
+            delay_if_asked();
         })
         .unwrap();
+    }
+}
+
+/// The end of a rate RPC's callback: the [`DELAY_NS`] wait, when one was asked for.
+#[inline(always)]
+fn delay_if_asked() {
+    let ns = DELAY_NS.load(Ordering::Relaxed);
+    if ns != 0 {
+        spin_for(Duration::from_nanos(ns));
     }
 }
 
