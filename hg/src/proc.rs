@@ -18,9 +18,10 @@
 //!
 //! Encoding writes straight into the caller's buffer (the NA message buffer, DESIGN §3) and fails
 //! with [`Error::Overflow`] when it is too small; decoding reads a received buffer and yields owned
-//! values, or writes over a kept value reusing its buffers ([`Proc::decode_into`]). A body cut short is [`Error::Overflow`]; bytes no encoder writes (a `bool` of 7, a
-//! string without its NUL, trailing bytes after the last field) are [`Error::ProtocolError`]. A
-//! length field never allocates more than the bytes actually present can fill.
+//! values, or writes over a kept value reusing its buffers ([`Proc::decode_into`]). A body cut
+//! short is [`Error::Overflow`]; bytes no encoder writes (a `bool` of 7, a string without its
+//! NUL, trailing bytes after the last field) are [`Error::ProtocolError`]. A length field never
+//! allocates more than the bytes actually present can fill.
 
 use crate::error::{Error, Result};
 

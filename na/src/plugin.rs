@@ -141,8 +141,9 @@ pub struct InitOptions {
     /// The ofi plugin on TCP (`tcp;ofi_rxm`, XNET): the `SO_RCVBUF` each of its connections
     /// gets, fixed, in place of the kernel's receive-buffer autotuning (libfabric 1.17's tcp
     /// provider has no setting for it). `None` (or `Some(0)`) leaves autotuning on; so does a
-    /// value above `net.core.rmem_max`, which the kernel would cut. Default 4 MiB: on loopback autotuning
-    /// settles bulk transfers of 64 KiB at two speeds, mostly the slower (docs/perf.md).
+    /// value above `net.core.rmem_max`, which the kernel would cut. Default 4 MiB: on loopback
+    /// autotuning settles bulk transfers of 64 KiB at two speeds, mostly the slower
+    /// (docs/perf.md).
     pub sock_rcvbuf: Option<usize>,
 }
 
